@@ -1,0 +1,3 @@
+from lora_syncer.cli import main
+
+raise SystemExit(main())
