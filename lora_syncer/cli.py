@@ -17,7 +17,10 @@ from lora_syncer import __version__
 
 # name -> (module, one-line help). Order is the order `--help` shows.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("lora_syncer.commands.run", "run the sidecar: syncer, health/metrics server and (with --rules) the proxy"),
+    "run": (
+        "lora_syncer.commands.run",
+        "run the sidecar: syncer, health/metrics server and (with --rules) the proxy",
+    ),
     "proxy": ("lora_syncer.commands.proxy", "run only the weighted rewrite proxy"),
     "check": ("lora_syncer.commands.check", "validate adapters files, rules files or ConfigMap manifests"),
     "plan": ("lora_syncer.commands.plan", "print what one reconcile pass would do, changing nothing"),
@@ -68,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The old upstream image ran the syncer with no arguments at all: keep that working.
         args_list = ["run"]
         chosen = "run"
-    elif chosen is None and args_list[0].startswith("--") and args_list[0] not in ("--help", "-h", "--version"):
+    elif (
+        chosen is None and args_list[0].startswith("--") and args_list[0] not in ("--help", "-h", "--version")
+    ):
         # Upstream flags without a subcommand (`--config X --reconcile-trigger 5`) mean `run`.
         args_list = ["run", *args_list]
         chosen = "run"

@@ -1,0 +1,1 @@
+"""The user-edited file formats: the adapters file (`vLLMLoRAConfig`) and the rules file."""
