@@ -1,0 +1,1 @@
+"""The syncer: plan (pure), vLLM client, reconciler."""

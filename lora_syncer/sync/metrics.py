@@ -1,0 +1,69 @@
+"""The syncer's Prometheus metrics, on a registry the caller owns (one per process or test)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from lora_syncer.sync.status import AdapterState
+
+
+class SyncMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # The upstream sidecar's gauge, kept name for name so dashboards keep working.
+        self.adapter_status = Gauge(
+            "lora_syncer_adapter_status",
+            "Status of LoRA adapters (1=loaded, 0=not_loaded)",
+            ["adapter_name"],
+            registry=registry,
+        )
+        self.adapters_by_state = Gauge(
+            "lora_syncer_adapters", "Adapters known to the syncer, by state", ["state"], registry=registry
+        )
+        self.passes = Counter(
+            "lora_syncer_reconcile_passes", "Reconcile passes, by result", ["result"], registry=registry
+        )
+        self.pass_seconds = Histogram(
+            "lora_syncer_reconcile_duration_seconds",
+            "Wall time of one reconcile pass",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.operations = Counter(
+            "lora_syncer_adapter_operations",
+            "Load/unload calls to vLLM, by operation and result",
+            ["op", "result"],
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "lora_syncer_config_reloads", "Adapters-file reads, by result", ["result"], registry=registry
+        )
+        self.config_valid = Gauge(
+            "lora_syncer_config_valid",
+            "1 when the adapters file in place parsed and validated",
+            registry=registry,
+        )
+        self.last_good_reload = Gauge(
+            "lora_syncer_config_last_success_timestamp_seconds",
+            "When a good adapters file was last taken into force",
+            registry=registry,
+        )
+        self._last_good_at: float | None = None
+        since = Gauge(
+            "lora_syncer_config_seconds_since_last_success",
+            "Seconds since a good adapters file was last read (-1 before the first)",
+            registry=registry,
+        )
+        since.set_function(lambda: -1.0 if self._last_good_at is None else time.time() - self._last_good_at)
+        self.server_up = Gauge(
+            "lora_syncer_server_up", "1 when vLLM answered the last pass", registry=registry
+        )
+
+    def config_good(self, at: float) -> None:
+        self._last_good_at = at
+        self.last_good_reload.set(at)
+
+    def set_state_counts(self, counts: dict[str, int]) -> None:
+        for state in AdapterState:
+            self.adapters_by_state.labels(state=state.value).set(counts.get(state.value, 0))

@@ -1,0 +1,213 @@
+"""Decide what one reconcile pass must do (pure: plain data in, plain data out).
+
+Desired state comes from the adapters file, observed state from one `GET /v1/models`. The
+plan lists actions (load, reload, unload) and, for adapters that will not be touched, why.
+Retry timing is not decided here: the reconciler drops actions whose adapter is backing off.
+"""
+
+from __future__ import annotations
+
+import os.path
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from lora_syncer.config.adapters import AdaptersConfig, DesiredAdapter
+
+BaseModelPolicy = Literal["ignore", "warn", "enforce"]
+
+
+class Op(StrEnum):
+    LOAD = "load"
+    RELOAD = "reload"  # a new source for a loaded name
+    UNLOAD = "unload"
+
+
+class SkipReason(StrEnum):
+    CONFLICT = "conflict"
+    BASE_MODEL_MISMATCH = "base_model_mismatch"
+    FORBIDDEN_SOURCE = "forbidden_source"
+
+
+@dataclass(frozen=True)
+class ObservedModel:
+    """One entry of `GET /v1/models`. `parent` is None for a base model."""
+
+    id: str
+    root: str | None = None
+    parent: str | None = None
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.parent is not None
+
+
+@dataclass(frozen=True)
+class Action:
+    op: Op
+    adapter_id: str
+    source: str | None = None
+    # For RELOAD: True when the server can swap weights in place (vLLM >= 0.15).
+    inplace: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Skip:
+    adapter_id: str
+    reason: SkipReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    prune: bool = False
+    base_model_policy: BaseModelPolicy = "warn"
+    allowed_sources: tuple[str, ...] = ()
+    supports_inplace: bool = True
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    skips: tuple[Skip, ...] = ()
+    in_sync: tuple[str, ...] = ()  # declared present and loaded with the declared source
+    absent: tuple[str, ...] = ()  # declared absent and not loaded
+    base_model_warnings: tuple[Skip, ...] = field(default=())  # policy "warn": loaded anyway
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.actions
+
+
+# --- source policy -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceRule:
+    """One `--allowed-sources` entry: a prefix, or `re:<regex>` matched against the whole source."""
+
+    pattern: str
+    regex: re.Pattern[str] | None
+
+    @classmethod
+    def parse(cls, text: str) -> SourceRule:
+        if text.startswith("re:"):
+            return cls(text, re.compile(text[3:]))
+        return cls(text, None)
+
+    def allows(self, source: str) -> bool:
+        if self.regex is not None:
+            return self.regex.fullmatch(source) is not None
+        prefix = self.pattern
+        if prefix.startswith("/") or prefix.startswith("./"):
+            # A local directory: refuse `..` tricks by comparing normalised paths on a path boundary.
+            if ".." in source.replace("\\", "/").split("/"):
+                return False
+            norm = os.path.normpath(source)
+            base = os.path.normpath(prefix)
+            return norm == base or norm.startswith(base.rstrip("/") + "/")
+        return source.startswith(prefix)
+
+
+def source_allowed(source: str, rules: Sequence[str]) -> bool:
+    """True when no rules are set, or any rule allows `source`."""
+    if not rules:
+        return True
+    return any(SourceRule.parse(r).allows(source) for r in rules)
+
+
+def _base_model_ok(adapter: DesiredAdapter, served: frozenset[str]) -> bool:
+    return adapter.base_model is None or not served or adapter.base_model in served
+
+
+def served_base_models(observed: Iterable[ObservedModel]) -> frozenset[str]:
+    """Names a base model is known by: the served name and the `--model` path or id."""
+    names: set[str] = set()
+    for m in observed:
+        if not m.is_adapter:
+            names.add(m.id)
+            if m.root:
+                names.add(m.root)
+    return frozenset(names)
+
+
+def make_plan(config: AdaptersConfig, observed: Sequence[ObservedModel], options: PlanOptions) -> Plan:
+    """What to do so the server matches `config`."""
+    loaded = {m.id: m for m in observed if m.is_adapter}
+    base_names = {m.id for m in observed if not m.is_adapter}
+    served = served_base_models(observed)
+    actions: list[Action] = []
+    skips: list[Skip] = []
+    warnings: list[Skip] = []
+    in_sync: list[str] = []
+    absent: list[str] = []
+    declared: set[str] = set()
+
+    for adapter in config.ensure_exist:
+        declared.add(adapter.id)
+        if adapter.id in config.conflicts:
+            skips.append(
+                Skip(adapter.id, SkipReason.CONFLICT, "listed in both ensureExist and ensureNotExist")
+            )
+            continue
+        if not source_allowed(adapter.source, options.allowed_sources):
+            skips.append(
+                Skip(
+                    adapter.id,
+                    SkipReason.FORBIDDEN_SOURCE,
+                    f"source {adapter.source!r} is not allowed by --allowed-sources",
+                )
+            )
+            continue
+        if options.base_model_policy != "ignore" and not _base_model_ok(adapter, served):
+            skip = Skip(
+                adapter.id,
+                SkipReason.BASE_MODEL_MISMATCH,
+                f"base model {adapter.base_model!r} is not served here (serving: {', '.join(sorted(base_names))})",
+            )
+            if options.base_model_policy == "enforce":
+                skips.append(skip)
+                continue
+            warnings.append(skip)
+        current = loaded.get(adapter.id)
+        if current is None:
+            actions.append(
+                Action(Op.LOAD, adapter.id, adapter.source, reason="declared in ensureExist, not loaded")
+            )
+        elif current.root is not None and current.root != adapter.source:
+            actions.append(
+                Action(
+                    Op.RELOAD,
+                    adapter.id,
+                    adapter.source,
+                    inplace=options.supports_inplace,
+                    reason=f"loaded from {current.root!r}, declared source is {adapter.source!r}",
+                )
+            )
+        else:
+            in_sync.append(adapter.id)
+
+    for adapter in config.ensure_not_exist:
+        declared.add(adapter.id)
+        if adapter.id in config.conflicts:
+            continue  # reported once, from the ensureExist side
+        if adapter.id in loaded:
+            actions.append(Action(Op.UNLOAD, adapter.id, reason="declared in ensureNotExist, still loaded"))
+        else:
+            absent.append(adapter.id)
+
+    if options.prune:
+        for adapter_id in loaded:
+            if adapter_id not in declared:
+                actions.append(Action(Op.UNLOAD, adapter_id, reason="not declared (--prune)"))
+
+    return Plan(
+        actions=tuple(actions),
+        skips=tuple(skips),
+        in_sync=tuple(in_sync),
+        absent=tuple(absent),
+        base_model_warnings=tuple(warnings),
+    )

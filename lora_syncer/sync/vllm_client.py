@@ -1,0 +1,291 @@
+"""A thin aiohttp client for the vLLM endpoints the syncer uses.
+
+One `ClientSession` per server, reused; explicit timeouts on every call; every third-party
+error translated here into `lora_syncer.sync.errors` types. Transient failures are retried
+with `TRANSIENT_RETRY` (bounded, jittered exponential backoff), logged precisely enough to
+assert on ("attempt 2/3 failed; will retry").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from lora_syncer.sync.errors import (
+    AdapterRejected,
+    AuthenticationFailed,
+    RuntimeUpdatingDisabled,
+    ServerError,
+    ServerTimeout,
+    ServerUnavailable,
+    TransientError,
+    UnexpectedResponse,
+    VLLMError,
+)
+from lora_syncer.sync.plan import ObservedModel
+
+log = structlog.get_logger("lora_syncer.vllm")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times one call is tried within a pass, and how long to wait between tries."""
+
+    attempts: int = 3
+    initial: float = 0.2
+    maximum: float = 2.0
+
+
+TRANSIENT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 3.0
+    read: float = 15.0
+    load: float = 120.0  # a load may fetch an adapter from a hub
+
+
+class LoadOutcome:
+    LOADED = "loaded"
+    ALREADY_LOADED = "already_loaded"
+
+
+class UnloadOutcome:
+    UNLOADED = "unloaded"
+    NOT_FOUND = "not_found"
+
+
+def _error_body(text: str) -> tuple[str, str | None]:
+    """(message, type) from vLLM's error JSON, nested or flat (older servers)."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text.strip()[:500], None
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and "message" in inner:
+            return str(inner.get("message", "")), (str(inner["type"]) if inner.get("type") else None)
+        if "detail" in body:
+            return str(body["detail"]), None
+    return text.strip()[:500], None
+
+
+def _is_route_missing(text: str) -> bool:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("detail") == "Not Found" and "error" not in body
+
+
+class VLLMClient:
+    """Calls one vLLM server. Create inside a running loop; close with `aclose()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeouts: Timeouts = Timeouts(),
+        retry: RetryPolicy = TRANSIENT_RETRY,
+        max_connections: int = 8,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeouts = timeouts
+        self._retry = retry
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            connector=aiohttp.TCPConnector(limit=max_connections, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.read),
+            raise_for_status=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+    async def __aenter__(self) -> VLLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- transport -------------------------------------------------------------------------
+
+    async def _request(
+        self, method: str, path: str, *, json_body: Any = None, read_timeout: float | None = None
+    ) -> tuple[int, str]:
+        url = self.base_url + path
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeouts.connect, sock_read=read_timeout or self._timeouts.read
+        )
+        try:
+            async with self._session.request(method, url, json=json_body, timeout=timeout) as resp:
+                return resp.status, await resp.text(errors="replace")
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise ServerTimeout(f"{method} {path}: no answer in time ({exc.__class__.__name__})") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerUnavailable(
+                f"{method} {path}: cannot connect to {self.base_url}: {exc.os_error}"
+            ) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
+            raise ServerUnavailable(f"{method} {path}: connection lost: {exc}") from None
+        except aiohttp.ClientError as exc:
+            raise ServerUnavailable(f"{method} {path}: {exc}") from None
+
+    def _translate(self, path: str, status: int, text: str) -> VLLMError:
+        """Map a non-2xx answer to an error type. The only place response statuses are interpreted."""
+        message, _ = _error_body(text)
+        if status in (401, 403):
+            return AuthenticationFailed(
+                f"{path}: the server refused the request ({status}): check --api-key / VLLM_API_KEY",
+                status=status,
+            )
+        if status == 404 and _is_route_missing(text):
+            return (
+                RuntimeUpdatingDisabled()
+                if "lora_adapter" in path or path.startswith("/adapters")
+                else (UnexpectedResponse(f"{path}: route not found on the server", status=status))
+            )
+        if status >= 500:
+            return ServerError(f"{path}: server error {status}: {message}", status=status)
+        if status in (400, 404, 409, 422):
+            return AdapterRejected(message, status=status)
+        return UnexpectedResponse(f"{path}: unexpected status {status}: {message}", status=status)
+
+    async def _with_retry(self, what: str, call: Callable[[], Awaitable[T]], **log_kw: Any) -> T:
+        policy = self._retry
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                f"attempt {state.attempt_number}/{policy.attempts} failed; will retry",
+                call=what,
+                error=str(exc),
+                **log_kw,
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts),
+            wait=wait_exponential_jitter(initial=policy.initial, max=policy.maximum),
+            retry=retry_if_exception_type(TransientError),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return await retrying(call)
+
+    # --- endpoints -------------------------------------------------------------------------
+
+    async def health(self) -> bool:
+        """One `GET /health` (no retry): True on 200."""
+        try:
+            status, _ = await self._request("GET", "/health", read_timeout=self._timeouts.connect)
+        except TransientError:
+            return False
+        return status == 200
+
+    async def version(self) -> str | None:
+        """The server's version from `GET /version`, or None when it does not say."""
+        try:
+            status, text = await self._request("GET", "/version")
+        except TransientError:
+            return None
+        if status != 200:
+            return None
+        try:
+            value = json.loads(text).get("version")
+        except (ValueError, AttributeError):
+            return None
+        return str(value) if value else None
+
+    async def list_models(self) -> list[ObservedModel]:
+        """`GET /v1/models`, retried on transient errors."""
+
+        async def call() -> list[ObservedModel]:
+            status, text = await self._request("GET", "/v1/models")
+            if status != 200:
+                raise self._translate("/v1/models", status, text)
+            try:
+                data = json.loads(text)["data"]
+                return [
+                    ObservedModel(id=str(m["id"]), root=m.get("root"), parent=m.get("parent"))
+                    for m in data
+                    if isinstance(m, dict) and "id" in m
+                ]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UnexpectedResponse(f"/v1/models: unreadable answer: {exc}", status=status) from None
+
+        return await self._with_retry("list_models", call)
+
+    async def load(self, name: str, path: str, *, inplace: bool = False) -> str:
+        """Load (or, with `inplace`, replace) an adapter. Returns a LoadOutcome value."""
+        body: dict[str, Any] = {"lora_name": name, "lora_path": path}
+        if inplace:
+            body["load_inplace"] = True
+
+        async def call() -> str:
+            status, text = await self._request(
+                "POST", "/v1/load_lora_adapter", json_body=body, read_timeout=self._timeouts.load
+            )
+            if 200 <= status < 300:
+                return LoadOutcome.LOADED
+            error = self._translate("/v1/load_lora_adapter", status, text)
+            if (
+                isinstance(error, AdapterRejected)
+                and status == 400
+                and "already been loaded" in error.message
+            ):
+                return LoadOutcome.ALREADY_LOADED
+            raise error
+
+        return await self._with_retry("load", call, adapter=name)
+
+    async def unload(self, name: str) -> str:
+        """Unload an adapter; an unknown name counts as success. Returns an UnloadOutcome value."""
+        body = {"lora_name": name}
+
+        async def call() -> str:
+            status, text = await self._request("POST", "/v1/unload_lora_adapter", json_body=body)
+            if 200 <= status < 300:
+                return UnloadOutcome.UNLOADED
+            error = self._translate("/v1/unload_lora_adapter", status, text)
+            if isinstance(error, AdapterRejected) and status == 404:
+                return UnloadOutcome.NOT_FOUND
+            raise error
+
+        return await self._with_retry("unload", call, adapter=name)
+
+
+async def wait_until_healthy(
+    client: VLLMClient, *, within: float, interval: float, stop: asyncio.Event | None = None
+) -> bool:
+    """Poll `GET /health` every `interval` seconds for up to `within` seconds, without blocking."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        if await client.health():
+            return True
+        if loop.time() >= deadline or (stop is not None and stop.is_set()):
+            return False
+        try:
+            if stop is not None:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+                return False
+            await asyncio.sleep(interval)
+        except TimeoutError:
+            pass
