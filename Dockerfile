@@ -1,0 +1,46 @@
+# lora-syncer sidecar image.
+#
+# Build:  docker build -t lora-syncer:0.1.0 .
+# Run:    the image's default command is `lora-syncer run`; it reads the adapters file named by
+#         DYNAMIC_LORA_ROLLOUT_CONFIG (/config/configmap.yaml), exactly like the old upstream image.
+#
+# VERSION must equal the package version (tests/packaging checks that they agree).
+ARG PYTHON_IMAGE=python:3.12-slim
+ARG VERSION=0.1.0
+
+# ---- builder: build the wheel and install it, with the `fast` extra, into a virtualenv ----
+FROM ${PYTHON_IMAGE} AS builder
+ARG VERSION
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY lora_syncer ./lora_syncer
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && python -m venv /opt/lora-syncer \
+    && /opt/lora-syncer/bin/pip install --no-cache-dir "/wheels/lora_syncer-${VERSION}-py3-none-any.whl[fast]" \
+    && /opt/lora-syncer/bin/lora-syncer --version
+
+# ---- runtime: the same Python base, only the virtualenv; no RUN step, so no shell is used ----
+FROM ${PYTHON_IMAGE}
+ARG VERSION
+LABEL org.opencontainers.image.title="lora-syncer" \
+      org.opencontainers.image.description="vLLM sidecar: keeps LoRA adapters in line with a ConfigMap and splits traffic across adapter versions" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=builder /opt/lora-syncer /opt/lora-syncer
+ENV PATH=/opt/lora-syncer/bin:$PATH \
+    VIRTUAL_ENV=/opt/lora-syncer \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DYNAMIC_LORA_ROLLOUT_CONFIG=/config/configmap.yaml \
+    LORA_SYNCER_LOG_FORMAT=json
+# A fixed numeric UID/GID so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
+USER 65532:65532
+WORKDIR /tmp
+# 8080: /healthz /readyz /status /metrics; 8081: the rewrite proxy (runs when --rules is given).
+EXPOSE 8080 8081
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["lora-syncer"]
+CMD ["run"]
