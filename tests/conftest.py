@@ -1,0 +1,74 @@
+"""Generic fixtures shared by every test tier.
+
+- Every async test running in the default function-scoped event loop fails if it leaves asyncio
+  tasks behind (servers not stopped, background loops not cancelled).
+- ``free_port`` gives a callable returning an ephemeral port on 127.0.0.1 for servers that must
+  be told a port up front (prefer binding port 0 wherever the server reports its port).
+
+Nothing project-specific belongs here; tier fixtures live in each tier's conftest.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+
+# Loop iterations granted after teardown so tasks that are already finishing can do so.
+_SETTLE_ITERATIONS = 20
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A function returning a TCP port on 127.0.0.1 that was free when asked."""
+    return _free_port
+
+
+def _describe(task: asyncio.Task[object]) -> str:
+    coro = task.get_coro()
+    name = getattr(coro, "__qualname__", repr(coro))
+    return f"{task.get_name()} ({name})"
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail the test if it leaves tasks running in its event loop."""
+    before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    for _ in range(_SETTLE_ITERATIONS):
+        leftover = {t for t in asyncio.all_tasks() - before if t is not current and not t.done()}
+        if not leftover:
+            return
+        await asyncio.sleep(0)
+    names = sorted(_describe(t) for t in leftover)
+    # Cancel them so one leaky test does not break the next ones in the same loop.
+    for task in leftover:
+        task.cancel()
+    await asyncio.gather(*leftover, return_exceptions=True)
+    pytest.fail(f"test left {len(names)} asyncio task(s) running: {', '.join(names)}")
+
+
+@pytest.fixture(autouse=True)
+def _task_leak_guard(request: pytest.FixtureRequest) -> None:
+    """Enable the task-leak check for async tests in the function-scoped loop.
+
+    Sync tests skip it (no loop to inspect). Tests that run in a wider loop scope share that
+    loop with long-lived fixtures, so a before/after comparison would not mean "leaked".
+    """
+    marker = request.node.get_closest_marker("asyncio")
+    if marker is None:
+        return
+    loop_scope = marker.kwargs.get("loop_scope") or marker.kwargs.get("scope") or "function"
+    if loop_scope == "function":
+        request.getfixturevalue("_no_leaked_tasks")
