@@ -48,7 +48,7 @@ class BackoffPolicy:
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
         if failures <= 0:
             return 0.0
-        base = min(self.maximum, self.initial * (2 ** min(failures - 1, 32)))
+        base = min(self.maximum, self.initial * (2.0 ** min(failures - 1, 32)))
         spread = base * self.jitter
         jittered: float = (rng or random).uniform(-spread, spread)
         return max(0.0, base + jittered)

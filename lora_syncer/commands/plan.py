@@ -1,0 +1,128 @@
+"""`lora-syncer plan`: what one reconcile pass would do now, changing nothing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from lora_syncer.cliutil import env_default
+from lora_syncer.config.adapters import AdaptersConfig, parse_adapters
+from lora_syncer.config.errors import ConfigError
+from lora_syncer.config.source import read_file
+from lora_syncer.settings import DEFAULT_CONFIG
+from lora_syncer.sync.errors import VLLMError
+from lora_syncer.sync.plan import ObservedModel, Plan, PlanOptions, make_plan
+from lora_syncer.sync.reconciler import supports_inplace
+from lora_syncer.sync.vllm_client import VLLMClient
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=env_default("--config", DEFAULT_CONFIG, "DYNAMIC_LORA_ROLLOUT_CONFIG"),
+        help="adapters file (vLLMLoRAConfig)",
+    )
+    parser.add_argument(
+        "--server", default=env_default("--server"), help="vLLM base URL (default: the file's host/port)"
+    )
+    parser.add_argument(
+        "--api-key", default=env_default("--api-key", None, "VLLM_API_KEY"), help="vLLM API key"
+    )
+    parser.add_argument(
+        "--offline", action="store_true", help="plan against an empty server instead of asking vLLM"
+    )
+    parser.add_argument("--prune", action="store_true", help="plan unloading undeclared adapters too")
+    parser.add_argument("--base-model-policy", choices=["ignore", "warn", "enforce"], default="warn")
+    parser.add_argument("--allowed-sources", action="append", default=[], help="as for `run`")
+    parser.add_argument("--output", choices=["text", "json"], default="text")
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    return {
+        "actions": [
+            {
+                "op": a.op.value,
+                "adapter": a.adapter_id,
+                "source": a.source,
+                "inplace": a.inplace,
+                "reason": a.reason,
+            }
+            for a in plan.actions
+        ],
+        "skipped": [
+            {"adapter": s.adapter_id, "reason": s.reason.value, "detail": s.detail} for s in plan.skips
+        ],
+        "in_sync": list(plan.in_sync),
+        "absent": list(plan.absent),
+        "warnings": [{"adapter": w.adapter_id, "detail": w.detail} for w in plan.base_model_warnings],
+    }
+
+
+def render_plan(plan: Plan, server: str) -> str:
+    lines = [f"Plan against {server}:"]
+    if plan.is_noop:
+        lines.append("  nothing to do: the server matches the file")
+    for a in plan.actions:
+        how = " (in place)" if a.inplace else (" (unload + load)" if a.op.value == "reload" else "")
+        src = f" from {a.source}" if a.source else ""
+        lines.append(f"  {a.op.value:<7} {a.adapter_id}{src}{how}  -- {a.reason}")
+    for s in plan.skips:
+        lines.append(f"  skip    {s.adapter_id}  -- {s.reason.value}: {s.detail}")
+    for w in plan.base_model_warnings:
+        lines.append(f"  warn    {w.adapter_id}  -- {w.detail}")
+    if plan.in_sync:
+        lines.append(f"  ok      {len(plan.in_sync)} loaded as declared: {', '.join(plan.in_sync)}")
+    if plan.absent:
+        lines.append(f"  ok      {len(plan.absent)} absent as declared: {', '.join(plan.absent)}")
+    return "\n".join(lines)
+
+
+async def _observe(url: str, api_key: str | None) -> tuple[list[ObservedModel], str | None]:
+    async with VLLMClient(url, api_key=api_key) as client:
+        return await client.list_models(), await client.version()
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    try:
+        config: AdaptersConfig = parse_adapters(read_file(path), str(path))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    server = (args.server or config.server_url).rstrip("/")
+    if "://" not in server:
+        server = "http://" + server
+    version: str | None = None
+    observed: list[ObservedModel] = []
+    if not args.offline:
+        try:
+            observed, version = asyncio.run(_observe(server, args.api_key))
+        except VLLMError as exc:
+            print(f"cannot ask {server} what it has loaded: {exc.message}\n(use --offline to plan against an empty server)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    sources: list[str] = []
+    for item in args.allowed_sources:
+        sources.extend(p.strip() for p in item.split(",") if p.strip())
+    options = PlanOptions(
+        prune=args.prune,
+        base_model_policy=args.base_model_policy,
+        allowed_sources=tuple(sources),
+        supports_inplace=supports_inplace(version),
+    )
+    plan = make_plan(config, observed, options)
+    target = server + ("" if not args.offline else " (offline: assuming an empty server)")
+    if args.output == "json":
+        print(json.dumps({"server": server, "version": version, **plan_to_dict(plan)}, indent=2))
+    else:
+        for w in config.warnings:
+            print(w.format(), file=sys.stderr)
+        print(render_plan(plan, target))
+    return 0

@@ -1,0 +1,542 @@
+"""The level-triggered reconcile loop.
+
+Every trigger (file event, periodic resync, server back) asks for one pass; a pass re-reads
+the file, takes one fresh `GET /v1/models`, plans (pure) and applies the plan with bounded
+concurrency. Triggers carry no diff: bursts coalesce, the first starts a pass at once, and
+any number arriving during a pass cause exactly one more pass after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from lora_syncer.config.adapters import AdaptersConfig
+from lora_syncer.config.source import WatchedFile
+from lora_syncer.sync.errors import (
+    AdapterRejected,
+    AuthenticationFailed,
+    RuntimeUpdatingDisabled,
+    ServerUnavailable,
+    TransientError,
+    VLLMError,
+)
+from lora_syncer.sync.metrics import SyncMetrics
+from lora_syncer.sync.plan import Action, ObservedModel, Op, Plan, PlanOptions, SkipReason, make_plan
+from lora_syncer.sync.status import AdapterState, AdapterStatus, BackoffPolicy, Declared, SyncStatus
+from lora_syncer.sync.vllm_client import VLLMClient
+
+log = structlog.get_logger("lora_syncer.sync")
+
+_SKIP_STATE = {
+    SkipReason.CONFLICT: AdapterState.CONFLICT,
+    SkipReason.BASE_MODEL_MISMATCH: AdapterState.BASE_MODEL_MISMATCH,
+    SkipReason.FORBIDDEN_SOURCE: AdapterState.FORBIDDEN_SOURCE,
+}
+
+
+def supports_inplace(version: str | None) -> bool:
+    """`load_inplace` exists from vLLM 0.15.0 on; unknown versions are assumed recent."""
+    if not version:
+        return True
+    parts: list[int] = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            return True
+        parts.append(int(digits))
+    while len(parts) < 2:
+        parts.append(0)
+    return (parts[0], parts[1]) >= (0, 15)
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    resync_interval: float = 5.0
+    max_concurrency: int = 4
+    plan: PlanOptions = field(default_factory=PlanOptions)
+    health_check_timeout: float = 300.0
+    health_check_interval: float = 2.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # While the server is unreachable after the start-up timeout, probe at most this far apart.
+    down_probe_max: float = 30.0
+    # Re-log a persistent config error at most this often.
+    config_error_relog: float = 60.0
+    # Without --server, the file's host/port name the server (as with the old sidecar).
+    server_from_config: bool = False
+
+
+@dataclass
+class PassResult:
+    result: str  # ok | partial | server_down | no_config | runtime_updating_disabled | error
+    actions: int = 0
+    failures: int = 0
+    plan: Plan | None = None
+
+
+class Reconciler:
+    """Owns the reconcile loop. `trigger()` from anywhere on the loop; `run()` until `stop()`."""
+
+    def __init__(
+        self,
+        source: WatchedFile[AdaptersConfig],
+        client: VLLMClient,
+        options: SyncOptions,
+        metrics: SyncMetrics,
+        status: SyncStatus | None = None,
+    ) -> None:
+        self.source = source
+        self.client = client
+        self.options = options
+        self.metrics = metrics
+        self.status = status or SyncStatus()
+        self.status.server.url = client.base_url
+        self._wanted = asyncio.Event()
+        self._reasons: set[str] = set()
+        self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._config_error_logged: tuple[str, float] | None = None
+        self._down_since: float | None = None
+        self.pass_lock = asyncio.Lock()
+
+    # --- triggers --------------------------------------------------------------------------
+
+    def trigger(self, reason: str = "event") -> None:
+        """Ask for a pass. Cheap and idempotent; safe to call from event handlers."""
+        self._reasons.add(reason)
+        self._wanted.set()
+
+    def stop(self) -> None:
+        """Stop after the current pass; in-flight calls are left to finish (see `drain`)."""
+        self._stopping.set()
+        self._wanted.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to `grace` seconds for in-flight vLLM calls, then cancel what is left."""
+        pending = {t for t in self._inflight if not t.done()}
+        if not pending:
+            return
+        _, still = await asyncio.wait(pending, timeout=grace)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.gather(*still, return_exceptions=True)
+            log.warning("shutdown grace period over; cancelled in-flight calls", cancelled=len(still))
+
+    # --- loop ------------------------------------------------------------------------------
+
+    async def wait_for_server(self) -> bool:
+        """Start-up: poll `/health` up to --health-check-timeout without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.health_check_timeout
+        while not self._stopping.is_set():
+            if await self.client.health():
+                log.info("vLLM server is healthy", server=self.client.base_url)
+                return True
+            if loop.time() >= deadline:
+                log.warning(
+                    "vLLM server not healthy within --health-check-timeout; will keep retrying with backoff",
+                    server=self.client.base_url,
+                    timeout_seconds=self.options.health_check_timeout,
+                )
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.options.health_check_interval)
+        return False
+
+    async def run(self) -> None:
+        """The loop: a pass now, then one per trigger or per resync interval."""
+        await self._reload_config()  # the file may name the server to wait for
+        await self.wait_for_server()
+        self.trigger("start")
+        down_delay = self.options.health_check_interval
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._wanted.wait(), timeout=self._next_wake(down_delay))
+            except TimeoutError:
+                if self.status.server.reachable is False:
+                    # Server down: probe /health cheaply; a pass only when it answers.
+                    if not await self.client.health():
+                        down_delay = min(down_delay * 2, self.options.down_probe_max)
+                        continue
+                    log.info("vLLM server is reachable again; reconciling now", server=self.client.base_url)
+                    self._reasons.add("server_back")
+                else:
+                    self._reasons.add("resync")
+            if self._stopping.is_set():
+                break
+            self._wanted.clear()
+            reasons, self._reasons = self._reasons, set()
+            await self.run_pass(reasons)
+            if self.status.server.reachable:
+                down_delay = self.options.health_check_interval
+
+    def _next_wake(self, down_delay: float) -> float:
+        if self.status.server.reachable is False:
+            return down_delay
+        wake = self.options.resync_interval
+        now = time.monotonic()
+        for a in self.status.adapters.values():
+            if a.next_retry_at is not None and a.declared != "undeclared":
+                wake = min(wake, max(0.05, a.next_retry_at - now))
+        return wake
+
+    # --- one pass --------------------------------------------------------------------------
+
+    async def run_pass(self, reasons: set[str] | None = None) -> PassResult:
+        async with self.pass_lock:
+            started = time.perf_counter()
+            try:
+                result = await self._pass(reasons or {"manual"})
+            except Exception:  # a bug must not kill the sidecar: log it and try again next pass
+                log.exception("reconcile pass failed unexpectedly")
+                result = PassResult("error")
+            elapsed = time.perf_counter() - started
+            st = self.status
+            st.passes += 1
+            st.last_pass_at = time.time()
+            st.last_pass_seconds = elapsed
+            st.last_pass_result = result.result
+            self.metrics.passes.labels(result=result.result).inc()
+            self.metrics.pass_seconds.observe(elapsed)
+            self.metrics.set_state_counts(st.counts())
+            if result.actions:
+                log.info(
+                    "reconcile pass done",
+                    result=result.result,
+                    actions=result.actions,
+                    failures=result.failures,
+                    seconds=round(elapsed, 4),
+                    reasons=sorted(reasons or ()),
+                )
+            return result
+
+    async def _reload_config(self) -> AdaptersConfig | None:
+        outcome = await self.source.reload()
+        self.metrics.config_reloads.labels(result=outcome).inc()
+        current = self.source.current
+        if current is not None and self.options.server_from_config:
+            url = current.value.server_url
+            if url != self.client.base_url:
+                log.info("vLLM server address taken from the adapters file", server=url)
+                self.client.base_url = url
+                self.status.server.url = url
+        if outcome == "error":
+            self.metrics.config_valid.set(0)
+            err = self.source.error
+            text = str(err)
+            now = time.monotonic()
+            last = self._config_error_logged
+            if last is None or last[0] != text or now - last[1] >= self.options.config_error_relog:
+                log.error(
+                    "adapters file rejected; the last good configuration stays in force"
+                    if current
+                    else "adapters file rejected; nothing will be loaded or unloaded until it is fixed",
+                    file=str(self.source.path),
+                    errors=[i.format() for i in err.issues] if err else [],
+                )
+                self._config_error_logged = (text, now)
+        else:
+            self.metrics.config_valid.set(1)
+            if self._config_error_logged is not None:
+                log.info("adapters file is valid again", file=str(self.source.path))
+                self._config_error_logged = None
+            if outcome == "changed" and current is not None:
+                self.metrics.config_good(current.loaded_at)
+                log.info(
+                    "adapters file loaded",
+                    file=str(self.source.path),
+                    generation=current.generation,
+                    name=current.value.name,
+                    ensure_exist=len(current.value.ensure_exist),
+                    ensure_not_exist=len(current.value.ensure_not_exist),
+                )
+                for w in current.value.warnings:
+                    log.warning(w.message, file=w.file, path=w.path, line=w.line)
+        return current.value if current is not None else None
+
+    async def _observe(self) -> list[ObservedModel] | None:
+        server = self.status.server
+        try:
+            models = await self.client.list_models()
+        except VLLMError as exc:
+            if server.reachable is not False:
+                log.warning("vLLM server unreachable; adapters stay as they are", error=exc.message)
+            if server.reachable is not False:
+                self._down_since = time.monotonic()
+            server.reachable = False
+            server.last_error = exc.message
+            self.metrics.server_up.set(0)
+            return None
+        if server.reachable is not True:
+            # First contact, or back after a restart: the version may have changed.
+            server.version = await self.client.version()
+            server.supports_inplace = supports_inplace(server.version)
+        server.reachable = True
+        server.last_error = None
+        server.last_seen_at = time.time()
+        server.base_models = tuple(m.id for m in models if not m.is_adapter)
+        self.metrics.server_up.set(1)
+        return models
+
+    async def _pass(self, reasons: set[str]) -> PassResult:
+        config = await self._reload_config()
+        if config is None:
+            return PassResult("no_config")
+        models = await self._observe()
+        if models is None:
+            return PassResult("server_down")
+        options = self.options.plan
+        if options.supports_inplace != self.status.server.supports_inplace:
+            options = PlanOptions(
+                prune=options.prune,
+                base_model_policy=options.base_model_policy,
+                allowed_sources=options.allowed_sources,
+                supports_inplace=self.status.server.supports_inplace,
+            )
+        plan = make_plan(config, models, options)
+        due = self._record_observation(config, models, plan)
+        if self.status.server.runtime_updating_disabled and due:
+            # Probe with the first action only: until the server allows updates, the rest would fail alike.
+            due = due[:1]
+        failures = await self._execute(due)
+        self.status.synced_once = True
+        result = "ok" if not failures else "partial"
+        if self.status.server.runtime_updating_disabled:
+            result = "runtime_updating_disabled"
+        return PassResult(result, actions=len(due), failures=failures, plan=plan)
+
+    def _record_observation(
+        self, config: AdaptersConfig, models: list[ObservedModel], plan: Plan
+    ) -> list[Action]:
+        """Update every adapter's status from this pass's plan; return the actions due now."""
+        st = self.status
+        now = time.monotonic()
+        roots = {m.id: m.root for m in models if m.is_adapter}
+        seen: set[str] = set()
+
+        def entry(adapter_id: str, declared: Declared, source: str | None, base: str | None) -> AdapterStatus:
+            seen.add(adapter_id)
+            key = (declared, source, base)
+            a = st.adapters.get(adapter_id)
+            if a is None:
+                a = st.adapters[adapter_id] = AdapterStatus(id=adapter_id, declared=declared)
+            if a.declaration != key:
+                # A changed declaration gets a fresh start: no inherited backoff.
+                a.declaration = key
+                a.declared = declared
+                a.source, a.base_model = source, base
+                a.attempts, a.next_retry_at, a.last_error = 0, None, None
+            a.observed_root = roots.get(adapter_id)
+            return a
+
+        for d in config.ensure_exist:
+            entry(d.id, "present", d.source, d.base_model)
+        for d in config.ensure_not_exist:
+            if d.id not in config.conflicts:
+                entry(d.id, "absent", d.source or None, d.base_model)
+        for adapter_id in plan.in_sync:
+            a = st.adapters[adapter_id]
+            a.set_state(AdapterState.LOADED)
+            a.attempts, a.next_retry_at, a.last_error = 0, None, None
+        for adapter_id in plan.absent:
+            a = st.adapters[adapter_id]
+            a.set_state(AdapterState.ABSENT)
+            a.attempts, a.next_retry_at, a.last_error = 0, None, None
+        for skip in plan.skips:
+            a = st.adapters[skip.adapter_id]
+            if a.set_state(_SKIP_STATE[skip.reason]) or a.last_error != skip.detail:
+                log.warning(
+                    "adapter skipped", adapter=skip.adapter_id, reason=skip.reason.value, detail=skip.detail
+                )
+            a.last_error = skip.detail
+        for warn in plan.base_model_warnings:
+            a = st.adapters[warn.adapter_id]
+            if a.last_error != warn.detail and a.state != AdapterState.LOADED:
+                log.warning(
+                    "base model mismatch (loading anyway: --base-model-policy=warn)",
+                    adapter=warn.adapter_id,
+                    detail=warn.detail,
+                )
+        due: list[Action] = []
+        for action in plan.actions:
+            known = st.adapters.get(action.adapter_id)
+            # --prune of an undeclared adapter has no entry yet.
+            a = known if known is not None else entry(action.adapter_id, "undeclared", None, None)
+            seen.add(action.adapter_id)
+            if a.backing_off(now):
+                if a.state not in (AdapterState.FAILED,):
+                    a.set_state(AdapterState.PENDING)
+                continue
+            if a.state not in (AdapterState.FAILED, AdapterState.PENDING):
+                a.set_state(AdapterState.PENDING)
+            due.append(action)
+        # Forget adapters no longer declared nor loaded; their gauge goes with them.
+        for adapter_id in list(st.adapters):
+            if adapter_id not in seen and adapter_id not in roots:
+                del st.adapters[adapter_id]
+                with contextlib.suppress(KeyError):
+                    self.metrics.adapter_status.remove(adapter_id)
+        for a in st.adapters.values():
+            self.metrics.adapter_status.labels(adapter_name=a.id).set(1 if a.id in roots else 0)
+        return due
+
+    async def _execute(self, actions: list[Action]) -> int:
+        if not actions:
+            return 0
+        sem = asyncio.Semaphore(max(1, self.options.max_concurrency))
+        failures = 0
+
+        async def run_one(action: Action) -> None:
+            nonlocal failures
+            async with sem:
+                if self._stopping.is_set():
+                    return
+                ok = await self._apply(action)
+                if not ok:
+                    failures += 1
+
+        tasks = [asyncio.create_task(run_one(a), name=f"sync:{a.op.value}:{a.adapter_id}") for a in actions]
+        self._inflight.update(tasks)
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._inflight.difference_update(tasks)
+        return failures
+
+    async def _apply(self, action: Action) -> bool:
+        a = self.status.adapters[action.adapter_id]
+        bound = log.bind(adapter=action.adapter_id, op=action.op.value)
+        started = time.perf_counter()
+        try:
+            if action.op == Op.UNLOAD:
+                a.set_state(AdapterState.UNLOADING)
+                outcome = await self.client.unload(action.adapter_id)
+                a.set_state(AdapterState.ABSENT)
+                a.observed_root = None
+            else:
+                assert action.source is not None
+                a.set_state(AdapterState.LOADING)
+                if action.op == Op.RELOAD and not action.inplace:
+                    await self.client.unload(action.adapter_id)
+                outcome = await self.client.load(
+                    action.adapter_id, action.source, inplace=action.op == Op.RELOAD and action.inplace
+                )
+                a.set_state(AdapterState.LOADED)
+                a.observed_root = action.source
+                self.metrics.adapter_status.labels(adapter_name=action.adapter_id).set(1)
+            if action.op == Op.UNLOAD:
+                self.metrics.adapter_status.labels(adapter_name=action.adapter_id).set(0)
+            self.metrics.operations.labels(op=action.op.value, result="ok").inc()
+            a.attempts, a.next_retry_at, a.last_error = 0, None, None
+            if self.status.server.runtime_updating_disabled:
+                self.status.server.runtime_updating_disabled = False
+                log.info("runtime LoRA updating is enabled on the server now")
+            bound.info(
+                f"{action.op.value} done",
+                outcome=outcome,
+                source=action.source,
+                reason=action.reason,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            return True
+        except RuntimeUpdatingDisabled as exc:
+            if not self.status.server.runtime_updating_disabled:
+                log.error(exc.message, server=self.client.base_url)
+            self.status.server.runtime_updating_disabled = True
+            self._fail(a, action, exc.message, "runtime_updating_disabled", count_attempt=False)
+        except ServerUnavailable as exc:
+            # The server went away mid-pass: not this adapter's fault, so no backoff; re-plan when it is back.
+            a.set_state(AdapterState.PENDING)
+            a.last_error = exc.message
+            self.metrics.operations.labels(op=action.op.value, result="server_unavailable").inc()
+            self.status.server.reachable = False
+            self.status.server.last_error = exc.message
+            self.metrics.server_up.set(0)
+            bound.warning(
+                "vLLM server unreachable during the call; will retry when it is back", error=exc.message
+            )
+        except (AdapterRejected, TransientError, AuthenticationFailed, VLLMError) as exc:
+            kind = "rejected" if isinstance(exc, AdapterRejected) else "error"
+            self._fail(a, action, exc.message, kind)
+        return False
+
+    def _fail(
+        self, a: AdapterStatus, action: Action, message: str, result: str, count_attempt: bool = True
+    ) -> None:
+        if count_attempt:
+            a.attempts += 1
+        delay = self.options.backoff.delay(max(1, a.attempts))
+        a.next_retry_at = time.monotonic() + delay
+        changed = a.last_error != message
+        a.last_error = message
+        a.set_state(AdapterState.FAILED)
+        self.metrics.operations.labels(op=action.op.value, result=result).inc()
+        if changed or a.attempts <= 1:
+            log.error(
+                f"{action.op.value} failed",
+                adapter=action.adapter_id,
+                error=message,
+                attempts=a.attempts,
+                retry_in_seconds=round(delay, 1),
+            )
+        else:
+            log.warning(
+                f"{action.op.value} failed again",
+                adapter=action.adapter_id,
+                attempts=a.attempts,
+                retry_in_seconds=round(delay, 1),
+            )
+
+    # --- what others read ------------------------------------------------------------------
+
+    def ready(self, mode: str = "synced") -> tuple[bool, str]:
+        if mode == "started":
+            return True, ""
+        if self.source.current is None:
+            err = self.source.error
+            return False, f"no valid adapters file yet: {err.summary() if err else 'not read yet'}"
+        st = self.status
+        if not st.synced_once:
+            return False, "first reconcile pass has not completed"
+        if not st.server.reachable:
+            return False, f"vLLM server unreachable: {st.server.last_error or 'no answer yet'}"
+        missing = st.unsynced()
+        if missing:
+            shown = ", ".join(sorted(missing)[:10])
+            return False, f"{len(missing)} declared adapter(s) not loaded yet: {shown}"
+        return True, ""
+
+    def status_dict(self) -> dict[str, Any]:
+        st = self.status
+        now = time.monotonic()
+        current = self.source.current
+        err = self.source.error
+        return {
+            "config": {
+                "file": str(self.source.path),
+                "name": current.value.name if current else None,
+                "generation": current.generation if current else None,
+                "loaded_at": current.loaded_at if current else None,
+                "error": [i.to_dict() for i in err.issues] if err else None,
+                "warnings": [w.to_dict() for w in current.value.warnings] if current else [],
+            },
+            "server": st.server.to_dict(),
+            "sync": {
+                "passes": st.passes,
+                "last_pass_at": st.last_pass_at,
+                "last_pass_seconds": st.last_pass_seconds,
+                "last_pass_result": st.last_pass_result,
+                "counts": {k: v for k, v in st.counts().items() if v},
+            },
+            "adapters": {a.id: a.to_dict(now) for a in sorted(st.adapters.values(), key=lambda x: x.id)},
+        }
