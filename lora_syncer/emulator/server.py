@@ -1,0 +1,415 @@
+"""The emulated vLLM HTTP surface: handlers for every vLLM route the project touches.
+
+`VllmHandlers` holds the live state (registry, faults, call log) and answers like vLLM 0.32:
+same statuses, error bodies and messages. `build_app` wires the handlers, the control API and a
+catch-all that answers unknown routes with FastAPI's `{"detail": ...}` bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+
+from lora_syncer.emulator import _json, responses
+from lora_syncer.emulator.calls import AdminOp, CallLog
+from lora_syncer.emulator.config import EmulatorConfig
+from lora_syncer.emulator.errors import ENGINE_DEAD_MESSAGE, ApiError, internal
+from lora_syncer.emulator.faults import Faults
+from lora_syncer.emulator.models_list import ModelsView
+from lora_syncer.emulator.state import AdapterRegistry, probe_adapter
+from lora_syncer.emulator.validation import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    EMBEDDING_FIELDS,
+    LOAD_FIELDS,
+    UNLOAD_FIELDS,
+    parse_body,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+JSON = "application/json"
+TEXT = "text/plain"
+INJECTED_FAILURE = "Injected failure (lora-syncer emulator fault injection)."
+ALIAS_HEADER = "X-Amzn-SageMaker-Adapter-Alias"
+
+# Paths vLLM serves, with their methods: a wrong method gets 405 instead of 404.
+KNOWN_ROUTES: dict[str, tuple[str, ...]] = {
+    "/health": ("GET",),
+    "/version": ("GET",),
+    "/v1/models": ("GET",),
+    "/v1/load_lora_adapter": ("POST",),
+    "/v1/unload_lora_adapter": ("POST",),
+    "/v1/completions": ("POST",),
+    "/v1/chat/completions": ("POST",),
+    "/adapters": ("POST",),
+}
+
+
+def json_response(body: bytes, status: int = 200) -> web.Response:
+    """A pre-serialized JSON answer."""
+    return web.Response(body=body, status=status, content_type=JSON)
+
+
+def error_response(err: ApiError) -> web.Response:
+    """vLLM's JSON error answer."""
+    return json_response(_json.dumps(err.body()), err.status)
+
+
+def detail_response(status: int, detail: str) -> web.Response:
+    """FastAPI's answer for unknown routes and wrong methods: `{"detail": ...}`."""
+    return json_response(_json.dumps({"detail": detail}), status)
+
+
+def text_response(text: str) -> web.Response:
+    """vLLM's plain-text success answer of the admin routes."""
+    return web.Response(text=text, content_type=TEXT)
+
+
+def drop_connection(request: web.Request) -> web.Response:
+    """Close the client's connection without an answer (the returned response is never sent)."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
+
+
+class VllmHandlers:
+    """The emulator's live state and its vLLM route handlers."""
+
+    def __init__(self, config: EmulatorConfig, faults: Faults, calls: CallLog) -> None:
+        self.config = config
+        self.faults = faults
+        self.calls = calls
+        self.registry = AdapterRegistry(config.served_names)
+        self.models_view = ModelsView(self.registry, config.model_root, config.max_model_len)
+        self.rng = random.Random(config.seed)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ---- fault injection -------------------------------------------------------------------
+
+    def wrap(self, key: str, impl: Handler, admin: AdminOp | None = None) -> Handler:
+        """`impl` behind the faults for endpoint `key` (latency, then injected failure)."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            self.calls.requests[key] += 1
+            faults = self.faults
+            delay = faults.latency_for(key)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if (faults.fail_next or faults.failure_rate) and faults.should_fail(key, self.rng):
+                self.calls.injected_failures[key] += 1
+                mode = faults.failure_mode
+                if mode != "drop_after":
+                    if admin is not None:
+                        await self._record_unperformed(request, admin, 0 if mode == "drop" else 500)
+                    if mode == "drop":
+                        return drop_connection(request)
+                    return error_response(internal(INJECTED_FAILURE))
+                await impl(request)
+                return drop_connection(request)
+            return await impl(request)
+
+        return handler
+
+    async def _record_unperformed(self, request: web.Request, op: AdminOp, status: int) -> None:
+        """Log an admin call that a fault answered before it ran (name/path read best-effort)."""
+        name, path = request.match_info.get("name", ""), None
+        try:
+            body = _json.loads(await request.read())
+        except ValueError:
+            body = {}
+        if isinstance(body, dict):
+            name = str(body.get("lora_name", body.get("name", name)))
+            raw_path = body.get("lora_path", body.get("src"))
+            path = None if raw_path is None else str(raw_path)
+        self.calls.record(op, name, path, status, route=request.path)
+
+    # ---- simple routes ---------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        """`GET /health`: 200 empty, 503 when the engine is dead."""
+        return web.Response(status=503 if self.faults.engine_dead else 200)
+
+    async def version(self, request: web.Request) -> web.StreamResponse:
+        """`GET /version`."""
+        return json_response(_json.dumps({"version": self.config.version}))
+
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        """`GET /v1/models`: base model names first, then adapters in load order."""
+        return json_response(self.models_view.body())
+
+    # ---- adapter admin routes ---------------------------------------------------------------
+
+    def _updating_disabled(self) -> bool:
+        return not self.faults.runtime_lora_updating
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    async def load_adapter(self, name: str, path: str, load_inplace: bool) -> ApiError | None:
+        """Load or (in place) re-point an adapter under vLLM's rules; None on success."""
+        async with self._lock(name):
+            err = self.registry.check_load(name, path, load_inplace)
+            if err is not None:
+                return err
+            if self.faults.load_delay > 0:
+                await asyncio.sleep(self.faults.load_delay)
+            err = await asyncio.to_thread(
+                probe_adapter,
+                name,
+                path,
+                max_lora_rank=self.config.max_lora_rank,
+                allow_hub_ids=self.config.allow_hub_ids,
+                require_weights=self.config.require_weights,
+            )
+            if err is None:
+                self.registry.add(name, path)
+            return err
+
+    async def unload_adapter(self, name: str) -> ApiError | None:
+        """Unload an adapter under vLLM's rules; None on success."""
+        async with self._lock(name):
+            err = self.registry.check_unload(name)
+            if err is not None:
+                return err
+            if self.faults.unload_delay > 0:
+                await asyncio.sleep(self.faults.unload_delay)
+            self.registry.remove(name)
+            return None
+
+    async def _admin(
+        self,
+        request: web.Request,
+        op: AdminOp,
+        body: dict[str, Any] | ApiError,
+        name_field: str,
+        path_field: str | None,
+        success: Callable[[str], str],
+    ) -> web.StreamResponse:
+        if isinstance(body, ApiError):
+            self.calls.record(op, "", None, body.status, route=request.path)
+            return error_response(body)
+        name = body[name_field]
+        path = body[path_field] if path_field else None
+        inplace = bool(body.get("load_inplace", False))
+        self.calls.admin_started()
+        try:
+            if op == "load":
+                err = await self.load_adapter(name, path or "", inplace)
+            else:
+                err = await self.unload_adapter(name)
+        finally:
+            self.calls.admin_finished()
+        self.calls.record(
+            op, name, path, err.status if err else 200, load_inplace=inplace, route=request.path
+        )
+        return error_response(err) if err else text_response(success(name))
+
+    def _disabled(self, request: web.Request, op: AdminOp) -> web.StreamResponse:
+        self.calls.record(op, request.match_info.get("name", ""), None, 404, route=request.path)
+        return detail_response(404, "Not Found")
+
+    async def v1_load(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/load_lora_adapter`."""
+        if self._updating_disabled():
+            return self._disabled(request, "load")
+        body = parse_body(request.headers.get("Content-Type", ""), await request.read(), LOAD_FIELDS)
+        return await self._admin(
+            request,
+            "load",
+            body,
+            "lora_name",
+            "lora_path",
+            lambda n: f"Success: LoRA adapter '{n}' added successfully.",
+        )
+
+    async def v1_unload(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/unload_lora_adapter`."""
+        if self._updating_disabled():
+            return self._disabled(request, "unload")
+        body = parse_body(request.headers.get("Content-Type", ""), await request.read(), UNLOAD_FIELDS)
+        return await self._admin(
+            request,
+            "unload",
+            body,
+            "lora_name",
+            None,
+            lambda n: f"Success: LoRA adapter '{n}' removed successfully.",
+        )
+
+    async def sagemaker_register(self, request: web.Request) -> web.StreamResponse:
+        """`POST /adapters {"name", "src"}` (SageMaker-style register)."""
+        if self._updating_disabled():
+            return self._disabled(request, "load")
+        raw = await request.read()
+        try:
+            data: Any = _json.loads(raw)
+        except ValueError:
+            data = dict(request.query)  # the SageMaker layer falls back to query parameters
+        if not isinstance(data, dict):
+            data = {}
+        problems: list[dict[str, Any]] = []
+        for field in ("name", "src"):
+            if field not in data:
+                problems.append({"type": "missing", "loc": [field], "msg": "Field required", "input": data})
+            elif data[field] == "":
+                why = f"The parameter {field} cannot be an empty string"
+                problems.append(
+                    {
+                        "type": "value_error",
+                        "loc": [field],
+                        "msg": f"Value error, {why}",
+                        "input": "",
+                        "ctx": {"error": why},
+                    }
+                )
+        if problems:
+            err = ApiError(400, "Bad Request", _json.dumps(problems).decode())
+            self.calls.record("load", str(data.get("name", "")), None, 400, route=request.path)
+            return error_response(err)
+        body = {
+            "name": str(data["name"]),
+            "src": str(data["src"]),
+            "load_inplace": bool(data.get("load_inplace")),
+        }
+        alias = request.headers.get(ALIAS_HEADER)
+        return await self._admin(
+            request, "load", body, "name", "src", lambda n: f"Adapter {alias or n} registered"
+        )
+
+    async def sagemaker_unregister(self, request: web.Request) -> web.StreamResponse:
+        """`DELETE /adapters/{name}` (SageMaker-style unregister)."""
+        if self._updating_disabled():
+            return self._disabled(request, "unload")
+        alias = request.headers.get(ALIAS_HEADER)
+        body = {"name": request.match_info["name"]}
+        return await self._admin(
+            request, "unload", body, "name", None, lambda n: f"Adapter {alias or n} unregistered"
+        )
+
+    # ---- inference -------------------------------------------------------------------------
+
+    def _tokens(self, body: dict[str, Any], *fields: str) -> int:
+        for f in fields:
+            value = body.get(f)
+            if isinstance(value, int) and value > 0:
+                return min(value, self.config.max_generated_tokens)
+        return self.config.default_max_tokens
+
+    async def _inference_prelude(
+        self, request: web.Request, fields: tuple[Any, ...]
+    ) -> tuple[dict[str, Any], str] | web.StreamResponse:
+        body = parse_body(request.headers.get("Content-Type", ""), await request.read(), fields)
+        if isinstance(body, ApiError):
+            return error_response(body)
+        requested = body.get("model")
+        served = self.registry.served_model(requested)
+        if served is None:
+            return error_response(self.registry.unknown_model_error(str(requested)))
+        if self.faults.engine_dead:
+            return error_response(internal(ENGINE_DEAD_MESSAGE))
+        self.calls.served[served] += 1
+        return body, served
+
+    async def _stream(self, request: web.Request, events: Iterator[bytes]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": f"{responses.SSE_CONTENT_TYPE}; charset=utf-8"})
+        await resp.prepare(request)
+        delay = self.faults.token_delay
+        for event in events:
+            await resp.write(event)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await resp.write_eof()
+        return resp
+
+    @staticmethod
+    def _include_usage(body: dict[str, Any]) -> bool:
+        options = body.get("stream_options")
+        return isinstance(options, dict) and bool(options.get("include_usage"))
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/chat/completions`, plain or streamed."""
+        pre = await self._inference_prelude(request, CHAT_FIELDS)
+        if isinstance(pre, web.StreamResponse):
+            return pre
+        body, served = pre
+        n = self._tokens(body, "max_completion_tokens", "max_tokens")
+        prompt = responses.chat_prompt_tokens(body["messages"])
+        version = self.config.version
+        if body.get("stream"):
+            return await self._stream(
+                request, responses.chat_stream(served, n, prompt, self._include_usage(body), version)
+            )
+        return json_response(responses.chat_body(served, n, prompt, version))
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/completions`, plain or streamed."""
+        pre = await self._inference_prelude(request, COMPLETION_FIELDS)
+        if isinstance(pre, web.StreamResponse):
+            return pre
+        body, served = pre
+        n = self._tokens(body, "max_tokens")
+        prompt = responses.completion_prompt_tokens(body.get("prompt"))
+        version = self.config.version
+        if body.get("stream"):
+            return await self._stream(
+                request, responses.completion_stream(served, n, prompt, self._include_usage(body), version)
+            )
+        return json_response(responses.completion_body(served, n, prompt, version))
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/embeddings` (only with `enable_embeddings`; vLLM has no such route for generative models)."""
+        pre = await self._inference_prelude(request, EMBEDDING_FIELDS)
+        if isinstance(pre, web.StreamResponse):
+            return pre
+        body, served = pre
+        return json_response(responses.embedding_body(served, body["input"]))
+
+    # ---- everything else -------------------------------------------------------------------
+
+    async def fallback(self, request: web.Request) -> web.StreamResponse:
+        """Unknown route: 404 `{"detail":"Not Found"}`; known route, wrong method: 405."""
+        path = request.path
+        allowed: tuple[str, ...] | None = KNOWN_ROUTES.get(path)
+        if allowed is None and path.startswith("/adapters/") and path.count("/") == 2:
+            allowed = ("DELETE",) if self.faults.runtime_lora_updating else None
+        if allowed is None and path == "/v1/embeddings" and self.config.enable_embeddings:
+            allowed = ("POST",)
+        if (
+            path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/adapters")
+            and self._updating_disabled()
+        ):
+            allowed = None
+        if allowed is None:
+            return detail_response(404, "Not Found")
+        resp = detail_response(405, "Method Not Allowed")
+        resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+
+
+def add_vllm_routes(app: web.Application, h: VllmHandlers) -> None:
+    """Register the vLLM routes (behind fault injection) on `app`."""
+    r = app.router
+    r.add_get("/health", h.wrap("health", h.health), allow_head=False)
+    r.add_get("/version", h.wrap("version", h.version), allow_head=False)
+    r.add_get("/v1/models", h.wrap("models", h.models), allow_head=False)
+    r.add_post("/v1/load_lora_adapter", h.wrap("load", h.v1_load, "load"))
+    r.add_post("/v1/unload_lora_adapter", h.wrap("unload", h.v1_unload, "unload"))
+    r.add_post("/adapters", h.wrap("load", h.sagemaker_register, "load"))
+    r.add_delete("/adapters/{name}", h.wrap("unload", h.sagemaker_unregister, "unload"))
+    r.add_post("/v1/completions", h.wrap("completions", h.completions))
+    r.add_post("/v1/chat/completions", h.wrap("chat", h.chat))
+    if h.config.enable_embeddings:
+        r.add_post("/v1/embeddings", h.wrap("embeddings", h.embeddings))
+
+
+def add_fallback_route(app: web.Application, h: VllmHandlers) -> None:
+    """Register the catch-all (must come after every other route)."""
+    app.router.add_route("*", "/{tail:.*}", h.fallback)
