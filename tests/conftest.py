@@ -4,18 +4,25 @@
   tasks behind (servers not stopped, background loops not cancelled).
 - ``free_port`` gives a callable returning an ephemeral port on 127.0.0.1 for servers that must
   be told a port up front (prefer binding port 0 wherever the server reports its port).
+- ``real_vllm``: the one real vLLM server of the session. It is defined here, not in
+  tests/e2e/conftest.py, only because pytest shows a conftest's fixtures to the tests below it
+  and both tests/contract and tests/e2e must share the same server (one ~30 s start-up per run).
+  Locally it skips when the vLLM environment is missing; with ``CI=true`` that is a failure.
 
-Nothing project-specific belongs here; tier fixtures live in each tier's conftest.py.
+Nothing else belongs here; tier fixtures live in each tier's conftest.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
+
+from lora_syncer.realvllm.launcher import SETUP_HINT, RealVLLM, default_venv, find_venv
 
 # Loop iterations granted after teardown so tasks that are already finishing can do so.
 _SETTLE_ITERATIONS = 20
@@ -72,3 +79,28 @@ def _task_leak_guard(request: pytest.FixtureRequest) -> None:
     loop_scope = marker.kwargs.get("loop_scope") or marker.kwargs.get("scope") or "function"
     if loop_scope == "function":
         request.getfixturevalue("_no_leaked_tasks")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def real_vllm(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RealVLLM]:
+    """The session's real vLLM (served name ``base``, LoRA on, max rank 8), started once.
+
+    Tests may load adapters (use names unique to the test and unload them) and may restart it,
+    but must leave it running.
+    """
+    venv = find_venv()
+    if venv is None:
+        message = f"real vLLM environment not found at {default_venv()}; create it with: {SETUP_HINT}"
+        if _in_ci():
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        pytest.skip(message)
+    server = RealVLLM(venv, tmp_path_factory.mktemp("real-vllm"))
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.stop()

@@ -39,6 +39,7 @@ __all__ = [
     "VENV_ENV_VAR",
     "Assets",
     "RealVLLM",
+    "SETUP_HINT",
     "RealVLLMError",
     "VLLMEnvMissing",
     "build_assets",
