@@ -145,11 +145,12 @@ def _unknown_key_warnings(model: BaseModel, path: tuple[str | int, ...], doc: Do
                 severity="warning",
             )
         )
-    for name, value in model:
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        alias = info.alias or name
         if isinstance(value, BaseModel):
-            out.extend(_unknown_key_warnings(value, (*path, model.model_fields[name].alias or name), doc))
+            out.extend(_unknown_key_warnings(value, (*path, alias), doc))
         elif isinstance(value, list):
-            alias = model.model_fields[name].alias or name
             for i, item in enumerate(value):
                 if isinstance(item, BaseModel):
                     out.extend(_unknown_key_warnings(item, (*path, alias, i), doc))
