@@ -1,0 +1,84 @@
+"""Inference answer bodies and SSE streams shaped like vLLM's."""
+
+from __future__ import annotations
+
+import json
+
+from lora_syncer.emulator import responses
+
+
+def events(stream: list[bytes]) -> list[object]:
+    out: list[object] = []
+    for event in stream:
+        assert event.startswith(b"data: ")
+        assert event.endswith(b"\n\n")
+        payload = event[6:-2]
+        out.append("[DONE]" if payload == b"[DONE]" else json.loads(payload))
+    return out
+
+
+class TestBodies:
+    def test_chat_body(self) -> None:
+        """A chat answer names the model, has n completion tokens and finishes by length."""
+        body = json.loads(responses.chat_body("a1", 3, 10, "0.32.0"))
+        assert body["id"].startswith("chatcmpl-")
+        assert (body["object"], body["model"]) == ("chat.completion", "a1")
+        assert body["choices"][0]["message"]["role"] == "assistant"
+        assert body["choices"][0]["finish_reason"] == "length"
+        assert body["usage"] == {
+            "prompt_tokens": 10,
+            "total_tokens": 13,
+            "completion_tokens": 3,
+            "prompt_tokens_details": None,
+            "completion_tokens_details": None,
+        }
+        assert body["system_fingerprint"].startswith("vllm-0.32.0-")
+
+    def test_completion_body(self) -> None:
+        """A text completion answer names the model and carries the filler text."""
+        body = json.loads(responses.completion_body("base", 4, 2, "0.32.0"))
+        assert body["id"].startswith("cmpl-")
+        assert (body["object"], body["model"]) == ("text_completion", "base")
+        assert body["choices"][0]["text"] == responses.fake_text(4)
+
+
+class TestStreams:
+    def test_chat_stream(self) -> None:
+        """Role chunk, one chunk per token, the last one finished, then [DONE]; every chunk names the model."""
+        out = events(list(responses.chat_stream("a1", 3, 5, False, "0.32.0")))
+        assert out[-1] == "[DONE]"
+        chunks = out[:-1]
+        assert len(chunks) == 4
+        assert all(isinstance(c, dict) and c["model"] == "a1" for c in chunks)
+        assert len({c["id"] for c in chunks if isinstance(c, dict)}) == 1
+        first, *tokens = chunks
+        assert isinstance(first, dict)
+        assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+        assert [c["choices"][0]["finish_reason"] for c in tokens if isinstance(c, dict)] == [
+            None,
+            None,
+            "length",
+        ]
+
+    def test_chat_stream_usage(self) -> None:
+        """With include_usage a final usage chunk with no choices precedes [DONE]."""
+        out = events(list(responses.chat_stream("a1", 2, 5, True, "0.32.0")))
+        usage = out[-2]
+        assert isinstance(usage, dict)
+        assert usage["choices"] == []
+        assert usage["usage"] == {"prompt_tokens": 5, "total_tokens": 7, "completion_tokens": 2}
+
+    def test_completion_stream(self) -> None:
+        """A streamed completion has one chunk per token, then [DONE]."""
+        out = events(list(responses.completion_stream("a2", 3, 1, False, "0.32.0")))
+        assert out[-1] == "[DONE]"
+        texts = "".join(c["choices"][0]["text"] for c in out[:-1] if isinstance(c, dict))
+        assert texts == responses.fake_text(3)
+        assert all(isinstance(c, dict) and c["object"] == "text_completion" for c in out[:-1])
+
+    def test_embeddings_are_deterministic(self) -> None:
+        """The same input always gets the same vector."""
+        a = json.loads(responses.embedding_body("base", ["x", "y"]))
+        b = json.loads(responses.embedding_body("base", "x"))
+        assert a["data"][0]["embedding"] == b["data"][0]["embedding"]
+        assert len(a["data"]) == 2
