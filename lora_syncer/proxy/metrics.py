@@ -1,0 +1,125 @@
+"""Prometheus metrics of the rewrite proxy, registered on the registry the caller owns.
+
+Label values come only from the rules file (aliases, targets, rule ids) and from a fixed set
+(status codes, error kinds): never from what a client sends, so cardinality stays bounded.
+Requests that no rule matched carry `alias=""` and `target=""`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Proxy overhead is sub-millisecond; generations run for seconds or minutes.
+_DURATION_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
+
+
+class ProxyMetrics:
+    """The proxy's counters, histograms and gauges; label children are cached for the hot path."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "lora_syncer_proxy_requests",
+            "Requests answered by the proxy, by alias (rule match), served target and HTTP status.",
+            ["alias", "target", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "lora_syncer_proxy_request_duration_seconds",
+            "Time from receiving a request to sending the last byte of its answer.",
+            ["alias"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.first_byte = Histogram(
+            "lora_syncer_proxy_time_to_first_byte_seconds",
+            "Time from receiving a request to sending the answer's headers.",
+            ["alias"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "lora_syncer_proxy_upstream_errors",
+            "Failures talking to the model server, by kind (connect, timeout, disconnect, other).",
+            ["kind"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "lora_syncer_proxy_refused_requests",
+            "Requests the proxy answered itself, by reason (admin_route, bad_request, too_large, drained).",
+            ["reason"],
+            registry=registry,
+        )
+        self.active_requests = Gauge(
+            "lora_syncer_proxy_active_requests", "Requests being forwarded right now.", registry=registry
+        )
+        self.active_streams = Gauge(
+            "lora_syncer_proxy_active_streams",
+            "Streamed answers (server-sent events or chunked) being relayed right now.",
+            registry=registry,
+        )
+        self.client_disconnects = Counter(
+            "lora_syncer_proxy_client_disconnects",
+            "Requests whose client went away before the answer was complete (the upstream call is cancelled).",
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "lora_syncer_model_rewrite_decisions",
+            "Rewrite decisions by rule id and chosen target (`drained` when every target has weight 0).",
+            ["rule", "target"],
+            registry=registry,
+        )
+        self.rules_reloads = Counter(
+            "lora_syncer_proxy_rules_reloads",
+            "Rules file reloads by outcome (changed, unchanged, error).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.rules_valid = Gauge(
+            "lora_syncer_proxy_rules_file_valid",
+            "1 when the rules file last read was valid, 0 when the last good rules are kept in force.",
+            registry=registry,
+        )
+        self.rules_in_force = Gauge(
+            "lora_syncer_proxy_rules", "Rules in force (one per alias plus the catch-all).", registry=registry
+        )
+        self._children: dict[tuple[str, str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+        self._first_bytes: dict[str, Any] = {}
+
+    def observe(self, alias: str, target: str, status: int, duration: float) -> None:
+        """Count one finished request and record its duration."""
+        key = (alias, target, str(status))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(*key)
+        child.inc()
+        hist = self._durations.get(alias)
+        if hist is None:
+            hist = self._durations[alias] = self.duration.labels(alias)
+        hist.observe(duration)
+
+    def observe_first_byte(self, alias: str, seconds: float) -> None:
+        hist = self._first_bytes.get(alias)
+        if hist is None:
+            hist = self._first_bytes[alias] = self.first_byte.labels(alias)
+        hist.observe(seconds)

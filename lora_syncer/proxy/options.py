@@ -1,0 +1,57 @@
+"""Settings of the rewrite proxy, validated once at the edge (flags and environment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+ResponseModel = Literal["served", "requested"]
+
+# The answer header naming the model that served the request (after any rewrite).
+SERVED_MODEL_HEADER = "x-lora-syncer-served-model"
+
+DEFAULT_PORT = 8081
+DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """Everything the proxy needs; see `lora_syncer.proxy.service.add_proxy_arguments` for meanings."""
+
+    upstream: str
+    rules_path: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    sticky_header: str | None = None
+    response_model: ResponseModel = "served"
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    pool_name: str | None = None
+    allow_admin_routes: bool = False
+    upstream_timeout: float = 600.0  # longest silence between two chunks of an answer
+    upstream_connect_timeout: float = 10.0
+    upstream_connections: int = 512
+    client_idle_timeout: float = 75.0
+    client_body_timeout: float = 60.0
+    watch_mode: str = "auto"
+    poll_interval: float = 1.0
+    rules_resync_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.upstream.startswith(("http://", "https://")):
+            raise ValueError(f"upstream {self.upstream!r} must be an http:// or https:// URL")
+        if self.response_model not in ("served", "requested"):
+            raise ValueError("response_model must be 'served' or 'requested'")
+        for name in ("max_body_size", "upstream_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in (
+            "upstream_timeout",
+            "upstream_connect_timeout",
+            "client_idle_timeout",
+            "client_body_timeout",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be 0..65535")

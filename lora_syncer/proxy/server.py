@@ -1,0 +1,483 @@
+"""The aiohttp reverse proxy: rewrite `model`, forward to vLLM, stream the answer back.
+
+Per request: refuse control routes; read the body (bounded in size and time); when it is a
+JSON object with a `model` the rules know, pick a target (pure, `matching.decide`) and
+replace the value; forward over the one shared `ClientSession`; relay the answer chunk by
+chunk as it arrives. A client that goes away cancels the handler (aiohttp's handler
+cancellation), which closes the upstream connection so vLLM aborts the generation.
+
+Never logged: bodies, prompts, header values (`Authorization` included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from lora_syncer.proxy.matching import Decision, Route, RouteTable, decide
+from lora_syncer.proxy.metrics import ProxyMetrics
+from lora_syncer.proxy.options import SERVED_MODEL_HEADER, ProxyOptions
+from lora_syncer.proxy.policy import is_admin_path, model_required, normalize_path
+from lora_syncer.proxy.rewrite import (
+    SSEModelRewriter,
+    json_with_model,
+    loads,
+    models_with_aliases,
+    with_model,
+)
+
+log = structlog.get_logger("lora_syncer.proxy")
+
+LoadedNames = Callable[[], frozenset[str]]
+
+# RFC 9110 7.6.1 connection-specific fields, plus the ones aiohttp computes itself.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+# Answers up to this size with a known length are sent in one write instead of streamed.
+_BUFFER_LIMIT = 256 * 1024
+# Upper bound for answers that must be read whole to be rewritten (JSON with response-model=requested).
+_REWRITE_LIMIT = 64 * 1024 * 1024
+_CLIENT_CLOSED = 499  # nginx's code for "client closed the request", used in metrics only
+
+_STATUS_TYPES = {
+    400: "BadRequestError",
+    403: "PermissionDeniedError",
+    408: "RequestTimeoutError",
+    413: "RequestEntityTooLargeError",
+    502: "BadGatewayError",
+    503: "ServiceUnavailableError",
+    504: "GatewayTimeoutError",
+}
+
+
+def openai_error(status: int, message: str, *, param: str | None = None) -> web.Response:
+    """An error answer in the shape vLLM and OpenAI use: `{"error": {message, type, param, code}}`."""
+    return web.json_response(
+        {
+            "error": {
+                "message": message,
+                "type": _STATUS_TYPES.get(status, "Error"),
+                "param": param,
+                "code": status,
+            }
+        },
+        status=status,
+    )
+
+
+def _connection_tokens(headers: Any) -> frozenset[str]:
+    values = headers.getall("Connection", ())
+    if not values:
+        return frozenset()
+    return frozenset(tok.strip().lower() for v in values for tok in v.split(",") if tok.strip())
+
+
+def _filtered(headers: Any) -> CIMultiDict[str]:
+    drop = _connection_tokens(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _HOP_BY_HOP or lower in drop:
+            continue
+        out.add(name, value)
+    return out
+
+
+class _Refused(Exception):
+    """The proxy answers the request itself (an OpenAI-style error)."""
+
+    def __init__(self, status: int, message: str, reason: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+        self.param = param
+
+
+class ProxyCore:
+    """The request handler and the state it reads: the route table (swapped on reload) and the session."""
+
+    def __init__(
+        self, options: ProxyOptions, metrics: ProxyMetrics, loaded: LoadedNames | None = None
+    ) -> None:
+        self.options = options
+        self.metrics = metrics
+        self.loaded = loaded
+        self.table = RouteTable.empty()
+        self.session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._base = options.upstream.rstrip("/")
+        self._rewrite_back = options.response_model == "requested"
+        self._sticky = options.sticky_header
+        self._decision_children: dict[tuple[str, str], Any] = {}
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the one upstream session (bounded connection pool, explicit timeouts)."""
+        opts = self.options
+        connector = aiohttp.TCPConnector(
+            limit=opts.upstream_connections,
+            limit_per_host=opts.upstream_connections,
+            ttl_dns_cache=60,
+            keepalive_timeout=30,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=opts.upstream_connect_timeout, sock_read=opts.upstream_timeout
+            ),
+            auto_decompress=False,  # relay bytes as they are; the client asked for its own encoding
+            # A proxy adds no headers of its own: no default Accept-Encoding, User-Agent or Accept.
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def wait_drained(self, within: float) -> bool:
+        """Wait until no request is in flight; False when `within` seconds passed first."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    # --- the handler -----------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        self.in_flight += 1
+        self._drained.clear()
+        alias = target = ""
+        status = 500
+        try:
+            try:
+                response, alias, target = await self._handle(request, started)
+            except _Refused as refused:
+                self.metrics.refused.labels(refused.reason).inc()
+                response = openai_error(refused.status, refused.message, param=refused.param)
+            status = response.status
+            return response
+        except asyncio.CancelledError:
+            status = _CLIENT_CLOSED
+            self.metrics.client_disconnects.inc()
+            raise
+        finally:
+            self.metrics.observe(alias, target, status, time.perf_counter() - started)
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._drained.set()
+
+    async def _handle(self, request: web.Request, started: float) -> tuple[web.StreamResponse, str, str]:
+        path = request.path
+        if not self.options.allow_admin_routes and is_admin_path(path):
+            raise _Refused(
+                403,
+                f"{path} is a model-server control route and is not reachable through the proxy "
+                "(the sidecar manages adapters; start the proxy with --allow-admin-routes to permit it)",
+                "admin_route",
+            )
+        method = request.method
+        body = await self._read_body(request) if request.body_exists else b""
+        decision: Decision | None = None
+        requested: str | None = None
+        served: str | None = None
+        if method == "POST" and body:
+            decision, requested, body = self._rewrite_request(request, path, body)
+            served = decision.target if decision is not None else requested
+        alias = decision.route.alias if decision is not None else ""
+        target = (decision.target or "") if decision is not None else ""
+        augment = method == "GET" and normalize_path(path) == "/v1/models"
+        response = await self._forward(request, body, requested, served, alias, started, augment)
+        return response, alias, target
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.options.max_body_size
+        length = request.content_length
+        if length is not None and length > limit:
+            raise _Refused(
+                413, f"request body of {length} bytes is over the limit of {limit} bytes", "too_large"
+            )
+        try:
+            async with asyncio.timeout(self.options.client_body_timeout):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _Refused(413, f"request body is over the limit of {limit} bytes", "too_large") from None
+        except TimeoutError:
+            raise _Refused(408, "the request body did not arrive in time", "body_timeout") from None
+
+    def _rewrite_request(
+        self, request: web.Request, path: str, body: bytes
+    ) -> tuple[Decision | None, str | None, bytes]:
+        """Decide the target and rewrite `body`. Returns (decision, requested model, body to send)."""
+        required = model_required(path)
+        ctype = request.content_type
+        if not required and not (ctype == "application/json" or ctype.endswith("+json")):
+            return None, None, body  # e.g. a multipart upload: not ours to read
+        try:
+            obj = loads(body)
+        except ValueError as exc:
+            raise _Refused(400, f"request body is not valid JSON: {exc}", "bad_request") from None
+        if not isinstance(obj, dict):
+            if required:
+                raise _Refused(400, "request body must be a JSON object", "bad_request")
+            return None, None, body
+        model = obj.get("model")
+        table = self.table
+        route: Route | None
+        if model is None:
+            route = table.catch_all
+            if route is None:
+                if required:
+                    raise _Refused(400, "you must provide a model parameter", "bad_request", param="model")
+                return None, None, body
+        elif not isinstance(model, str):
+            if required:
+                raise _Refused(400, "model must be a string", "bad_request", param="model")
+            return None, None, body
+        else:
+            route = table.lookup(model)
+            if route is None:
+                return None, model, body
+        sticky_key = request.headers.get(self._sticky) if self._sticky else None
+        loaded = self.loaded() if self.loaded is not None else None
+        decision = decide(route, sticky_key or None, loaded)
+        self._count_decision(route, decision.target)
+        if decision.target is None:
+            raise _Refused(
+                503,
+                f"every target of {route.rule.id} has weight 0 (drained); no model can serve "
+                f"{model if isinstance(model, str) else 'this request'!r} right now",
+                "drained",
+                param="model",
+            )
+        if decision.target != model:
+            body = with_model(obj, decision.target)
+        return decision, model if isinstance(model, str) else None, body
+
+    def _count_decision(self, route: Route, target: str | None) -> None:
+        key = (route.rule.id, target or "drained")
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.metrics.decisions.labels(*key)
+        child.inc()
+
+    def _upstream_headers(self, request: web.Request) -> CIMultiDict[str]:
+        headers = _filtered(request.headers)
+        peer = request.remote
+        if peer:
+            prior = headers.get("X-Forwarded-For")
+            headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+        if self._rewrite_back:
+            # The answer's `model` must be readable to be rewritten: ask for it uncompressed.
+            headers["Accept-Encoding"] = "identity"
+        return headers
+
+    async def _forward(
+        self,
+        request: web.Request,
+        body: bytes,
+        requested: str | None,
+        served: str | None,
+        alias: str,
+        started: float,
+        augment_models: bool,
+    ) -> web.StreamResponse:
+        session = self.session
+        if session is None:
+            raise _Refused(503, "the proxy is shutting down", "stopping")
+        url = URL(self._base + request.raw_path, encoded=True)
+        metrics = self.metrics
+        metrics.active_requests.inc()
+        try:
+            async with session.request(
+                request.method,
+                url,
+                headers=self._upstream_headers(request),
+                data=body or None,
+                allow_redirects=False,
+            ) as upstream:
+                return await self._relay(request, upstream, requested, served, alias, started, augment_models)
+        except aiohttp.ClientConnectorError as exc:
+            metrics.upstream_errors.labels("connect").inc()
+            log.warning("model server unreachable", upstream=self._base, error=str(exc.os_error))
+            raise _Refused(
+                502, f"model server at {self._base} is unreachable: {exc.os_error}", "upstream"
+            ) from None
+        except TimeoutError:
+            metrics.upstream_errors.labels("timeout").inc()
+            log.warning("model server timed out", upstream=self._base, path=request.path)
+            raise _Refused(504, "the model server did not answer in time", "upstream") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            metrics.upstream_errors.labels("disconnect").inc()
+            log.warning("model server connection failed", upstream=self._base, error=type(exc).__name__)
+            raise _Refused(
+                502, f"the model server closed the connection ({type(exc).__name__})", "upstream"
+            ) from None
+        finally:
+            metrics.active_requests.dec()
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        requested: str | None,
+        served: str | None,
+        alias: str,
+        started: float,
+        augment_models: bool,
+    ) -> web.StreamResponse:
+        headers = _filtered(upstream.headers)
+        if served is not None:
+            headers[SERVED_MODEL_HEADER] = served
+        ctype = upstream.headers.get("Content-Type", "")
+        is_sse = ctype.startswith("text/event-stream")
+        rewrite_back = (
+            self._rewrite_back and requested is not None and served is not None and served != requested
+        )
+        length = upstream.content_length
+        whole = (
+            (augment_models and upstream.status == 200)
+            or (rewrite_back and not is_sse and "json" in ctype)
+            or (not is_sse and length is not None and length <= _BUFFER_LIMIT)
+        )
+        if whole:
+            data = await upstream.content.read(_REWRITE_LIMIT)
+            if augment_models and upstream.status == 200:
+                aliases = {r.alias: r.first_live or r.names[0] for r in self.table.exact.values()}
+                if aliases:
+                    data = models_with_aliases(data, aliases, int(time.time()))
+            elif rewrite_back and "json" in ctype:
+                assert served is not None and requested is not None
+                data = json_with_model(data, served, requested)
+            self.metrics.observe_first_byte(alias, time.perf_counter() - started)
+            return web.Response(status=upstream.status, reason=upstream.reason, body=data, headers=headers)
+        return await self._stream(
+            request, upstream, headers, requested, served, alias, started, rewrite_back, is_sse
+        )
+
+    async def _stream(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        headers: CIMultiDict[str],
+        requested: str | None,
+        served: str | None,
+        alias: str,
+        started: float,
+        rewrite_back: bool,
+        is_sse: bool,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        if upstream.content_length is not None and not rewrite_back:
+            response.content_length = upstream.content_length
+        rewriter = (
+            SSEModelRewriter(served, requested) if rewrite_back and is_sse and served and requested else None
+        )
+        await response.prepare(request)
+        self.metrics.observe_first_byte(alias, time.perf_counter() - started)
+        streams = self.metrics.active_streams
+        streams.inc()
+        content = upstream.content
+        try:
+            while True:
+                try:
+                    chunk = await content.readany()
+                except TimeoutError:
+                    self.metrics.upstream_errors.labels("timeout").inc()
+                    log.warning("model server went silent mid-answer; closing", path=request.path)
+                    self._abort(request)
+                    return response
+                except (aiohttp.ClientError, OSError) as exc:
+                    self.metrics.upstream_errors.labels("disconnect").inc()
+                    log.warning(
+                        "model server broke off an answer", path=request.path, error=type(exc).__name__
+                    )
+                    self._abort(request)
+                    return response
+                if not chunk:
+                    break
+                if rewriter is not None:
+                    chunk = rewriter.feed(chunk)
+                    if not chunk:
+                        continue
+                try:
+                    await response.write(chunk)
+                except ConnectionError:
+                    self.metrics.client_disconnects.inc()
+                    return response
+            if rewriter is not None:
+                tail = rewriter.flush()
+                if tail:
+                    await response.write(tail)
+            await response.write_eof()
+        except ConnectionError:
+            self.metrics.client_disconnects.inc()
+        finally:
+            streams.dec()
+        return response
+
+    @staticmethod
+    def _abort(request: web.Request) -> None:
+        """Close the client connection so a cut-short answer is seen as cut short, not complete."""
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+
+PROXY_CORE = web.AppKey("proxy_core", ProxyCore)
+
+
+def build_proxy_app(core: ProxyCore) -> web.Application:
+    """The proxy application: one catch-all route; the upstream session lives in cleanup_ctx."""
+    app = web.Application(client_max_size=core.options.max_body_size, handler_args=None)
+    app[PROXY_CORE] = core
+
+    async def session_ctx(app: web.Application) -> Any:
+        await core.open()
+        yield
+        await core.close()
+
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_route("*", "/{tail:.*}", core.handle)
+    return app
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket bound before the server starts, so port 0 reports its real port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock

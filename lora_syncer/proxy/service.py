@@ -1,0 +1,405 @@
+"""The proxy as a service: flags, the rules file kept in force, the listening server, shutdown.
+
+`ProxyService` is what `lora-syncer run` and `lora-syncer proxy` start. It reads the rules
+file (a bad or missing file keeps the last good rules; at start-up it serves with no rules
+and keeps retrying), watches the file's directory for kubelet's `..data` swaps, re-reads at
+most one extra time per burst of events, and re-reads every `rules_resync_interval` seconds as
+a safety net. Stopping is phased: stop accepting, let in-flight requests finish within the
+grace period, cancel the rest, close the upstream session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from lora_syncer.cliutil import env_default, env_flag
+from lora_syncer.config.errors import ConfigError
+from lora_syncer.config.rules import RuleSet, parse_rules
+from lora_syncer.config.source import WatchedFile
+from lora_syncer.filewatch import FileWatcher
+from lora_syncer.proxy.matching import RouteTable
+from lora_syncer.proxy.metrics import ProxyMetrics
+from lora_syncer.proxy.options import (
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_PORT,
+    SERVED_MODEL_HEADER,
+    ProxyOptions,
+    ResponseModel,
+)
+from lora_syncer.proxy.server import ProxyCore, bind_socket, build_proxy_app
+
+__all__ = [
+    "SERVED_MODEL_HEADER",
+    "ProxyOptions",
+    "ProxyService",
+    "add_proxy_arguments",
+    "proxy_options_from_args",
+]
+
+log = structlog.get_logger("lora_syncer.proxy")
+
+
+_UNITS = (
+    ("kib", 1024),
+    ("mib", 1024**2),
+    ("gib", 1024**3),
+    ("kb", 1000),
+    ("mb", 1000**2),
+    ("gb", 1000**3),
+    ("k", 1024),
+    ("m", 1024**2),
+    ("g", 1024**3),
+    ("b", 1),
+)
+
+
+def _size(text: str) -> int:
+    """`32MiB`, `10MB`, `512k`, `1048576` -> bytes."""
+    raw = text.strip().lower().replace(" ", "")
+    suffix, factor = next(((s, f) for s, f in _UNITS if raw.endswith(s)), ("", 1))
+    number = raw[: len(raw) - len(suffix)]
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 32MiB or 1048576)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("size must be positive")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The proxy's flags (each also settable as LORA_SYNCER_<FLAG>). `--server`/`--metrics-port` belong to the caller."""
+    group = parser.add_argument_group("rewrite proxy")
+    group.add_argument(
+        "--rules",
+        type=Path,
+        default=env_default("--rules"),
+        help="rules file: InferenceModelRewrite / InferenceModel documents (ConfigMap key rules.yaml); hot-reloaded",
+    )
+    group.add_argument(
+        "--proxy-port",
+        type=int,
+        default=int(env_default("--proxy-port", str(DEFAULT_PORT)) or DEFAULT_PORT),
+        help=f"port the proxy listens on (default {DEFAULT_PORT}; 0 picks a free port)",
+    )
+    group.add_argument(
+        "--proxy-host", default=env_default("--proxy-host", "0.0.0.0"), help="address the proxy listens on"
+    )
+    group.add_argument(
+        "--sticky-header",
+        default=env_default("--sticky-header"),
+        metavar="NAME",
+        help="request header (e.g. x-user-id) whose value pins a client to one target while weights are unchanged",
+    )
+    group.add_argument(
+        "--response-model",
+        choices=("served", "requested"),
+        default=env_default("--response-model", "served"),
+        help="`model` in answers: the target that served it (default, as vLLM says) or the name the client asked for",
+    )
+    group.add_argument(
+        "--max-body-size",
+        type=_size,
+        default=_size(
+            env_default("--max-body-size", str(DEFAULT_MAX_BODY_SIZE)) or str(DEFAULT_MAX_BODY_SIZE)
+        ),
+        help="largest request body accepted (413 above it); e.g. 32MiB",
+    )
+    group.add_argument(
+        "--pool-name",
+        default=env_default("--pool-name"),
+        help="InferencePool this proxy fronts; rules whose poolRef names another pool are rejected",
+    )
+    group.add_argument(
+        "--allow-admin-routes",
+        action=argparse.BooleanOptionalAction,
+        default=env_flag("--allow-admin-routes", False),
+        help="let clients reach vLLM's adapter and control routes through the proxy (default: refused with 403)",
+    )
+    group.add_argument(
+        "--upstream-timeout",
+        type=_positive,
+        default=_positive(env_default("--upstream-timeout", "600") or "600"),
+        help="seconds the model server may stay silent before an answer (or between chunks) fails with 504",
+    )
+    group.add_argument(
+        "--upstream-connect-timeout",
+        type=_positive,
+        default=_positive(env_default("--upstream-connect-timeout", "10") or "10"),
+        help="seconds to wait for a connection to the model server",
+    )
+    group.add_argument(
+        "--upstream-connections",
+        type=int,
+        default=int(env_default("--upstream-connections", "512") or "512"),
+        help="most connections open to the model server at once (others wait)",
+    )
+    group.add_argument(
+        "--client-idle-timeout",
+        type=_positive,
+        default=_positive(env_default("--client-idle-timeout", "75") or "75"),
+        help="seconds an idle keep-alive client connection stays open",
+    )
+    group.add_argument(
+        "--client-body-timeout",
+        type=_positive,
+        default=_positive(env_default("--client-body-timeout", "60") or "60"),
+        help="seconds a client may take to send its request body (408 after)",
+    )
+
+
+def proxy_options_from_args(args: argparse.Namespace, upstream: str) -> ProxyOptions:
+    """ProxyOptions from parsed flags; `upstream` is the model server's base URL."""
+    response_model: ResponseModel = "requested" if args.response_model == "requested" else "served"
+    rules = args.rules
+    return ProxyOptions(
+        upstream=upstream,
+        rules_path=Path(rules) if rules else None,
+        host=args.proxy_host,
+        port=args.proxy_port,
+        sticky_header=args.sticky_header or None,
+        response_model=response_model,
+        max_body_size=args.max_body_size,
+        pool_name=args.pool_name or None,
+        allow_admin_routes=bool(args.allow_admin_routes),
+        upstream_timeout=args.upstream_timeout,
+        upstream_connect_timeout=args.upstream_connect_timeout,
+        upstream_connections=args.upstream_connections,
+        client_idle_timeout=args.client_idle_timeout,
+        client_body_timeout=args.client_body_timeout,
+    )
+
+
+class ProxyService:
+    """The rewrite proxy with its rules file: start, report, stop."""
+
+    def __init__(
+        self,
+        options: ProxyOptions,
+        *,
+        registry: CollectorRegistry,
+        loaded: Callable[[], frozenset[str]] | None = None,
+    ) -> None:
+        self.options = options
+        self.metrics = ProxyMetrics(registry)
+        self.core = ProxyCore(options, self.metrics, loaded)
+        self._source: WatchedFile[RuleSet] | None = None
+        if options.rules_path is not None:
+            pool = options.pool_name
+            self._source = WatchedFile(
+                options.rules_path, lambda raw, name: parse_rules(raw, name, pool_name=pool)
+            )
+        self._watcher: FileWatcher | None = None
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+        self._resync_task: asyncio.Task[None] | None = None
+        self._reload_again = False
+        self._stopping = False
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the rules (a bad file: serve with none, keep retrying), start watching, bind the port."""
+        if self._source is not None:
+            await self._reload()
+            self._watcher = FileWatcher(
+                self._source.path,
+                self._on_file_event,
+                mode=self.options.watch_mode,
+                poll_interval=self.options.poll_interval,
+            )
+            await self._watcher.start()
+            self._resync_task = asyncio.create_task(self._resync(), name="proxy-rules-resync")
+        app = build_proxy_app(self.core)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            handler_cancellation=True,  # a client that leaves cancels its upstream call
+            keepalive_timeout=self.options.client_idle_timeout,
+            shutdown_timeout=1.0,  # the drain phase in stop() is where the grace period is spent
+        )
+        await runner.setup()
+        sock = bind_socket(self.options.host, self.options.port)
+        site = web.SockSite(runner, sock)
+        await site.start()
+        self._runner = runner
+        self._port = sock.getsockname()[1]
+        log.info(
+            "proxy listening",
+            host=self.options.host,
+            port=self._port,
+            upstream=self.options.upstream,
+            rules=str(self.options.rules_path) if self.options.rules_path else None,
+        )
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (the options may say 0)."""
+        if self._port is None:
+            raise RuntimeError("the proxy has not started")
+        return self._port
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish within `grace` seconds, then close everything."""
+        self._stopping = True
+        for task in (self._resync_task, self._reload_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._resync_task = self._reload_task = None
+        if self._watcher is not None:
+            await self._watcher.stop()
+            self._watcher = None
+        runner = self._runner
+        self._runner = None
+        if runner is None:
+            return
+        for site in list(runner.sites):
+            await site.stop()  # phase 1: no new connections
+        if runner.server is not None:
+            runner.server.pre_shutdown()  # keep-alive connections close after their current request
+        drained = await self.core.wait_drained(grace)  # phase 2: in-flight requests finish
+        if not drained:
+            log.warning(
+                "proxy grace period over; cancelling requests still in flight", in_flight=self.core.in_flight
+            )
+        await runner.cleanup()  # phase 3: cancel what is left, close the upstream session
+        log.info("proxy stopped")
+
+    # --- rules file --------------------------------------------------------------------
+
+    def _on_file_event(self) -> None:
+        if self._stopping:
+            return
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_again = True  # one more pass after the running one, however many events came
+            return
+        self._reload_task = asyncio.create_task(self._reload_loop(), name="proxy-rules-reload")
+
+    async def _reload_loop(self) -> None:
+        while True:
+            self._reload_again = False
+            await self._reload()
+            if not self._reload_again:
+                return
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.rules_resync_interval)
+            self._on_file_event()
+
+    async def reload(self) -> str:
+        """Re-read the rules file now; returns `changed`, `unchanged` or `error`."""
+        return await self._reload()
+
+    async def _reload(self) -> str:
+        source = self._source
+        if source is None:
+            return "unchanged"
+        outcome = await source.reload()
+        self.metrics.rules_reloads.labels(outcome).inc()
+        if outcome == "error":
+            self.metrics.rules_valid.set(0)
+            error = source.error
+            assert error is not None
+            log.error(
+                "rules file rejected; keeping the last good rules"
+                if source.current
+                else "rules file rejected; serving with no rules",
+                file=str(source.path),
+                issues=[i.format() for i in error.errors][:20],
+            )
+            return outcome
+        self.metrics.rules_valid.set(1)
+        if outcome == "changed" and source.current is not None:
+            ruleset = source.current.value
+            table = RouteTable.build(ruleset, previous=self.core.table)
+            self.core.table = table
+            self.metrics.rules_in_force.set(len(table.exact) + (1 if table.catch_all else 0))
+            for warning in ruleset.warnings:
+                log.warning("rules file warning", issue=warning.format())
+            log.info(
+                "rules in force",
+                file=str(source.path),
+                generation=source.current.generation,
+                aliases=sorted(table.exact),
+                catch_all=table.catch_all.rule.id if table.catch_all else None,
+            )
+        return outcome
+
+    # --- reporting ---------------------------------------------------------------------
+
+    @property
+    def rules_error(self) -> ConfigError | None:
+        return self._source.error if self._source is not None else None
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready once listening and (when a rules file is set) a good rules file has been read once."""
+        if self._runner is None:
+            return False, "proxy: not listening"
+        source = self._source
+        if source is not None and source.current is None:
+            error = source.error
+            detail = error.summary() if error is not None else "not read yet"
+            return False, f"proxy: no valid rules file yet ({detail})"
+        return True, ""
+
+    def status(self) -> dict[str, Any]:
+        """The rules in force, their source documents, the rules-file error and the generation."""
+        source = self._source
+        table = self.core.table
+        current = source.current if source is not None else None
+        error = source.error if source is not None else None
+        body: dict[str, Any] = {
+            "listening": self._port is not None and self._runner is not None,
+            "port": self._port,
+            "upstream": self.options.upstream,
+            "rulesFile": str(source.path) if source is not None else None,
+            "generation": current.generation if current else None,
+            "loadedAt": (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(current.loaded_at)) if current else None
+            ),
+            "error": (
+                {"summary": error.summary(), "issues": [i.to_dict() for i in error.issues]} if error else None
+            ),
+            "aliases": {
+                alias: {"rule": r.rule.id, "targets": dict(zip(r.names, r.weights, strict=True))}
+                for alias, r in table.exact.items()
+            },
+            "catchAll": (
+                {
+                    "rule": table.catch_all.rule.id,
+                    "targets": dict(zip(table.catch_all.names, table.catch_all.weights, strict=True)),
+                }
+                if table.catch_all
+                else None
+            ),
+            "inFlight": self.core.in_flight,
+            "responseModel": self.options.response_model,
+            "stickyHeader": self.options.sticky_header,
+        }
+        body.update(table.ruleset.to_dict())
+        return body
