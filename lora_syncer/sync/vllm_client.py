@@ -182,7 +182,9 @@ class VLLMClient:
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts),
-            wait=wait_exponential_jitter(initial=policy.initial, max=policy.maximum),
+            wait=wait_exponential_jitter(
+                multiplier=policy.initial, max=policy.maximum, jitter=policy.initial
+            ),
             retry=retry_if_exception_type(TransientError),
             before_sleep=before_sleep,
             reraise=True,
