@@ -11,9 +11,9 @@ ARG VERSION=0.1.0
 # ---- builder: build the wheel and install it, with the `fast` extra, into a virtualenv ----
 FROM ${PYTHON_IMAGE} AS builder
 ARG VERSION
+# Bytecode is compiled here, at install time: the runtime root filesystem is read-only.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY lora_syncer ./lora_syncer

@@ -15,7 +15,7 @@ import pytest
 from dockerfile_model import parse
 from packaging_support import CHART_DIR, DOCKERFILE, REPO
 
-PIP_ENV = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+PIP_ENV = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
 def _pip(python: Path | str, *args: str) -> None:

@@ -156,3 +156,9 @@ class TestInstalledWheel:
         files = sorted(EXAMPLES_DIR.rglob("*.yaml"))
         assert len(files) >= 12
         assert_check_passes(files, python=str(installed_venv / "bin" / "python"))
+
+    def test_bytecode_compiled_at_install(self, installed_venv: Path) -> None:
+        """pip compiles the package at install time, so a read-only root filesystem needs no compile at start."""
+        (site,) = (installed_venv / "lib").glob("python3*/site-packages")
+        compiled = list((site / "lora_syncer").rglob("__pycache__/cli.*.pyc"))
+        assert compiled, "lora_syncer/__pycache__/cli.*.pyc missing"
