@@ -216,6 +216,7 @@ class ProxyService:
         self._resync_task: asyncio.Task[None] | None = None
         self._reload_again = False
         self._stopping = False
+        self._abort_drain = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -281,13 +282,30 @@ class ProxyService:
             await site.stop()  # phase 1: no new connections
         if runner.server is not None:
             runner.server.pre_shutdown()  # keep-alive connections close after their current request
-        drained = await self.core.wait_drained(grace)  # phase 2: in-flight requests finish
+        drained = await self._drain(grace)  # phase 2: in-flight requests finish
         if not drained:
             log.warning(
                 "proxy grace period over; cancelling requests still in flight", in_flight=self.core.in_flight
             )
         await runner.cleanup()  # phase 3: cancel what is left, close the upstream session
         log.info("proxy stopped")
+
+    def abort_drain(self) -> None:
+        """End the drain phase of a running `stop()` now (a second SIGTERM): cancel what is in flight."""
+        self._abort_drain.set()
+
+    async def _drain(self, grace: float) -> bool:
+        if self.core.in_flight == 0:
+            return True
+        waiter = asyncio.ensure_future(self.core.wait_drained(grace))
+        aborter = asyncio.ensure_future(self._abort_drain.wait())
+        try:
+            await asyncio.wait((waiter, aborter), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, aborter):
+                task.cancel()
+            await asyncio.gather(waiter, aborter, return_exceptions=True)
+        return waiter.done() and not waiter.cancelled() and waiter.result()
 
     # --- rules file --------------------------------------------------------------------
 

@@ -1,0 +1,126 @@
+"""`lora-syncer proxy`: only the weighted rewrite proxy, with its own health/metrics server.
+
+    lora-syncer proxy --rules rules.yaml --server http://localhost:8000 --proxy-port 8081 --metrics-port 8080
+
+Every target counts as loaded (there is no syncer in this process). SIGTERM or SIGINT stops
+it gracefully (exit 0): stop accepting, let in-flight requests finish within
+`--shutdown-grace`, then close; a second signal cancels what is left at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from lora_syncer.cliutil import env_default
+from lora_syncer.health import HealthSources, build_health_app
+from lora_syncer.logs import configure_logging
+from lora_syncer.proxy.options import ProxyOptions
+from lora_syncer.proxy.service import ProxyService, add_proxy_arguments, proxy_options_from_args
+
+log = structlog.get_logger("lora_syncer.proxy")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `lora-syncer proxy` (each also LORA_SYNCER_<FLAG>)."""
+    parser.add_argument(
+        "--server",
+        default=env_default("--server", "http://localhost:8000"),
+        help="base URL of the vLLM server to forward to (default http://localhost:8000)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env_default("--metrics-port", "8080") or 8080),
+        help="port of /healthz /readyz /status /metrics (default 8080; 0 picks a free port; -1 disables)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=env_default("--metrics-host", "0.0.0.0"),
+        help="address of the metrics server",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=float(env_default("--shutdown-grace", "10") or 10),
+        help="seconds in-flight requests get to finish on SIGTERM (default 10)",
+    )
+    parser.add_argument(
+        "--log-format", choices=["auto", "json", "console"], default=env_default("--log-format", "auto")
+    )
+    parser.add_argument("--log-level", default=env_default("--log-level", "info"))
+    add_proxy_arguments(parser)
+
+
+async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, grace: float) -> int:
+    """Run the proxy (and its health server) until SIGTERM/SIGINT; 0 on a clean stop."""
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    service = ProxyService(options, registry=registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: cancelling requests still in flight")
+            service.abort_drain()
+        stop.set()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal)
+    health: web.AppRunner | None = None
+    try:
+        try:
+            await service.start()
+            if metrics_port >= 0:
+                sources = HealthSources(
+                    registry=registry, sections={"proxy": service.status}, ready_checks=[service.ready]
+                )
+                health = web.AppRunner(build_health_app(sources), handle_signals=False, access_log=None)
+                await health.setup()
+                await web.TCPSite(health, metrics_host, metrics_port).start()
+        except OSError as exc:
+            print(f"lora-syncer proxy: cannot listen: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"lora-syncer proxy listening on {options.host}:{service.port}, forwarding to {options.upstream}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+        log.info("stopping proxy", grace_seconds=grace)
+        await service.stop(grace)
+        return 0
+    finally:
+        await service.stop(0)
+        if health is not None:
+            await health.cleanup()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `lora-syncer proxy`."""
+    configure_logging(args.log_format, args.log_level)
+    if not args.rules:
+        print("lora-syncer proxy: --rules FILE is required (or LORA_SYNCER_RULES)", file=sys.stderr)
+        return 2
+    try:
+        options = proxy_options_from_args(args, args.server)
+    except ValueError as exc:
+        print(f"lora-syncer proxy: {exc}", file=sys.stderr)
+        return 2
+    from lora_syncer.runtime import run_async
+
+    return run_async(serve(options, args.metrics_host, args.metrics_port, args.shutdown_grace))
