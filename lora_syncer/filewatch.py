@@ -72,7 +72,9 @@ class FileWatcher:
                     "file events unavailable; polling instead", directory=str(directory), error=str(exc)
                 )
         self.backend = "poll"
-        self._poll_task = asyncio.create_task(self._poll(), name=f"filewatch-poll:{self.path}")
+        # Taken now, not when the task first runs, so a change made right after start() is seen.
+        initial = file_signature(self.path)
+        self._poll_task = asyncio.create_task(self._poll(initial), name=f"filewatch-poll:{self.path}")
 
     def _start_observer(self, directory: Path) -> None:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -100,8 +102,7 @@ class FileWatcher:
             with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
                 loop.call_soon_threadsafe(self._on_change)
 
-    async def _poll(self) -> None:
-        last = file_signature(self.path)
+    async def _poll(self, last: Signature) -> None:
         while True:
             await asyncio.sleep(self._poll_interval)
             current = file_signature(self.path)
@@ -113,6 +114,7 @@ class FileWatcher:
                 with contextlib.suppress(OSError):
                     self._start_observer(self.path.parent)
                     self.backend = "inotify"
+                    self._on_change()  # events before the observer started would be lost: re-read once
 
     async def stop(self) -> None:
         if self._poll_task is not None:

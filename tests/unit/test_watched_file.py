@@ -1,0 +1,65 @@
+"""WatchedFile keeps the last good parse in force whatever happens to the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lora_syncer.config.adapters import AdaptersConfig, parse_adapters
+from lora_syncer.config.source import MAX_FILE_BYTES, WatchedFile
+from lora_syncer.kubelet import ConfigMapVolume
+
+GOOD = "vLLMLoRAConfig:\n  ensureExist:\n    models:\n    - {id: a, source: s}\n"
+GOOD2 = "vLLMLoRAConfig:\n  ensureExist:\n    models:\n    - {id: b, source: s}\n"
+
+
+def make(tmp_path: Path) -> tuple[ConfigMapVolume, WatchedFile[AdaptersConfig]]:
+    vol = ConfigMapVolume(tmp_path / "cm")
+    return vol, WatchedFile(vol.path("configmap.yaml"), parse_adapters)
+
+
+class TestWatchedFile:
+    async def test_changed_then_unchanged(self, tmp_path: Path) -> None:
+        """A new good file is `changed`; the same content again is `unchanged`."""
+        vol, wf = make(tmp_path)
+        vol.write({"configmap.yaml": GOOD})
+        assert await wf.reload() == "changed"
+        first = wf.current
+        vol.write({"configmap.yaml": GOOD})  # a new kubelet swap of identical content
+        assert await wf.reload() == "unchanged"
+        assert wf.current is first
+
+    async def test_bad_file_keeps_last_good(self, tmp_path: Path) -> None:
+        """Invalid YAML, a missing file, binary and oversized content all keep the last good value."""
+        vol, wf = make(tmp_path)
+        vol.write({"configmap.yaml": GOOD})
+        await wf.reload()
+        good = wf.current
+        assert good is not None
+        for content in ["vLLMLoRAConfig: [", b"\x00\xff\xfe", "x" * (MAX_FILE_BYTES + 10)]:
+            vol.write({"configmap.yaml": content})
+            assert await wf.reload() == "error"
+            assert wf.current is good
+            assert wf.error is not None
+        vol.remove_key("configmap.yaml")
+        assert await wf.reload() == "error"
+        assert wf.error is not None and "file not found" in str(wf.error)
+        assert wf.current is good
+        vol.write({"configmap.yaml": GOOD2})
+        assert await wf.reload() == "changed"
+        assert wf.error is None
+        assert wf.current is not None and wf.current.value.ensure_exist[0].id == "b"
+
+    async def test_missing_at_start(self, tmp_path: Path) -> None:
+        """A file missing at start gives an error and no value; it loads when it appears."""
+        vol, wf = make(tmp_path)
+        assert await wf.reload() == "error"
+        assert wf.current is None
+        vol.write({"configmap.yaml": GOOD})
+        assert await wf.reload() == "changed"
+
+    def test_reload_sync(self, tmp_path: Path) -> None:
+        """The synchronous variant behaves the same for command-line tools."""
+        vol, wf = make(tmp_path)
+        vol.write({"configmap.yaml": GOOD})
+        assert wf.reload_sync() == "changed"
+        assert wf.reload_sync() == "unchanged"
