@@ -68,9 +68,11 @@ def _check_rules(text: str, name: str) -> tuple[str, list[Issue]]:
         rules = parse_rules(text.encode(), name)
     except ConfigError as exc:
         return "", exc.issues
-    aliases = getattr(rules, "aliases", None)
-    count = len(aliases) if aliases is not None else "?"
-    return f"rules file: {count} alias(es)", list(getattr(rules, "warnings", ()) or ())
+    exact, catch_all = rules.winners()
+    summary = f"rules file: {len(rules.rules)} rule(s) for {len(exact)} model name(s)"
+    if catch_all is not None:
+        summary += " and a catch-all"
+    return summary, list(rules.warnings)
 
 
 def _check_configmaps(entries: list[Embedded], name: str) -> tuple[str, list[Issue]]:

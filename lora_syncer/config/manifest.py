@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lora_syncer.config.adapters import ROOT_KEY
+from lora_syncer.config.rules import is_rules_document
 from lora_syncer.config.yamldoc import Document
 
 FileKind = Literal["adapters", "rules", "unknown"]
-
-RULE_KINDS = frozenset({"InferenceModelRewrite", "InferenceModel", "HTTPRoute"})
 
 
 @dataclass(frozen=True)
@@ -28,14 +27,10 @@ class Embedded:
 
 
 def classify(data: Any) -> FileKind:
-    if isinstance(data, dict):
-        if ROOT_KEY in data:
-            return "adapters"
-        kind = data.get("kind")
-        if kind in RULE_KINDS:
-            return "rules"
-        if kind == "List" and any(classify(i) == "rules" for i in data.get("items") or []):
-            return "rules"
+    if isinstance(data, dict) and ROOT_KEY in data:
+        return "adapters"
+    if is_rules_document(data):
+        return "rules"
     return "unknown"
 
 
