@@ -153,3 +153,24 @@ def check_no_checksum_annotation(deployment: dict[str, Any]) -> None:
     """No `checksum/...` pod annotation: ConfigMap changes must reach the pod without a rollout."""
     annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
     assert not [k for k in annotations if "checksum" in k.lower()], annotations
+
+
+# Kinds without a schema in Kubernetes itself (CRDs), checked by the tests that render them.
+CRD_KINDS = {"ServiceMonitor"}
+
+
+def validate_against_kubernetes(objects: Iterable[dict[str, Any]], version: str = "1.29.0") -> int:
+    """Validate built-in objects against Kubernetes' OpenAPI schemas for `version`, strictly (unknown
+    fields fail). Returns how many were validated."""
+    import kubernetes_validate
+
+    count = 0
+    for obj in objects:
+        if obj["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"{obj['kind']}/{obj['metadata']['name']}: {exc}") from None
+        count += 1
+    return count

@@ -22,6 +22,7 @@ from packaging_support import (
     load_objects,
     package_version,
     sidecar_container,
+    validate_against_kubernetes,
     write_manifest,
 )
 
@@ -218,6 +219,15 @@ class TestRenderedObjects:
         (cm,) = [c for c in by_kind(objects, "ConfigMap") if RULES_KEY in c["data"]]
         docs = list(yaml.safe_load_all(cm["data"][RULES_KEY]))
         assert docs == [SEED_REWRITE_90_10, SEED_INFERENCE_MODEL]
+
+
+class TestKubernetesSchemas:
+    @pytest.mark.parametrize("name", sorted(VALUE_SETS))
+    @pytest.mark.parametrize("version", ["1.29.0", "1.35.0"])
+    def test_objects_valid_for_kubernetes(self, chart: Any, name: str, version: str) -> None:
+        """Every rendered built-in object validates strictly against Kubernetes' own OpenAPI schema."""
+        objects = render(chart, VALUE_SETS[name][0])
+        assert validate_against_kubernetes(objects, version) >= 2  # Deployment and Service at least
 
 
 class TestRenderedConfigMapsPassCheck:

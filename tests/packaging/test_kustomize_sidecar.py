@@ -22,6 +22,7 @@ from packaging_support import (
     load_objects,
     port_names,
     sidecar_container,
+    validate_against_kubernetes,
     write_manifest,
 )
 
@@ -66,6 +67,11 @@ class TestOverlays:
         configmaps = check_pod_spec(pod, native=True, proxy=True)
         assert configmaps == {"/config": f"{name}-adapters", "/rules": f"{name}-rules"}
         assert [c["name"] for c in pod["containers"]] == ["vllm"]
+
+    def test_objects_valid_for_kubernetes(self, overlay: tuple[str, list[dict[str, Any]]]) -> None:
+        """Every object the overlay renders validates strictly against the Kubernetes 1.29 schema."""
+        _, objects = overlay
+        assert validate_against_kubernetes(objects, "1.29.0") == 4
 
     def test_configmaps_mounted_exist_with_their_keys(
         self, overlay: tuple[str, list[dict[str, Any]]]
