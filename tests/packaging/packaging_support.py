@@ -171,6 +171,9 @@ def validate_against_kubernetes(objects: Iterable[dict[str, Any]], version: str 
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            raise AssertionError(f"{obj['kind']}/{obj['metadata']['name']}: {exc}") from None
+            where = ".".join(str(p) for p in exc.absolute_path)
+            raise AssertionError(
+                f"{obj['kind']}/{obj['metadata']['name']} at {where}: {exc.message}"
+            ) from None
         count += 1
     return count

@@ -229,6 +229,16 @@ class TestKubernetesSchemas:
         objects = render(chart, VALUE_SETS[name][0])
         assert validate_against_kubernetes(objects, version) >= 2  # Deployment and Service at least
 
+    def test_plain_container_valid_for_older_kubernetes(self, chart: Any) -> None:
+        """With sidecar.native=false the objects validate against Kubernetes 1.27, before native sidecars."""
+        objects = render(chart, VALUE_SETS["plain-container-no-proxy"][0])
+        assert validate_against_kubernetes(objects, "1.27.0") == 3
+
+    def test_native_sidecar_rejected_by_older_kubernetes(self, chart: Any) -> None:
+        """The native sidecar needs Kubernetes >= 1.29: the 1.27 schema has no restartPolicy on init containers."""
+        with pytest.raises(AssertionError, match=r"initContainers\.0: .*'restartPolicy' was unexpected"):
+            validate_against_kubernetes(render(chart, {}), "1.27.0")
+
 
 class TestRenderedConfigMapsPassCheck:
     def test_lora_syncer_check_accepts_rendered_configmaps(self, chart: Any, tmp_path: Path) -> None:
