@@ -36,10 +36,10 @@ import aiohttp
 __all__ = [
     "ASSET_SCRIPT",
     "READY_STAMP",
+    "SETUP_HINT",
     "VENV_ENV_VAR",
     "Assets",
     "RealVLLM",
-    "SETUP_HINT",
     "RealVLLMError",
     "VLLMEnvMissing",
     "build_assets",
@@ -438,7 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import tempfile
 
-    parser = argparse.ArgumentParser(description="Run the real-vLLM test server in the foreground.")
+    parser = argparse.ArgumentParser(
+        prog="python -m lora_syncer.realvllm", description="Run the real-vLLM test server in the foreground."
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where assets and the log go")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
