@@ -25,6 +25,9 @@ from lora_syncer.emulator.state import AdapterRegistry
 
 log = structlog.get_logger(__name__)
 
+# Seconds in-flight requests get when the emulator goes down (aiohttp treats 0 as "wait forever").
+_SHUTDOWN_GRACE = 0.01
+
 
 class Emulator:
     """An emulated vLLM server. Use `async with Emulator(config) as emu:` or `start()`/`stop()`."""
@@ -190,8 +193,15 @@ class Emulator:
 
     async def _listen(self) -> None:
         kwargs: dict[str, Any] = {} if self.config.access_log else {"access_log": None}
-        # shutdown_timeout=0: going down cuts in-flight requests, as a killed server does.
-        runner = web.AppRunner(self.build_app(), handle_signals=False, shutdown_timeout=0.0, **kwargs)
+        # Going down cuts in-flight requests almost at once, as a killed server does; a client that
+        # disconnects cancels its request (vLLM aborts it too) so no handler outlives its client.
+        runner = web.AppRunner(
+            self.build_app(),
+            handle_signals=False,
+            shutdown_timeout=_SHUTDOWN_GRACE,
+            handler_cancellation=True,
+            **kwargs,
+        )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port or 0, reuse_address=True)
         try:
@@ -206,6 +216,7 @@ class Emulator:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+            await self.handlers.cancel_operations()
 
     async def __aenter__(self) -> Emulator:
         await self.start()

@@ -88,6 +88,7 @@ class VllmHandlers:
         self.models_view = ModelsView(self.registry, config.model_root, config.max_model_len)
         self.rng = random.Random(config.seed)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._operations: set[asyncio.Task[ApiError | None]] = set()
 
     # ---- fault injection -------------------------------------------------------------------
 
@@ -184,6 +185,23 @@ class VllmHandlers:
             self.registry.remove(name)
             return None
 
+    async def _run_admin(
+        self, op: AdminOp, name: str, path: str | None, inplace: bool, route: str
+    ) -> ApiError | None:
+        self.calls.admin_started()
+        try:
+            if op == "load":
+                err = await self.load_adapter(name, path or "", inplace)
+            else:
+                err = await self.unload_adapter(name)
+        except asyncio.CancelledError:  # the emulator went down mid-call
+            self.calls.record(op, name, path, 0, load_inplace=inplace, route=route)
+            raise
+        finally:
+            self.calls.admin_finished()
+        self.calls.record(op, name, path, err.status if err else 200, load_inplace=inplace, route=route)
+        return err
+
     async def _admin(
         self,
         request: web.Request,
@@ -199,18 +217,20 @@ class VllmHandlers:
         name = body[name_field]
         path = body[path_field] if path_field else None
         inplace = bool(body.get("load_inplace", False))
-        self.calls.admin_started()
-        try:
-            if op == "load":
-                err = await self.load_adapter(name, path or "", inplace)
-            else:
-                err = await self.unload_adapter(name)
-        finally:
-            self.calls.admin_finished()
-        self.calls.record(
-            op, name, path, err.status if err else 200, load_inplace=inplace, route=request.path
-        )
+        # Like vLLM (Starlette does not cancel handlers), a load whose client gave up still
+        # completes: the operation runs in its own task; only going down cancels it.
+        task = asyncio.ensure_future(self._run_admin(op, name, path, inplace, request.path))
+        self._operations.add(task)
+        task.add_done_callback(self._operations.discard)
+        err = await asyncio.shield(task)
         return error_response(err) if err else text_response(success(name))
+
+    async def cancel_operations(self) -> None:
+        """Cut every admin operation in flight (the server is going down)."""
+        tasks = list(self._operations)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _disabled(self, request: web.Request, op: AdminOp) -> web.StreamResponse:
         self.calls.record(op, request.match_info.get("name", ""), None, 404, route=request.path)
