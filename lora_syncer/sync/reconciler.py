@@ -510,7 +510,9 @@ class Reconciler:
             return False, "first reconcile pass has not completed"
         if not st.server.reachable:
             return False, f"vLLM server unreachable: {st.server.last_error or 'no answer yet'}"
-        missing = st.unsynced()
+        # An adapter that already failed and is being retried counts like a failed one, so a broken
+        # adapter's retries do not make readiness flap.
+        missing = [i for i in st.unsynced() if st.adapters[i].attempts == 0]
         if missing:
             shown = ", ".join(sorted(missing)[:10])
             return False, f"{len(missing)} declared adapter(s) not loaded yet: {shown}"
