@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -33,6 +33,15 @@ async def status_of(http: aiohttp.ClientSession, method: str, url: str, body: An
     async with http.request(method, url, json=body) as resp:
         await resp.read()
         return resp.status
+
+
+async def eventually(predicate: Callable[[], bool], attempts: int = 500) -> None:
+    """Yield to the loop until `predicate()` holds (bounded: ~10 s)."""
+    for _ in range(attempts):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail("condition not reached")
 
 
 class TestLatency:
@@ -120,8 +129,7 @@ class TestEngineAndLoads:
         task = asyncio.create_task(
             status_of(http, "POST", emu.url + "/v1/unload_lora_adapter", {"lora_name": "u"})
         )
-        while emu.call_log.admin_in_flight == 0:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: emu.call_log.admin_in_flight > 0)
         assert "u" in emu.loaded()
         assert await task == 200
         assert emu.loaded() == {}
@@ -138,7 +146,9 @@ class TestEngineAndLoads:
 
 
 class TestClientGivesUp:
-    async def test_load_completes_after_client_timeout(self, emu: Emulator, http: aiohttp.ClientSession) -> None:
+    async def test_load_completes_after_client_timeout(
+        self, emu: Emulator, http: aiohttp.ClientSession
+    ) -> None:
         """As in vLLM, a load whose client timed out still completes and is logged with its real status."""
         emu.faults.load_delay = 0.5
         with pytest.raises(asyncio.TimeoutError):
