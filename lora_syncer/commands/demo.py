@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--converge-timeout",
         type=float,
-        default=None,
+        default=env_default("--converge-timeout"),  # argparse applies `type` to a string default
         help="seconds each step may take to be acted on (default: 10, or 180 with --real-vllm)",
     )
     parser.add_argument(
@@ -88,12 +88,9 @@ async def _press_enter(out: TextIO) -> None:
 
 
 def _converge_timeout(args: argparse.Namespace) -> float:
-    raw = args.converge_timeout
-    if raw is None:
-        raw = env_default("--converge-timeout")
-    if raw is None:
+    value: float | None = args.converge_timeout
+    if value is None:
         return 180.0 if args.real_vllm else 10.0
-    value = float(raw)
     if value <= 0:
         raise SystemExit("lora-syncer demo: --converge-timeout must be positive")
     return value
