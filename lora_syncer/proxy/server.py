@@ -372,7 +372,7 @@ class ProxyCore:
             or (not is_sse and length is not None and length <= _BUFFER_LIMIT)
         )
         if whole:
-            data = await upstream.content.read(_REWRITE_LIMIT)
+            data = await self._read_whole(upstream)
             if augment_models and upstream.status == 200:
                 aliases = {r.alias: r.first_live or r.names[0] for r in self.table.exact.values()}
                 if aliases:
@@ -385,6 +385,21 @@ class ProxyCore:
         return await self._stream(
             request, upstream, headers, requested, served, alias, started, rewrite_back, is_sse
         )
+
+    @staticmethod
+    async def _read_whole(upstream: aiohttp.ClientResponse) -> bytes:
+        """The whole answer body, refusing (502) one too large to hold for rewriting."""
+        length = upstream.content_length
+        if length is not None and length <= _REWRITE_LIMIT:
+            return await upstream.read()
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await upstream.content.readany():
+            size += len(chunk)
+            if size > _REWRITE_LIMIT:
+                raise _Refused(502, "the model server's answer is too large to rewrite", "upstream")
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def _stream(
         self,

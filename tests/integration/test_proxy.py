@@ -463,7 +463,21 @@ async def tiny(tmp_path: Path) -> AsyncIterator[tuple[str, Recorder, Path]]:
         await rec.release.wait()
         return web.json_response({"model": "held"})
 
+    async def big(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        payload = json.dumps({"model": body["model"], "text": "x" * 200_000}).encode()
+        if request.query.get("chunked"):
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            for i in range(0, len(payload), 7_000):
+                await resp.write(payload[i : i + 7_000])
+            await resp.write_eof()
+            return resp
+        return web.Response(body=payload, content_type="application/json")
+
     app = web.Application()
+    app.router.add_post("/big", big)
     app.router.add_post("/v1/chat/completions", echo)
     app.router.add_post("/stream", slow_stream)
     app.router.add_post("/held", held)
@@ -532,6 +546,27 @@ class TestHeadersAndLifecycle:
         assert list(json.loads(raw)) == list(body)
         rendered = json.dumps(logs)
         assert "sk-very-secret" not in rendered and "secret prompt" not in rendered
+
+    @pytest.mark.parametrize("response_model", ["served", "requested"])
+    @pytest.mark.parametrize("chunked", [False, True])
+    async def test_large_answers_arrive_whole(
+        self, tiny: tuple[str, Recorder, Path], response_model: str, chunked: bool
+    ) -> None:
+        """A 200 kB JSON answer arrives complete, with or without a length, rewritten or not."""
+        upstream, _, rules = tiny
+        proxy = await start_tiny_proxy(upstream, rules, response_model=response_model)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=TIMEOUT) as http,
+                http.post(
+                    url(proxy, "/big" + ("?chunked=1" if chunked else "")), json={"model": ALIAS}
+                ) as resp,
+            ):
+                body = await resp.json()
+        finally:
+            await proxy.stop()
+        assert len(body["text"]) == 200_000
+        assert body["model"] == (ALIAS if response_model == "requested" else V1)
 
     async def test_client_disconnect_cancels_upstream(self, tiny: tuple[str, Recorder, Path]) -> None:
         """A client that leaves mid-stream makes the proxy drop the upstream request."""
