@@ -294,6 +294,8 @@ class ProxyCore:
 
     def _upstream_headers(self, request: web.Request) -> CIMultiDict[str]:
         headers = _filtered(request.headers)
+        # The body has been read whole already: no 100-continue handshake with the model server.
+        headers.popall("Expect", None)
         peer = request.remote
         if peer:
             prior = headers.get("X-Forwarded-For")
@@ -492,7 +494,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket bound before the server starts, so port 0 reports its real port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
     return sock

@@ -242,10 +242,14 @@ class ProxyService:
             shutdown_timeout=1.0,  # the drain phase in stop() is where the grace period is spent
         )
         await runner.setup()
-        sock = bind_socket(self.options.host, self.options.port)
-        site = web.SockSite(runner, sock)
-        await site.start()
         self._runner = runner
+        try:
+            sock = bind_socket(self.options.host, self.options.port)
+            site = web.SockSite(runner, sock)
+            await site.start()
+        except BaseException:
+            await self.stop(0)  # e.g. the port is taken: release the watcher and the upstream session
+            raise
         self._port = sock.getsockname()[1]
         log.info(
             "proxy listening",

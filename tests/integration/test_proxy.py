@@ -368,6 +368,29 @@ class TestErrors:
         assert metric(env.registry, "lora_syncer_proxy_upstream_errors_total", kind="timeout") == 1
 
 
+class TestLifecycle:
+    async def test_port_taken(self, env: ProxyEnv) -> None:
+        """A port already in use fails start() with OSError and leaves nothing running."""
+        first = await env.start()
+        second = ProxyService(
+            ProxyOptions(
+                upstream=env.emulator.url, rules_path=env.rules_path, host="127.0.0.1", port=first.port
+            ),
+            registry=CollectorRegistry(),
+        )
+        with pytest.raises(OSError):
+            await second.start()
+        assert second.ready()[0] is False
+        assert second.core.session is None
+
+    async def test_expect_header_not_forwarded(self, env: ProxyEnv) -> None:
+        """A client's Expect: 100-continue is handled by the proxy, not passed on."""
+        proxy = await env.start()
+        async with env.http.post(url(proxy, "/v1/chat/completions"), json=chat(), expect100=True) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["model"] == V1
+
+
 class TestRulesFile:
     async def test_bad_file_keeps_last_good_rules(self, env: ProxyEnv) -> None:
         """A rules file that does not validate leaves the last good rules in force and shows the error in /status."""
