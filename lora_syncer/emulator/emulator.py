@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -104,6 +104,14 @@ class Emulator:
         registry = self.handlers.registry
         registry.clear()
         for name, path in self._static:
+            registry.add(name, path)
+
+    def preload(self, adapters: Mapping[str, str]) -> None:
+        """Register adapters (name -> root) directly: no file checks, no call log (test set-up)."""
+        registry = self.handlers.registry
+        for name, path in adapters.items():
+            if registry.is_base_model(name):
+                raise ValueError(f"{name!r} is a served base model name")
             registry.add(name, path)
 
     def clear_calls(self) -> None:

@@ -173,3 +173,13 @@ class TestControlApiOutages:
             async with http.post(emu.url + path, json=body) as resp:
                 assert resp.status == 400
         assert emu.is_up
+
+
+class TestPreload:
+    async def test_preload_registers_without_calls(self, emu: Emulator, http: aiohttp.ClientSession) -> None:
+        """preload() lists adapters in the given order without touching the call log; base names are refused."""
+        emu.preload({f"p{i}": f"org/p{i}" for i in range(3)})
+        assert await model_ids(http, emu.url) == ["base", "static", "p0", "p1", "p2"]
+        assert emu.calls == []
+        with pytest.raises(ValueError, match="base model"):
+            emu.preload({"base": "org/x"})
