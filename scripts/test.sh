@@ -22,6 +22,11 @@ if ! command -v jq >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
   fi
 fi
 
+# The packaging tests render the kustomize manifests with kubectl.
+if ! command -v kubectl >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq >/dev/null && apt-get install -y -qq kubectl >/dev/null || echo "note: could not install kubectl" >&2
+fi
+
 # The real-vLLM tier's environment (cached outside the checkout; a no-op once it exists).
 bash scripts/setup-vllm-env.sh
 

@@ -87,7 +87,8 @@ def _check_configmaps(entries: list[Embedded], name: str) -> tuple[str, list[Iss
             kinds = {"adapters"} if "vLLMLoRAConfig" in e.text else {"unknown"}
         if "adapters" in kinds:
             summary, found = _check_text(e.text, label)
-        elif "rules" in kinds:
+        elif "rules" in kinds or e.key.endswith("rules.yaml"):
+            # The rules key is a rules file by name, even when it holds no rule yet.
             summary, found = _check_rules(e.text, label)
         else:
             continue  # other keys in the ConfigMap are not ours to judge
