@@ -285,6 +285,7 @@ class Reconciler:
         server.last_error = None
         server.last_seen_at = time.time()
         server.base_models = tuple(m.id for m in models if not m.is_adapter)
+        self.status.served = frozenset(m.id for m in models)
         self.metrics.server_up.set(1)
         return models
 
@@ -423,6 +424,7 @@ class Reconciler:
                 outcome = await self.client.unload(action.adapter_id)
                 a.set_state(AdapterState.ABSENT)
                 a.observed_root = None
+                self.status.served = self.status.served - {action.adapter_id}
             else:
                 assert action.source is not None
                 a.set_state(AdapterState.LOADING)
@@ -433,6 +435,7 @@ class Reconciler:
                 )
                 a.set_state(AdapterState.LOADED)
                 a.observed_root = action.source
+                self.status.served = self.status.served | {action.adapter_id}
                 self.metrics.adapter_status.labels(adapter_name=action.adapter_id).set(1)
             if action.op == Op.UNLOAD:
                 self.metrics.adapter_status.labels(adapter_name=action.adapter_id).set(0)

@@ -130,9 +130,13 @@ class SyncStatus:
     last_pass_result: str | None = None
     synced_once: bool = False
 
+    # Every model id the server serves (base models, --lora-modules, adapters), from the last
+    # `GET /v1/models` and kept current by our own successful loads and unloads.
+    served: frozenset[str] = frozenset()
+
     def loaded_names(self) -> frozenset[str]:
-        """Adapters confirmed loaded by the last observation (the proxy routes only to these)."""
-        return frozenset(a.id for a in self.adapters.values() if a.state == AdapterState.LOADED)
+        """Names the proxy may route to: served by the server as far as the syncer knows."""
+        return self.served
 
     def unsynced(self) -> list[str]:
         """Declared-present adapters that could load but are not loaded yet."""
