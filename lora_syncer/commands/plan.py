@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lora_syncer.cliutil import env_default
-from lora_syncer.config.adapters import AdaptersConfig, parse_adapters
+from lora_syncer.cliutil import env_default, env_flag
+from lora_syncer.config.adapters import AdaptersConfig, parse_adapters, parse_adapters_text
 from lora_syncer.config.errors import ConfigError
+from lora_syncer.config.manifest import configmaps_in
 from lora_syncer.config.source import read_file
+from lora_syncer.config.yamldoc import YamlSyntaxError, decode_text, load_documents
 from lora_syncer.settings import DEFAULT_CONFIG
 from lora_syncer.sync.errors import VLLMError
 from lora_syncer.sync.plan import ObservedModel, Plan, PlanOptions, make_plan
@@ -24,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default=env_default("--config", DEFAULT_CONFIG, "DYNAMIC_LORA_ROLLOUT_CONFIG"),
-        help="adapters file (vLLMLoRAConfig)",
+        help="adapters file (vLLMLoRAConfig), or a ConfigMap manifest carrying one",
     )
     parser.add_argument(
         "--server", default=env_default("--server"), help="vLLM base URL (default: the file's host/port)"
@@ -32,13 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-key", default=env_default("--api-key", None, "VLLM_API_KEY"), help="vLLM API key"
     )
-    parser.add_argument(
-        "--offline", action="store_true", help="plan against an empty server instead of asking vLLM"
-    )
-    parser.add_argument("--prune", action="store_true", help="plan unloading undeclared adapters too")
-    parser.add_argument("--base-model-policy", choices=["ignore", "warn", "enforce"], default="warn")
-    parser.add_argument("--allowed-sources", action="append", default=[], help="as for `run`")
-    parser.add_argument("--output", choices=["text", "json"], default="text")
+    parser.add_argument("--offline", action="store_true", default=env_flag("--offline"),
+                        help="plan against an empty server instead of asking vLLM")  # fmt: skip
+    parser.add_argument("--prune", action="store_true", default=env_flag("--prune"),
+                        help="plan unloading undeclared adapters too")  # fmt: skip
+    parser.add_argument("--base-model-policy", choices=["ignore", "warn", "enforce"],
+                        default=env_default("--base-model-policy", "warn"), help="as for `run`")  # fmt: skip
+    parser.add_argument("--allowed-sources", action="append", default=None, help="as for `run`")
+    parser.add_argument("--output", choices=["text", "json"], default=env_default("--output", "text"),
+                        help="text for people, json for tools")  # fmt: skip
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -86,10 +90,22 @@ async def _observe(url: str, api_key: str | None) -> tuple[list[ObservedModel], 
         return await client.list_models(), await client.version()
 
 
+def load_adapters_or_manifest(raw: bytes, name: str) -> AdaptersConfig:
+    """An adapters file, or the adapters file carried by a ConfigMap manifest."""
+    try:
+        docs = [d for d in load_documents(decode_text(raw)) if d.data is not None]
+    except (YamlSyntaxError, UnicodeDecodeError):
+        return parse_adapters(raw, name)  # reports the problem in the usual form
+    for entry in configmaps_in(docs) or []:
+        if "vLLMLoRAConfig" in entry.text:
+            return parse_adapters_text(entry.text, f"{name}[{entry.configmap}/{entry.key}]")
+    return parse_adapters(raw, name)
+
+
 def run(args: argparse.Namespace) -> int:
     path = Path(args.config)
     try:
-        config: AdaptersConfig = parse_adapters(read_file(path), str(path))
+        config: AdaptersConfig = load_adapters_or_manifest(read_file(path), str(path))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -109,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
     sources: list[str] = []
-    for item in args.allowed_sources:
+    allowed = args.allowed_sources
+    if allowed is None:
+        allowed = [env_default("--allowed-sources") or ""]
+    for item in allowed:
         sources.extend(p.strip() for p in item.split(",") if p.strip())
     options = PlanOptions(
         prune=args.prune,
