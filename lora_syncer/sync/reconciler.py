@@ -103,6 +103,9 @@ class Reconciler:
         self._config_error_logged: tuple[str, float] | None = None
         self._down_since: float | None = None
         self.pass_lock = asyncio.Lock()
+        # Last value set on each adapter's gauge: with 10,000 adapters, re-setting every gauge on
+        # every pass costs about a fifth of a no-op pass.
+        self._gauge_values: dict[str, int] = {}
 
     # --- triggers --------------------------------------------------------------------------
 
@@ -385,11 +388,17 @@ class Reconciler:
         for adapter_id in list(st.adapters):
             if adapter_id not in seen and adapter_id not in roots:
                 del st.adapters[adapter_id]
+                self._gauge_values.pop(adapter_id, None)
                 with contextlib.suppress(KeyError):
                     self.metrics.adapter_status.remove(adapter_id)
         for a in st.adapters.values():
-            self.metrics.adapter_status.labels(adapter_name=a.id).set(1 if a.id in roots else 0)
+            self._set_gauge(a.id, 1 if a.id in roots else 0)
         return due
+
+    def _set_gauge(self, adapter_id: str, value: int) -> None:
+        if self._gauge_values.get(adapter_id) != value:
+            self.metrics.adapter_status.labels(adapter_name=adapter_id).set(value)
+            self._gauge_values[adapter_id] = value
 
     async def _execute(self, actions: list[Action]) -> int:
         if not actions:
@@ -436,9 +445,9 @@ class Reconciler:
                 a.set_state(AdapterState.LOADED)
                 a.observed_root = action.source
                 self.status.served = self.status.served | {action.adapter_id}
-                self.metrics.adapter_status.labels(adapter_name=action.adapter_id).set(1)
+                self._set_gauge(action.adapter_id, 1)
             if action.op == Op.UNLOAD:
-                self.metrics.adapter_status.labels(adapter_name=action.adapter_id).set(0)
+                self._set_gauge(action.adapter_id, 0)
             self.metrics.operations.labels(op=action.op.value, result="ok").inc()
             a.attempts, a.next_retry_at, a.last_error = 0, None, None
             if self.status.server.runtime_updating_disabled:
