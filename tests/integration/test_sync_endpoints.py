@@ -86,6 +86,27 @@ async def test_metrics_follow_the_adapters(sync_env: SyncEnv) -> None:
     await eventually(server_down, "lora_syncer_server_up 0")
 
 
+async def test_adapter_gauge_drops_when_the_server_forgets(sync_env: SyncEnv) -> None:
+    """After a vLLM restart that the syncer cannot repair, each adapter's gauge goes back to 0."""
+    env = sync_env
+    env.write(adapters_yaml(ADAPTERS[:2]))
+    await env.start(reconcile_trigger=0.2)
+    await env.wait_loaded(dict(ADAPTERS[:2]))
+
+    async def gauges(value: float) -> bool:
+        text = await env.metrics()
+        return all(
+            metric_value(text, "lora_syncer_adapter_status", adapter_name=n) == value for n, _ in ADAPTERS[:2]
+        )
+
+    await eventually(lambda: gauges(1), "gauges at 1")
+    env.emulator.faults.runtime_lora_updating = False  # the restarted server refuses loads
+    await env.emulator.restart(down_seconds=0.1)
+    await eventually(lambda: gauges(0), "gauges back at 0")
+    env.emulator.faults.runtime_lora_updating = True
+    await eventually(lambda: gauges(1), "gauges at 1 again")
+
+
 async def test_status_json_shape(sync_env: SyncEnv) -> None:
     """/status names the config (file, name, generation, load time), the server, the pass counters and each adapter."""
     env = sync_env
