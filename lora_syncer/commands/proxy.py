@@ -2,7 +2,8 @@
 
     lora-syncer proxy --rules rules.yaml --server http://localhost:8000 --proxy-port 8081 --metrics-port 8080
 
-Every target counts as loaded (there is no syncer in this process). SIGTERM or SIGINT stops
+Every target counts as loaded (there is no syncer in this process). With `--pool NAME=URL[@WEIGHT]`
+(repeatable) or an `HTTPRoute` in the rules file it splits traffic between pools by weight. SIGTERM or SIGINT stops
 it gracefully (exit 0): stop accepting, let in-flight requests finish within
 `--shutdown-grace`, then close; a second signal cancels what is left at once.
 """
@@ -25,7 +26,12 @@ from lora_syncer.cliutil import env_default
 from lora_syncer.health import HealthSources, build_health_app
 from lora_syncer.logs import configure_logging
 from lora_syncer.proxy.options import ProxyOptions
-from lora_syncer.proxy.service import ProxyService, add_proxy_arguments, proxy_options_from_args
+from lora_syncer.proxy.service import (
+    ProxyService,
+    add_pool_arguments,
+    add_proxy_arguments,
+    proxy_options_from_args,
+)
 
 log = structlog.get_logger("lora_syncer.proxy")
 
@@ -35,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
         default=env_default("--server", "http://localhost:8000"),
-        help="base URL of the vLLM server to forward to (default http://localhost:8000)",
+        help="base URL of the vLLM server to forward to (default http://localhost:8000); unused with --pool "
+        "or an HTTPRoute in the rules file",
     )
     parser.add_argument(
         "--metrics-port",
@@ -59,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-level", default=env_default("--log-level", "info"))
     add_proxy_arguments(parser)
+    add_pool_arguments(parser)
 
 
 async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, grace: float) -> int:
@@ -93,8 +101,14 @@ async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, gra
         except OSError as exc:
             print(f"lora-syncer proxy: cannot listen: {exc}", file=sys.stderr)
             return 1
+        pools = service.core.pools
+        where = (
+            ", ".join(f"{n}={p.base}@{p.spec.weight}" for n, p in pools.pools.items())
+            if pools.health_tracked
+            else options.upstream
+        )
         print(
-            f"lora-syncer proxy listening on {options.host}:{service.port}, forwarding to {options.upstream}",
+            f"lora-syncer proxy listening on {options.host}:{service.port}, forwarding to {where}",
             file=sys.stderr,
             flush=True,
         )
@@ -117,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         print("lora-syncer proxy: --rules FILE is required (or LORA_SYNCER_RULES)", file=sys.stderr)
         return 2
     try:
-        options = proxy_options_from_args(args, args.server)
+        options = proxy_options_from_args(args, args.server, pools_from_rules=True)
     except ValueError as exc:
         print(f"lora-syncer proxy: {exc}", file=sys.stderr)
         return 2

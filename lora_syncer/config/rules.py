@@ -31,11 +31,17 @@ so two aliases pointing at each other (a loop) are an error.
 
 Unknown keys under `spec` are errors (a misspelt `weight` would silently change a split);
 unknown top-level and `metadata` keys are ignored, as kubectl output carries many.
+
+The file may also hold one Gateway API `HTTPRoute` whose rule's `backendRefs` split traffic
+between pools (`{name, weight, port?, namespace?}`, `kind: InferencePool` or `Service`); the
+standalone proxy routes by it (see `lora_syncer.proxy.pools`), a sidecar ignores it. A rule
+whose `poolRef` names a pool applies only to that pool; a rule without `poolRef` applies to
+every pool, and for one pool a rule naming it beats one that names none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -49,9 +55,13 @@ Path = tuple[str | int, ...]
 
 REWRITE_KIND = "InferenceModelRewrite"
 MODEL_KIND = "InferenceModel"
+ROUTE_KIND = "HTTPRoute"
 RULE_KINDS = frozenset({REWRITE_KIND, MODEL_KIND})
-LIST_KINDS = frozenset({"List", "InferenceModelRewriteList", "InferenceModelList"})
+DOCUMENT_KINDS = RULE_KINDS | {ROUTE_KIND}
+LIST_KINDS = frozenset({"List", "InferenceModelRewriteList", "InferenceModelList", "HTTPRouteList"})
 KNOWN_GROUPS = ("inference.networking.x-k8s.io", "inference.networking.k8s.io")
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+POOL_KIND = "InferencePool"
 MAX_WEIGHT = 1_000_000
 
 
@@ -142,17 +152,68 @@ class SourceDocument:
 
 
 @dataclass(frozen=True)
+class Backend:
+    """One `backendRefs` entry of an HTTPRoute: a pool (InferencePool or Service) and its weight."""
+
+    name: str
+    weight: int
+    kind: str = POOL_KIND
+    group: str = KNOWN_GROUPS[1]
+    port: int | None = None
+    namespace: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "weight": self.weight,
+            "kind": self.kind,
+            "group": self.group,
+            "port": self.port,
+            "namespace": self.namespace,
+        }
+
+
+@dataclass(frozen=True)
+class PoolRoute:
+    """The HTTPRoute of a rules file: how traffic is split between pools, in file order."""
+
+    document: str
+    backends: tuple[Backend, ...]
+    namespace: str | None = None
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "document": self.document,
+            "namespace": self.namespace,
+            "line": self.line,
+            "backendRefs": [b.to_dict() for b in self.backends],
+        }
+
+
+@dataclass(frozen=True)
 class RuleSet:
     """A validated rules file: every rule in file order, with the winner for each name resolved."""
 
     rules: tuple[Rule, ...] = ()
     documents: tuple[SourceDocument, ...] = ()
     warnings: tuple[Issue, ...] = field(default=(), compare=False)
+    route: PoolRoute | None = None
 
-    def winners(self) -> tuple[dict[str, Rule], Rule | None]:
-        """The rule in force for each Exact name, and the catch-all rule in force (if any)."""
-        exact, catch_all, _ = resolve_precedence(self.rules)
+    def winners(self, pool: str | None = None) -> tuple[dict[str, Rule], Rule | None]:
+        """The rule in force for each Exact name, and the catch-all rule in force (if any).
+
+        With `pool`, only rules without a poolRef or naming that pool count, and a rule naming
+        the pool beats one naming none (it is the more specific). Without it every rule counts
+        (one upstream: the poolRef is informational).
+        """
+        exact, catch_all, _ = resolve_precedence(rules_for_pool(self.rules, pool), pool)
         return exact, catch_all
+
+    @property
+    def pools_named(self) -> tuple[str, ...]:
+        """Pools that some rule's poolRef names, in file order."""
+        return tuple(dict.fromkeys(r.pool for r in self.rules if r.pool is not None))
 
     def rule_for(self, model: str) -> Rule | None:
         """The rule that applies to a request for `model` (reference implementation; the proxy precompiles)."""
@@ -162,22 +223,39 @@ class RuleSet:
     def to_dict(self) -> dict[str, Any]:
         exact, catch_all = self.winners()
         in_force = {r.id for r in exact.values()} | ({catch_all.id} if catch_all else set())
-        return {
+        body: dict[str, Any] = {
             "rules": [{**r.to_dict(), "inForce": r.id in in_force} for r in self.rules],
             "documents": [d.to_dict() for d in self.documents],
             "warnings": [w.to_dict() for w in self.warnings],
         }
+        if self.route is not None:
+            body["httpRoute"] = self.route.to_dict()
+        return body
 
 
-def resolve_precedence(rules: Iterable[Rule]) -> tuple[dict[str, Rule], Rule | None, list[tuple[Rule, Rule]]]:
+def rules_for_pool(rules: Iterable[Rule], pool: str | None) -> list[Rule]:
+    """The rules that apply to `pool`: those without a poolRef and those naming it (all when pool is None)."""
+    if pool is None:
+        return list(rules)
+    return [r for r in rules if r.pool is None or r.pool == pool]
+
+
+def resolve_precedence(
+    rules: Iterable[Rule], pool: str | None = None
+) -> tuple[dict[str, Rule], Rule | None, list[tuple[Rule, Rule]]]:
     """Pick, for each Exact name and for "any name", the rule that wins.
 
+    With `pool`, a rule whose poolRef names it comes before rules without a poolRef.
     Returns `(exact, catch_all, shadowed)`; `shadowed` pairs each losing rule with its winner.
     """
     exact: dict[str, Rule] = {}
     catch_all: Rule | None = None
     shadowed: list[tuple[Rule, Rule]] = []
-    for rule in sorted(rules, key=lambda r: r.precedence_key):
+
+    def key(r: Rule) -> tuple[bool, tuple[bool, datetime, int, int]]:
+        return (pool is not None and r.pool != pool, r.precedence_key)
+
+    for rule in sorted(rules, key=key):
         if rule.catch_all:
             if catch_all is None:
                 catch_all = rule
@@ -194,18 +272,18 @@ def resolve_precedence(rules: Iterable[Rule]) -> tuple[dict[str, Rule], Rule | N
 
 
 def is_rules_document(data: Any) -> bool:
-    """Whether a parsed YAML document is (or is a List of) InferenceModelRewrite / InferenceModel."""
+    """Whether a parsed YAML document is (or is a List of) InferenceModelRewrite / InferenceModel / HTTPRoute."""
     if not isinstance(data, dict):
         return False
     kind = data.get("kind")
-    if kind in RULE_KINDS:
+    if kind in DOCUMENT_KINDS:
         return True
-    if kind in ("InferenceModelRewriteList", "InferenceModelList"):
+    if kind in ("InferenceModelRewriteList", "InferenceModelList", "HTTPRouteList"):
         return True
     if kind == "List":
         items = data.get("items")
         return isinstance(items, list) and any(
-            isinstance(i, dict) and i.get("kind") in RULE_KINDS for i in items
+            isinstance(i, dict) and i.get("kind") in DOCUMENT_KINDS for i in items
         )
     return False
 
@@ -258,6 +336,33 @@ class _ModelSpec(_Spec):
     criticality: Literal["Critical", "Standard", "Sheddable"] | None = None
     poolRef: _PoolRef | None = None
     targetModels: list[_ModelTarget] | None = None
+
+
+class _BackendRef(_Spec):
+    group: StrictStr | None = None
+    kind: StrictStr | None = None
+    name: StrictStr = Field(min_length=1)
+    namespace: StrictStr | None = None
+    port: StrictInt | None = Field(default=None, ge=1, le=65535)
+    weight: StrictInt | None = Field(default=None, ge=0, le=MAX_WEIGHT)
+    filters: list[Any] | None = None
+
+
+class _RouteRule(_Spec):
+    # Gateway API fields the proxy does not evaluate are accepted so a real HTTPRoute reads as is.
+    name: StrictStr | None = None
+    matches: list[Any] | None = None
+    filters: list[Any] | None = None
+    backendRefs: list[_BackendRef] | None = None
+    timeouts: Any = None
+    retry: Any = None
+    sessionPersistence: Any = None
+
+
+class _RouteSpec(_Spec):
+    parentRefs: list[Any] | None = None
+    hostnames: list[Any] | None = None
+    rules: list[_RouteRule] | None = None
 
 
 _HINTS: dict[str, str] = {
@@ -344,6 +449,16 @@ def _check_kind(item: _Item, out: _Collector) -> str | None:
         out.add(item.doc, item.base, "must be a mapping with apiVersion, kind, metadata and spec")
         return None
     kind = data.get("kind")
+    if kind == ROUTE_KIND:
+        api = data.get("apiVersion")
+        if isinstance(api, str) and api and api.split("/")[0] != GATEWAY_GROUP:
+            out.add(
+                item.doc,
+                (*item.base, "apiVersion"),
+                f"unexpected API group in {api!r} (expected {GATEWAY_GROUP}); read anyway",
+                "warning",
+            )
+        return ROUTE_KIND
     if kind in RULE_KINDS:
         api = data.get("apiVersion")
         if isinstance(api, str) and api and api.split("/")[0] not in KNOWN_GROUPS:
@@ -357,9 +472,11 @@ def _check_kind(item: _Item, out: _Collector) -> str | None:
     if "vLLMLoRAConfig" in data:
         message = "this is an adapters file (vLLMLoRAConfig); the rules file holds InferenceModelRewrite / InferenceModel documents"
     elif kind is None:
-        message = f"missing `kind`: expected {REWRITE_KIND} or {MODEL_KIND}"
+        message = f"missing `kind`: expected {REWRITE_KIND}, {MODEL_KIND} or {ROUTE_KIND}"
     else:
-        message = f"kind {kind!r} is not a rules document: expected {REWRITE_KIND} or {MODEL_KIND}"
+        message = (
+            f"kind {kind!r} is not a rules document: expected {REWRITE_KIND}, {MODEL_KIND} or {ROUTE_KIND}"
+        )
     out.add(item.doc, (*item.base, "kind") if kind is not None else item.base, message)
     return None
 
@@ -547,12 +664,156 @@ def _rules_of_item(
     return rules, source
 
 
-def _cross_checks(rules: list[Rule], locate: dict[str, tuple[Document, Path]], out: _Collector) -> None:
-    exact, _catch_all, shadowed = resolve_precedence(rules)
+def _backend(ref: _BackendRef, item: _Item, path: Path, out: _Collector) -> Backend | None:
+    group = ref.group if ref.group is not None else ""
+    kind = ref.kind if ref.kind is not None else "Service"  # the Gateway API defaults
+    if kind == POOL_KIND and group in KNOWN_GROUPS:
+        pass
+    elif kind == "Service" and group == "":
+        if ref.port is None:
+            out.add(item.doc, (*path, "port"), "a Service backend needs a port (as in the Gateway API)")
+            return None
+    else:
+        out.add(
+            item.doc,
+            (*path, "kind"),
+            f"backend {group + '/' if group else ''}{kind} is not supported: use kind InferencePool "
+            f"(group {KNOWN_GROUPS[1]}) or kind Service",
+        )
+        return None
+    if ref.filters:
+        out.add(item.doc, (*path, "filters"), "backend filters are not applied by the proxy", "warning")
+    return Backend(
+        name=ref.name,
+        weight=ref.weight if ref.weight is not None else 1,  # the Gateway API default
+        kind=kind,
+        group=group,
+        port=ref.port,
+        namespace=ref.namespace,
+    )
 
-    def add(rule: Rule, message: str, severity: Literal["error", "warning"]) -> None:
-        doc, path = locate[rule.id]
-        out.add(doc, path, message, severity)
+
+def _route_of_item(item: _Item, out: _Collector) -> tuple[PoolRoute | None, Path | None, SourceDocument]:
+    """The backends of an HTTPRoute document (at most one of its rules may have backendRefs)."""
+    name, namespace, created = _metadata(item, out)
+    spec_path: Path = (*item.base, "spec")
+    route: PoolRoute | None = None
+    where: Path | None = None
+    spec = _validate(_RouteSpec, item.data.get("spec"), item, out)
+    count = 0
+    if isinstance(spec, _RouteSpec):
+        for ri, rule in enumerate(spec.rules or []):
+            rule_path = (*spec_path, "rules", ri)
+            if not rule.backendRefs:
+                out.add(
+                    item.doc, rule_path, "has no backendRefs: the proxy does not use this rule", "warning"
+                )
+                continue
+            if route is not None:
+                out.add(
+                    item.doc,
+                    (*rule_path, "backendRefs"),
+                    "only one HTTPRoute rule may have backendRefs: the proxy splits every request by one "
+                    "set of weights (merge the rules)",
+                )
+                continue
+            if rule.matches and any(not _matches_everything(m) for m in rule.matches):
+                out.add(
+                    item.doc,
+                    (*rule_path, "matches"),
+                    "matches are not evaluated by the proxy: every request is split by this rule's weights",
+                    "warning",
+                )
+            if rule.filters:
+                out.add(item.doc, (*rule_path, "filters"), "filters are not applied by the proxy", "warning")
+            backends: list[Backend] = []
+            seen: dict[str, int] = {}
+            for bi, ref in enumerate(rule.backendRefs):
+                bpath = (*rule_path, "backendRefs", bi)
+                if ref.name in seen:
+                    out.add(
+                        item.doc,
+                        (*bpath, "name"),
+                        f"backend {ref.name!r} is listed twice (first at backendRefs[{seen[ref.name]}]); "
+                        "list each pool once",
+                    )
+                    continue
+                seen[ref.name] = bi
+                backend = _backend(ref, item, bpath, out)
+                if backend is not None:
+                    backends.append(backend)
+            if backends and all(b.weight == 0 for b in backends):
+                out.add(
+                    item.doc,
+                    (*rule_path, "backendRefs"),
+                    "every backend has weight 0: requests get 503",
+                    "warning",
+                )
+            route = PoolRoute(
+                document=name,
+                backends=tuple(backends),
+                namespace=namespace,
+                line=item.doc.line_of(rule_path),
+            )
+            where = (*rule_path, "backendRefs")
+            count = len(backends)
+        if route is None:
+            out.add(
+                item.doc, (*spec_path, "rules"), "no rule has backendRefs: name the pools to split between"
+            )
+    api = item.data.get("apiVersion")
+    source = SourceDocument(
+        kind=ROUTE_KIND,
+        name=name,
+        index=item.index,
+        line=item.doc.line_of(item.base) if item.base else item.doc.start_line,
+        api_version=api if isinstance(api, str) else None,
+        namespace=namespace,
+        created=created,
+        rules=count,
+    )
+    return route, where, source
+
+
+def _matches_everything(match: Any) -> bool:
+    """An HTTPRoute match that every request meets: `{}` or path prefix `/`."""
+    if not isinstance(match, dict):
+        return False
+    if set(match) - {"path"}:
+        return False
+    path = match.get("path")
+    if path is None:
+        return True
+    return (
+        isinstance(path, dict)
+        and path.get("type", "PathPrefix") == "PathPrefix"
+        and path.get("value", "/") == "/"
+    )
+
+
+def _cross_checks(rules: list[Rule], locate: dict[str, tuple[Document, Path]], out: _Collector) -> None:
+    # Rules naming different pools never compete: check each pool's view on its own (plus the
+    # rules without poolRef, which belong to every view). One pool or none: one view, as before.
+    named: list[str | None] = list(dict.fromkeys(r.pool for r in rules if r.pool is not None))
+    views = named if len(named) > 1 else [None]
+    seen: set[tuple[str, str]] = set()
+    for pool in views:
+        view = rules_for_pool(rules, pool)
+
+        def add(rule: Rule, message: str, severity: Literal["error", "warning"]) -> None:
+            if (rule.id, message) in seen:
+                return
+            seen.add((rule.id, message))
+            doc, path = locate[rule.id]
+            out.add(doc, path, message, severity)
+
+        _cross_checks_view(view, pool, add)
+
+
+def _cross_checks_view(
+    rules: list[Rule], pool: str | None, add: Callable[[Rule, str, Literal["error", "warning"]], None]
+) -> None:
+    exact, _catch_all, shadowed = resolve_precedence(rules, pool)
 
     for loser, winner in shadowed:
         what = (
@@ -620,9 +881,23 @@ def rules_from_documents(docs: list[Document], *, pool_name: str | None = None) 
     sources: list[SourceDocument] = []
     locate: dict[str, tuple[Document, Path]] = {}
     ids: dict[str, Path] = {}
+    route: PoolRoute | None = None
     for item in _items(docs, out):
         kind = _check_kind(item, out)
         if kind is None:
+            continue
+        if kind == ROUTE_KIND:
+            found_route, where, route_source = _route_of_item(item, out)
+            if found_route is not None and route is not None:
+                out.add(
+                    item.doc,
+                    where or item.base,
+                    f"a second HTTPRoute with backendRefs (the first is {route.document!r}); "
+                    "a rules file holds one pool split",
+                )
+            elif found_route is not None:
+                route = found_route
+            sources.append(route_source)
             continue
         found, source = _rules_of_item(item, kind, pool_name, out)
         for rule in found:
@@ -646,11 +921,11 @@ def rules_from_documents(docs: list[Document], *, pool_name: str | None = None) 
         _cross_checks(rules, locate, out)
     if out.has_errors:
         raise ConfigError(None, out.issues)
-    if not rules and not out.issues:
+    if not rules and route is None and not out.issues:
         out.issues.append(
             Issue(path="", message="no rules: requests pass through unchanged", line=1, severity="warning")
         )
-    return RuleSet(rules=tuple(rules), documents=tuple(sources), warnings=tuple(out.issues))
+    return RuleSet(rules=tuple(rules), documents=tuple(sources), warnings=tuple(out.issues), route=route)
 
 
 def parse_rules_text(text: str, filename: str | None = None, *, pool_name: str | None = None) -> RuleSet:
@@ -669,6 +944,7 @@ def parse_rules_text(text: str, filename: str | None = None, *, pool_name: str |
         rules=ruleset.rules,
         documents=ruleset.documents,
         warnings=tuple(with_file(ruleset.warnings, filename)),
+        route=ruleset.route,
     )
 
 

@@ -76,9 +76,11 @@ class RouteTable:
         return cls({}, None, RuleSet())
 
     @classmethod
-    def build(cls, ruleset: RuleSet, previous: RouteTable | None = None) -> RouteTable:
-        """Compile `ruleset`; reuse `previous`'s rotation state where an alias is unchanged."""
-        winners, catch_all_rule = ruleset.winners()
+    def build(
+        cls, ruleset: RuleSet, previous: RouteTable | None = None, pool: str | None = None
+    ) -> RouteTable:
+        """Compile `ruleset` (for one pool: see `RuleSet.winners`); reuse `previous`'s rotation where unchanged."""
+        winners, catch_all_rule = ruleset.winners(pool)
         exact = {alias: _route(alias, rule, previous) for alias, rule in winners.items()}
         catch_all = _route(CATCH_ALL, catch_all_rule, previous) if catch_all_rule else None
         return cls(exact, catch_all, ruleset)

@@ -7,6 +7,7 @@ Requests that no rule matched carry `alias=""` and `target=""`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -102,6 +103,38 @@ class ProxyMetrics:
         self.rules_in_force = Gauge(
             "lora_syncer_proxy_rules", "Rules in force (one per alias plus the catch-all).", registry=registry
         )
+        self.pool_requests = Counter(
+            "lora_syncer_proxy_pool_requests",
+            "Requests answered through each upstream pool, by HTTP status.",
+            ["pool", "status"],
+            registry=registry,
+        )
+        self.pool_errors = Counter(
+            "lora_syncer_proxy_pool_errors",
+            "Failures of each pool: connect, timeout, disconnect (before an answer) and status_5xx answers.",
+            ["pool", "kind"],
+            registry=registry,
+        )
+        self.pool_retries = Counter(
+            "lora_syncer_proxy_pool_retries",
+            "Requests that could not reach this pool and were sent to another pool instead.",
+            ["pool"],
+            registry=registry,
+        )
+        self.pool_up_gauge = Gauge(
+            "lora_syncer_proxy_pool_up",
+            "1 while the pool is in the rotation, 0 while its circuit breaker keeps it out.",
+            ["pool"],
+            registry=registry,
+        )
+        self.pool_weight = Gauge(
+            "lora_syncer_proxy_pool_weight",
+            "The pool's weight in force (from --pool or the rules file's HTTPRoute).",
+            ["pool"],
+            registry=registry,
+        )
+        self._pools: set[str] = set()
+        self._pool_children: dict[tuple[str, str], Any] = {}
         self._children: dict[tuple[str, str, str], Any] = {}
         self._durations: dict[str, Any] = {}
         self._first_bytes: dict[str, Any] = {}
@@ -123,3 +156,31 @@ class ProxyMetrics:
         if hist is None:
             hist = self._first_bytes[alias] = self.first_byte.labels(alias)
         hist.observe(seconds)
+
+    def set_pools(self, weights: dict[str, int], up: dict[str, bool]) -> None:
+        """Publish the pools in force; pools that left the set lose their gauges."""
+        for gone in self._pools - set(weights):
+            for gauge in (self.pool_up_gauge, self.pool_weight):
+                with contextlib.suppress(KeyError):  # never set
+                    gauge.remove(gone)
+        self._pools = set(weights)
+        for name, weight in weights.items():
+            self.pool_weight.labels(name).set(weight)
+            self.pool_up_gauge.labels(name).set(1 if up.get(name, True) else 0)
+
+    def pool_up(self, pool: str, up: bool) -> None:
+        if pool in self._pools:
+            self.pool_up_gauge.labels(pool).set(1 if up else 0)
+
+    def pool_request(self, pool: str, status: int) -> None:
+        key = (pool, str(status))
+        child = self._pool_children.get(key)
+        if child is None:
+            child = self._pool_children[key] = self.pool_requests.labels(*key)
+        child.inc()
+
+    def pool_error(self, pool: str, kind: str) -> None:
+        self.pool_errors.labels(pool, kind).inc()
+
+    def pool_retry(self, pool: str) -> None:
+        self.pool_retries.labels(pool).inc()

@@ -6,10 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lora_syncer.proxy.pools import PoolSpec, check_unique, check_url
+
 ResponseModel = Literal["served", "requested"]
 
 # The answer header naming the model that served the request (after any rewrite).
 SERVED_MODEL_HEADER = "x-lora-syncer-served-model"
+# The answer header naming the pool that served the request (only when the proxy splits between pools).
+POOL_HEADER = "x-lora-syncer-pool"
 
 DEFAULT_PORT = 8081
 DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
@@ -36,16 +40,45 @@ class ProxyOptions:
     watch_mode: str = "auto"
     poll_interval: float = 1.0
     rules_resync_interval: float = 60.0
+    # Pools (the standalone proxy): from --pool flags, and from the rules file's HTTPRoute.
+    pools: tuple[PoolSpec, ...] = ()
+    pools_from_rules: bool = False
+    pool_failure_threshold: int = 3
+    pool_backoff: float = 1.0
+    pool_backoff_max: float = 30.0
+    pool_health_interval: float = 2.0
+    pool_health_timeout: float = 2.0
+    pool_health_path: str = "/health"
+
+    @property
+    def pool_mode(self) -> bool:
+        """Whether pools may be in play (so health probes run)."""
+        return bool(self.pools) or self.pools_from_rules
 
     def __post_init__(self) -> None:
         if not self.upstream.startswith(("http://", "https://")):
             raise ValueError(f"upstream {self.upstream!r} must be an http:// or https:// URL")
+        check_url(self.upstream, "upstream")
+        check_unique(self.pools)
+        if self.pool_name is not None and self.pool_mode:
+            raise ValueError(
+                "--pool-name is for a proxy in front of one pool; with --pool or an HTTPRoute each "
+                "rule's poolRef picks the pools it applies to"
+            )
+        if self.pool_failure_threshold < 1:
+            raise ValueError("pool_failure_threshold must be at least 1")
+        if not self.pool_health_path.startswith("/"):
+            raise ValueError("pool_health_path must start with /")
         if self.response_model not in ("served", "requested"):
             raise ValueError("response_model must be 'served' or 'requested'")
         for name in ("max_body_size", "upstream_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in (
+            "pool_backoff",
+            "pool_backoff_max",
+            "pool_health_interval",
+            "pool_health_timeout",
             "upstream_timeout",
             "upstream_connect_timeout",
             "client_idle_timeout",

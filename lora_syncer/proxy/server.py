@@ -1,10 +1,15 @@
 """The aiohttp reverse proxy: rewrite `model`, forward to vLLM, stream the answer back.
 
-Per request: refuse control routes; read the body (bounded in size and time); when it is a
-JSON object with a `model` the rules know, pick a target (pure, `matching.decide`) and
-replace the value; forward over the one shared `ClientSession`; relay the answer chunk by
+Per request: refuse control routes; read the body (bounded in size and time); choose the
+upstream pool (one `--server`, or weighted pools: `lora_syncer.proxy.poolset`); when the body
+is a JSON object with a `model` the pool's rules know, pick a target (pure, `matching.decide`)
+and replace the value; forward over the one shared `ClientSession`; relay the answer chunk by
 chunk as it arrives. A client that goes away cancels the handler (aiohttp's handler
 cancellation), which closes the upstream connection so vLLM aborts the generation.
+
+With pools, a request that could not reach its pool (connection refused, or the connection
+lost before any answer) is sent once more to another pool in rotation, rewritten for that
+pool; failures and 5xx answers feed the pool's circuit breaker.
 
 Never logged: bodies, prompts, header values (`Authorization` included).
 """
@@ -15,6 +20,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -23,10 +29,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from lora_syncer.config.rules import RuleSet
 from lora_syncer.proxy.matching import Decision, Route, RouteTable, decide
 from lora_syncer.proxy.metrics import ProxyMetrics
-from lora_syncer.proxy.options import SERVED_MODEL_HEADER, ProxyOptions
+from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER, ProxyOptions
 from lora_syncer.proxy.policy import is_admin_path, model_required, normalize_path
+from lora_syncer.proxy.pools import CircuitBreaker, PoolSource, PoolSpec
+from lora_syncer.proxy.poolset import PoolSet, UpstreamPool
 from lora_syncer.proxy.rewrite import (
     SSEModelRewriter,
     json_with_model,
@@ -117,24 +126,151 @@ class _Refused(Exception):
         self.param = param
 
 
+class _Unreachable(Exception):
+    """The pool was not reached, or lost the connection before answering: another pool may serve it."""
+
+    def __init__(self, refused: _Refused) -> None:
+        super().__init__(refused.message)
+        self.refused = refused
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """A request body that is a JSON object: the object, its `model` (a string or None), and whether one is required."""
+
+    obj: dict[str, Any]
+    model: str | None
+    required: bool
+
+
 class ProxyCore:
-    """The request handler and the state it reads: the route table (swapped on reload) and the session."""
+    """The request handler and the state it reads: the pools with their route tables (swapped on reload) and the session."""
 
     def __init__(
-        self, options: ProxyOptions, metrics: ProxyMetrics, loaded: LoadedNames | None = None
+        self,
+        options: ProxyOptions,
+        metrics: ProxyMetrics,
+        loaded: LoadedNames | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
         self.metrics = metrics
         self.loaded = loaded
-        self.table = RouteTable.empty()
+        self.clock = clock
         self.session: aiohttp.ClientSession | None = None
         self.in_flight = 0
         self._drained = asyncio.Event()
         self._drained.set()
-        self._base = options.upstream.rstrip("/")
         self._rewrite_back = options.response_model == "requested"
         self._sticky = options.sticky_header
         self._decision_children: dict[tuple[str, str], Any] = {}
+        self.pools = self.build_pools(RuleSet(), None)
+        self._publish_pools()
+
+    # --- pools -------------------------------------------------------------------------
+
+    def make_breaker(self) -> CircuitBreaker:
+        opts = self.options
+        return CircuitBreaker(
+            failure_threshold=opts.pool_failure_threshold,
+            backoff_initial=opts.pool_backoff,
+            backoff_max=opts.pool_backoff_max,
+        )
+
+    def desired_pools(self, ruleset: RuleSet) -> tuple[tuple[PoolSpec, ...], PoolSource]:
+        """Where traffic goes for this rules file: its HTTPRoute, else the `--pool` flags, else `--server`."""
+        opts = self.options
+        if opts.pools_from_rules and ruleset.route is not None and ruleset.route.backends:
+            from lora_syncer.proxy.pools import route_pools
+
+            return route_pools(ruleset.route, {p.name: p.url for p in opts.pools}), "httproute"
+        if opts.pools:
+            return opts.pools, "flags"
+        return (PoolSpec(opts.pool_name or "default", opts.upstream, 1),), "server"
+
+    def build_pools(self, ruleset: RuleSet, previous: PoolSet | None) -> PoolSet:
+        """The pool set for `ruleset` (keeps breakers and rotations of unchanged pools)."""
+        specs, source = self.desired_pools(ruleset)
+        return PoolSet.build(specs, source, ruleset, previous, self.make_breaker, self.loaded)
+
+    def apply_rules(self, ruleset: RuleSet) -> PoolSet:
+        """Put a new rules file in force: pools (from its HTTPRoute) and per-pool route tables."""
+        pools = self.build_pools(ruleset, self.pools)
+        self.pools = pools
+        self._publish_pools()
+        return pools
+
+    def _publish_pools(self) -> None:
+        now = self.clock()
+        pools = self.pools.pools
+        self.metrics.set_pools(
+            {name: p.spec.weight for name, p in pools.items()},
+            {name: p.breaker.available(now) for name, p in pools.items()},
+        )
+
+    @property
+    def table(self) -> RouteTable:
+        """The route table of the first pool (the only one with `--server`)."""
+        return self.pools.first.table
+
+    def _pool_failed(self, pool: UpstreamPool, kind: str, error: str) -> None:
+        self.metrics.pool_error(pool.name, kind)
+        if not self.pools.health_tracked:
+            return
+        if pool.breaker.record_failure(self.clock(), error):
+            self.metrics.pool_up(pool.name, False)
+            log.warning(
+                "pool left the rotation after failures in a row",
+                pool=pool.name,
+                url=pool.base,
+                error=error,
+                backoff_seconds=pool.breaker.backoff,
+            )
+
+    def _pool_answered(self, pool: UpstreamPool, status: int) -> None:
+        if status >= 500:
+            self._pool_failed(pool, "status_5xx", f"HTTP {status}")
+        elif self.pools.health_tracked:
+            pool.breaker.record_success()
+
+    async def probe_pools(self) -> None:
+        """Health-probe every pool that is in rotation or whose backoff is over (half-open)."""
+        pools = self.pools
+        if not pools.health_tracked or self.session is None:
+            return
+        now = self.clock()
+        due = [p for p in pools.pools.values() if p.breaker.wants_probe(now)]
+        if due:
+            await asyncio.gather(*(self._probe(p) for p in due))
+
+    async def _probe(self, pool: UpstreamPool) -> None:
+        session = self.session
+        if session is None:
+            return
+        error: str | None = None
+        try:
+            async with session.get(
+                pool.base + self.options.pool_health_path,
+                timeout=aiohttp.ClientTimeout(total=self.options.pool_health_timeout),
+                allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    error = f"health probe: HTTP {resp.status}"
+        except TimeoutError:
+            error = "health probe: timed out"
+        except (aiohttp.ClientError, OSError) as exc:
+            error = f"health probe: {type(exc).__name__}"
+        breaker = pool.breaker
+        if error is None:
+            if breaker.probe_succeeded():
+                self.metrics.pool_up(pool.name, True)
+                log.info("pool back in the rotation", pool=pool.name, url=pool.base)
+        elif breaker.probe_failed(self.clock(), error):
+            self.metrics.pool_up(pool.name, False)
+            log.warning(
+                "pool left the rotation: health probe failed", pool=pool.name, url=pool.base, error=error
+            )
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -180,9 +316,10 @@ class ProxyCore:
         self._drained.clear()
         alias = target = ""
         status = 500
+        where: list[str] = []  # the pool that answered (filled by _handle)
         try:
             try:
-                response, alias, target = await self._handle(request, started)
+                response, alias, target = await self._handle(request, started, where)
             except _Refused as refused:
                 self.metrics.refused.labels(refused.reason).inc()
                 response = openai_error(refused.status, refused.message, param=refused.param)
@@ -194,11 +331,15 @@ class ProxyCore:
             raise
         finally:
             self.metrics.observe(alias, target, status, time.perf_counter() - started)
+            if where:
+                self.metrics.pool_request(where[-1], status)
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._drained.set()
 
-    async def _handle(self, request: web.Request, started: float) -> tuple[web.StreamResponse, str, str]:
+    async def _handle(
+        self, request: web.Request, started: float, where: list[str]
+    ) -> tuple[web.StreamResponse, str, str]:
         path = request.path
         if not self.options.allow_admin_routes and is_admin_path(path):
             raise _Refused(
@@ -209,17 +350,47 @@ class ProxyCore:
             )
         method = request.method
         body = await self._read_body(request) if request.body_exists else b""
-        decision: Decision | None = None
-        requested: str | None = None
-        served: str | None = None
-        if method == "POST" and body:
-            decision, requested, body = self._rewrite_request(request, path, body)
-            served = decision.target if decision is not None else requested
-        alias = decision.route.alias if decision is not None else ""
-        target = (decision.target or "") if decision is not None else ""
+        parsed: _Parsed | None = None
+        rewritable = method == "POST" and bool(body)
+        if rewritable:
+            parsed = self._parse(request, path, body)
         augment = method == "GET" and normalize_path(path) == "/v1/models"
-        response = await self._forward(request, body, requested, served, alias, started, augment)
-        return response, alias, target
+        sticky_key = (request.headers.get(self._sticky) or None) if self._sticky else None
+        pools = self.pools
+        pool = pools.choose(self.clock(), sticky_key)
+        if pool is None:
+            raise _Refused(
+                503, "every pool has weight 0 (drained); nothing can serve this request", "drained"
+            )
+        tried: list[str] = []
+        while True:
+            decision: Decision | None = None
+            requested: str | None = None
+            served: str | None = None
+            out = body
+            if rewritable:
+                decision, requested, out = self._rewrite_request(pool, parsed, body, sticky_key)
+                served = decision.target if decision is not None else requested
+            alias = decision.route.alias if decision is not None else ""
+            target = (decision.target or "") if decision is not None else ""
+            where.append(pool.name)
+            try:
+                response = await self._forward(pool, request, out, requested, served, alias, started, augment)
+            except _Unreachable as failed:
+                tried.append(pool.name)
+                other = pools.choose(self.clock(), sticky_key, exclude=tried) if len(tried) < 2 else None
+                if other is None:
+                    raise failed.refused from None
+                self.metrics.pool_retry(pool.name)
+                log.warning(
+                    "retrying on another pool",
+                    pool=pool.name,
+                    retry_pool=other.name,
+                    error=failed.refused.message,
+                )
+                pool = other
+                continue
+            return response, alias, target
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.options.max_body_size
@@ -236,14 +407,13 @@ class ProxyCore:
         except TimeoutError:
             raise _Refused(408, "the request body did not arrive in time", "body_timeout") from None
 
-    def _rewrite_request(
-        self, request: web.Request, path: str, body: bytes
-    ) -> tuple[Decision | None, str | None, bytes]:
-        """Decide the target and rewrite `body`. Returns (decision, requested model, body to send)."""
+    @staticmethod
+    def _parse(request: web.Request, path: str, body: bytes) -> _Parsed | None:
+        """The JSON object of a request body whose `model` the rules may rewrite; None to pass it on as is."""
         required = model_required(path)
         ctype = request.content_type
         if not required and not (ctype == "application/json" or ctype.endswith("+json")):
-            return None, None, body  # e.g. a multipart upload: not ours to read
+            return None  # e.g. a multipart upload: not ours to read
         try:
             obj = loads(body)
         except ValueError as exc:
@@ -251,39 +421,47 @@ class ProxyCore:
         if not isinstance(obj, dict):
             if required:
                 raise _Refused(400, "request body must be a JSON object", "bad_request")
-            return None, None, body
+            return None
         model = obj.get("model")
-        table = self.table
+        if model is not None and not isinstance(model, str):
+            if required:
+                raise _Refused(400, "model must be a string", "bad_request", param="model")
+            return None
+        return _Parsed(obj, model, required)
+
+    def _rewrite_request(
+        self, pool: UpstreamPool, parsed: _Parsed | None, body: bytes, sticky_key: str | None
+    ) -> tuple[Decision | None, str | None, bytes]:
+        """Decide the target in `pool` and rewrite `body`. Returns (decision, requested model, body to send)."""
+        if parsed is None:
+            return None, None, body
+        model = parsed.model
+        table = pool.table
         route: Route | None
         if model is None:
             route = table.catch_all
             if route is None:
-                if required:
+                if parsed.required:
                     raise _Refused(400, "you must provide a model parameter", "bad_request", param="model")
                 return None, None, body
-        elif not isinstance(model, str):
-            if required:
-                raise _Refused(400, "model must be a string", "bad_request", param="model")
-            return None, None, body
         else:
             route = table.lookup(model)
             if route is None:
                 return None, model, body
-        sticky_key = request.headers.get(self._sticky) if self._sticky else None
-        loaded = self.loaded() if self.loaded is not None else None
-        decision = decide(route, sticky_key or None, loaded)
+        loaded = pool.loaded() if pool.loaded is not None else None
+        decision = decide(route, sticky_key, loaded)
         self._count_decision(route, decision.target)
         if decision.target is None:
             raise _Refused(
                 503,
                 f"every target of {route.rule.id} has weight 0 (drained); no model can serve "
-                f"{model if isinstance(model, str) else 'this request'!r} right now",
+                f"{model if model is not None else 'this request'!r} right now",
                 "drained",
                 param="model",
             )
         if decision.target != model:
-            body = with_model(obj, decision.target)
-        return decision, model if isinstance(model, str) else None, body
+            body = with_model(parsed.obj, decision.target)
+        return decision, model, body
 
     def _count_decision(self, route: Route, target: str | None) -> None:
         key = (route.rule.id, target or "drained")
@@ -307,6 +485,7 @@ class ProxyCore:
 
     async def _forward(
         self,
+        pool: UpstreamPool,
         request: web.Request,
         body: bytes,
         requested: str | None,
@@ -318,31 +497,66 @@ class ProxyCore:
         session = self.session
         if session is None:
             raise _Refused(503, "the proxy is shutting down", "stopping")
-        url = URL(self._base + request.raw_path, encoded=True)
+        base = pool.base
+        url = URL(base + request.raw_path, encoded=True)
         metrics = self.metrics
         metrics.active_requests.inc()
         try:
-            async with session.request(
-                request.method,
-                url,
-                headers=self._upstream_headers(request),
-                data=body or None,
-                allow_redirects=False,
-            ) as upstream:
-                return await self._relay(request, upstream, requested, served, alias, started, augment_models)
-        except aiohttp.ClientConnectorError as exc:
-            metrics.upstream_errors.labels("connect").inc()
-            log.warning("model server unreachable", upstream=self._base, error=str(exc.os_error))
-            raise _Refused(
-                502, f"model server at {self._base} is unreachable: {exc.os_error}", "upstream"
-            ) from None
+            # Failures before any answer: the request can go to another pool (_Unreachable).
+            try:
+                upstream = await session.request(
+                    request.method,
+                    url,
+                    headers=self._upstream_headers(request),
+                    data=body or None,
+                    allow_redirects=False,
+                )
+            except aiohttp.ClientConnectorError as exc:
+                metrics.upstream_errors.labels("connect").inc()
+                self._pool_failed(pool, "connect", f"unreachable: {exc.os_error}")
+                log.warning(
+                    "model server unreachable", upstream=base, pool=pool.name, error=str(exc.os_error)
+                )
+                raise _Unreachable(
+                    _Refused(502, f"model server at {base} is unreachable: {exc.os_error}", "upstream")
+                ) from None
+            except aiohttp.ConnectionTimeoutError:
+                metrics.upstream_errors.labels("timeout").inc()
+                self._pool_failed(pool, "connect", "connect timed out")
+                log.warning("model server timed out", upstream=base, pool=pool.name, path=request.path)
+                raise _Unreachable(
+                    _Refused(504, "the model server did not answer in time", "upstream")
+                ) from None
+            except TimeoutError:
+                metrics.upstream_errors.labels("timeout").inc()
+                self._pool_failed(pool, "timeout", "timed out")
+                log.warning("model server timed out", upstream=base, pool=pool.name, path=request.path)
+                raise _Refused(504, "the model server did not answer in time", "upstream") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                metrics.upstream_errors.labels("disconnect").inc()
+                self._pool_failed(
+                    pool, "disconnect", f"connection lost before an answer ({type(exc).__name__})"
+                )
+                log.warning(
+                    "model server connection failed", upstream=base, pool=pool.name, error=type(exc).__name__
+                )
+                raise _Unreachable(
+                    _Refused(
+                        502, f"the model server closed the connection ({type(exc).__name__})", "upstream"
+                    )
+                ) from None
+            self._pool_answered(pool, upstream.status)
+            async with upstream:
+                return await self._relay(
+                    pool, request, upstream, requested, served, alias, started, augment_models
+                )
         except TimeoutError:
             metrics.upstream_errors.labels("timeout").inc()
-            log.warning("model server timed out", upstream=self._base, path=request.path)
+            log.warning("model server timed out", upstream=base, path=request.path)
             raise _Refused(504, "the model server did not answer in time", "upstream") from None
         except (aiohttp.ClientError, OSError) as exc:
             metrics.upstream_errors.labels("disconnect").inc()
-            log.warning("model server connection failed", upstream=self._base, error=type(exc).__name__)
+            log.warning("model server connection failed", upstream=base, error=type(exc).__name__)
             raise _Refused(
                 502, f"the model server closed the connection ({type(exc).__name__})", "upstream"
             ) from None
@@ -351,6 +565,7 @@ class ProxyCore:
 
     async def _relay(
         self,
+        pool: UpstreamPool,
         request: web.Request,
         upstream: aiohttp.ClientResponse,
         requested: str | None,
@@ -362,6 +577,8 @@ class ProxyCore:
         headers = _filtered(upstream.headers)
         if served is not None:
             headers[SERVED_MODEL_HEADER] = served
+        if self.pools.health_tracked:
+            headers[POOL_HEADER] = pool.name
         ctype = upstream.headers.get("Content-Type", "")
         is_sse = ctype.startswith("text/event-stream")
         rewrite_back = (
@@ -376,7 +593,7 @@ class ProxyCore:
         if whole:
             data = await self._read_whole(upstream)
             if augment_models and upstream.status == 200:
-                aliases = {r.alias: r.first_live or r.names[0] for r in self.table.exact.values()}
+                aliases = {r.alias: r.first_live or r.names[0] for r in pool.table.exact.values()}
                 if aliases:
                     data = models_with_aliases(data, aliases, int(time.time()))
             elif rewrite_back and "json" in ctype:

@@ -1,6 +1,8 @@
 """The proxy as a service: flags, the rules file kept in force, the listening server, shutdown.
 
-`ProxyService` is what `lora-syncer run` and `lora-syncer proxy` start. It reads the rules
+`ProxyService` is what `lora-syncer run` and `lora-syncer proxy` start. With pools (`--pool`,
+or an HTTPRoute in the rules file for `lora-syncer proxy`) it also health-probes them every
+`--pool-health-interval` seconds. It reads the rules
 file (a bad or missing file keeps the last good rules; at start-up it serves with no rules
 and keeps retrying), watches the file's directory for kubelet's `..data` swaps, re-reads at
 most one extra time per burst of events, and re-reads every `rules_resync_interval` seconds as
@@ -27,21 +29,24 @@ from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.rules import RuleSet, parse_rules
 from lora_syncer.config.source import WatchedFile
 from lora_syncer.filewatch import FileWatcher
-from lora_syncer.proxy.matching import RouteTable
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import (
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_PORT,
+    POOL_HEADER,
     SERVED_MODEL_HEADER,
     ProxyOptions,
     ResponseModel,
 )
+from lora_syncer.proxy.pools import PoolSpec, check_unique, parse_pool_flag, split_pools_env
 from lora_syncer.proxy.server import ProxyCore, bind_socket, build_proxy_app
 
 __all__ = [
+    "POOL_HEADER",
     "SERVED_MODEL_HEADER",
     "ProxyOptions",
     "ProxyService",
+    "add_pool_arguments",
     "add_proxy_arguments",
     "proxy_options_from_args",
 ]
@@ -168,11 +173,105 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def proxy_options_from_args(args: argparse.Namespace, upstream: str) -> ProxyOptions:
-    """ProxyOptions from parsed flags; `upstream` is the model server's base URL."""
+def _pool(text: str) -> PoolSpec:
+    try:
+        return parse_pool_flag(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _threshold(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the standalone proxy's upstream pools (`lora-syncer proxy` only; each also LORA_SYNCER_<FLAG>)."""
+    group = parser.add_argument_group("upstream pools")
+    env_pools = env_default("--pools")
+    group.add_argument(
+        "--pool",
+        dest="pool",
+        action="append",
+        type=_pool,
+        default=None,
+        metavar="NAME=URL[@WEIGHT]",
+        help="an upstream pool (repeatable; env LORA_SYNCER_POOLS, comma-separated): traffic is split between "
+        "pools by weight (default 1); an HTTPRoute in the rules file overrides the weights and these "
+        "flags then only map its backendRefs names to URLs; replaces --server",
+    )
+    parser.set_defaults(pool_env=split_pools_env(env_pools) if env_pools else [])
+    group.add_argument(
+        "--pool-failure-threshold",
+        type=_threshold,
+        default=_threshold(env_default("--pool-failure-threshold", "3") or "3"),
+        help="failures in a row (connection errors, 5xx answers) that take a pool out of the rotation",
+    )
+    group.add_argument(
+        "--pool-backoff",
+        type=_positive,
+        default=_positive(env_default("--pool-backoff", "1") or "1"),
+        help="seconds a failed pool stays out before a health probe may bring it back (doubles while it keeps failing)",
+    )
+    group.add_argument(
+        "--pool-backoff-max",
+        type=_positive,
+        default=_positive(env_default("--pool-backoff-max", "30") or "30"),
+        help="longest time a failed pool stays out between health probes",
+    )
+    group.add_argument(
+        "--pool-health-interval",
+        type=_positive,
+        default=_positive(env_default("--pool-health-interval", "2") or "2"),
+        help="seconds between health probes (GET /health) of each pool",
+    )
+    group.add_argument(
+        "--pool-health-timeout",
+        type=_positive,
+        default=_positive(env_default("--pool-health-timeout", "2") or "2"),
+        help="seconds a pool's /health may take before the probe counts as failed",
+    )
+
+
+def pools_from_args(args: argparse.Namespace) -> tuple[PoolSpec, ...]:
+    """The `--pool` flags, or else LORA_SYNCER_POOLS. Raises ValueError on a bad or repeated entry."""
+    flags: list[PoolSpec] | None = getattr(args, "pool", None)
+    if flags:
+        pools = tuple(flags)
+    else:
+        pools = tuple(parse_pool_flag(entry) for entry in getattr(args, "pool_env", None) or [])
+    check_unique(pools)
+    return pools
+
+
+def proxy_options_from_args(
+    args: argparse.Namespace, upstream: str, *, pools_from_rules: bool = False
+) -> ProxyOptions:
+    """ProxyOptions from parsed flags; `upstream` is the model server's base URL.
+
+    `pools_from_rules`: route by the rules file's HTTPRoute (the standalone proxy; a sidecar
+    fronts its own vLLM and ignores it).
+    """
     response_model: ResponseModel = "requested" if args.response_model == "requested" else "served"
     rules = args.rules
+    pool_flags: dict[str, Any] = {}
+    if hasattr(args, "pool_failure_threshold"):
+        pool_flags = {
+            "pool_failure_threshold": args.pool_failure_threshold,
+            "pool_backoff": args.pool_backoff,
+            "pool_backoff_max": args.pool_backoff_max,
+            "pool_health_interval": args.pool_health_interval,
+            "pool_health_timeout": args.pool_health_timeout,
+        }
     return ProxyOptions(
+        pools=pools_from_args(args),
+        pools_from_rules=pools_from_rules,
+        **pool_flags,
         upstream=upstream,
         rules_path=Path(rules) if rules else None,
         host=args.proxy_host,
@@ -214,6 +313,7 @@ class ProxyService:
         self._port: int | None = None
         self._reload_task: asyncio.Task[None] | None = None
         self._resync_task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
         self._reload_again = False
         self._stopping = False
         self._abort_drain = asyncio.Event()
@@ -243,6 +343,8 @@ class ProxyService:
         )
         await runner.setup()
         self._runner = runner
+        if self.options.pool_mode:
+            self._probe_task = asyncio.create_task(self._probe_loop(), name="proxy-pool-probes")
         try:
             sock = bind_socket(self.options.host, self.options.port)
             site = web.SockSite(runner, sock)
@@ -251,11 +353,13 @@ class ProxyService:
             await self.stop(0)  # e.g. the port is taken: release the watcher and the upstream session
             raise
         self._port = sock.getsockname()[1]
+        pools = self.core.pools
         log.info(
             "proxy listening",
             host=self.options.host,
             port=self._port,
-            upstream=self.options.upstream,
+            upstream=self.options.upstream if not pools.health_tracked else None,
+            pools={n: p.base for n, p in pools.pools.items()} if pools.health_tracked else None,
             rules=str(self.options.rules_path) if self.options.rules_path else None,
         )
 
@@ -269,12 +373,12 @@ class ProxyService:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish within `grace` seconds, then close everything."""
         self._stopping = True
-        for task in (self._resync_task, self._reload_task):
+        for task in (self._resync_task, self._reload_task, self._probe_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._resync_task = self._reload_task = None
+        self._resync_task = self._reload_task = self._probe_task = None
         if self._watcher is not None:
             await self._watcher.stop()
             self._watcher = None
@@ -328,6 +432,11 @@ class ProxyService:
             if not self._reload_again:
                 return
 
+    async def _probe_loop(self) -> None:
+        while True:
+            await self.core.probe_pools()
+            await asyncio.sleep(self.options.pool_health_interval)
+
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.options.rules_resync_interval)
@@ -358,17 +467,24 @@ class ProxyService:
         self.metrics.rules_valid.set(1)
         if outcome == "changed" and source.current is not None:
             ruleset = source.current.value
-            table = RouteTable.build(ruleset, previous=self.core.table)
-            self.core.table = table
+            pools = self.core.apply_rules(ruleset)
+            table = pools.first.table
             self.metrics.rules_in_force.set(len(table.exact) + (1 if table.catch_all else 0))
             for warning in ruleset.warnings:
                 log.warning("rules file warning", issue=warning.format())
+            for name in pools.unknown_pool_refs:
+                log.warning(
+                    "rules name a pool this proxy does not route to; they are not used",
+                    pool=name,
+                    pools=sorted(pools.pools),
+                )
             log.info(
                 "rules in force",
                 file=str(source.path),
                 generation=source.current.generation,
                 aliases=sorted(table.exact),
                 catch_all=table.catch_all.rule.id if table.catch_all else None,
+                pools={n: p.spec.weight for n, p in pools.pools.items()} if pools.health_tracked else None,
             )
         return outcome
 
@@ -420,6 +536,9 @@ class ProxyService:
                 else None
             ),
             "inFlight": self.core.in_flight,
+            "poolSource": self.core.pools.source,
+            "pools": self.core.pools.status(self.core.clock()),
+            "unknownPoolRefs": list(self.core.pools.unknown_pool_refs),
             "responseModel": self.options.response_model,
             "stickyHeader": self.options.sticky_header,
         }
