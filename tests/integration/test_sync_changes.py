@@ -4,7 +4,9 @@ files that vanish or are not text."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 
 from sync_harness import SyncEnv, adapters_yaml, eventually, metric_value
@@ -110,6 +112,46 @@ async def test_burst_of_swaps_coalesces_into_few_passes(sync_env: SyncEnv) -> No
     assert passes < 50
     # Intermediate files seen by a pass may have been applied, but far from all 50 of them.
     assert len(env.calls("load")) - 1 <= passes
+
+
+async def test_churn_does_not_grow_memory(sync_env: SyncEnv) -> None:
+    """Memory held outside the emulator does not grow across 60 swaps between two 20-adapter files."""
+    env = sync_env
+    files = [
+        adapters_yaml([(f"set{k}-{i}", f"org/set{k}-{i}") for i in range(20)], name=f"churn-{k}")
+        for k in (0, 1)
+    ]
+    env.write(files[0])
+    await env.start(reconcile_trigger=60.0, prune=True, max_concurrency=8)
+    await env.wait_loaded({f"set0-{i}": f"org/set0-{i}" for i in range(20)})
+    # Only what the syncer, its client and servers hold: the emulator's call log and this test's
+    # history grow by design.
+    ignore = [
+        tracemalloc.Filter(False, "*/lora_syncer/emulator/*"),
+        tracemalloc.Filter(False, "*/sync_harness.py"),
+        tracemalloc.Filter(False, tracemalloc.__file__),
+    ]
+
+    async def churn(swaps: int) -> None:
+        for n in range(swaps):
+            k = (n + 1) % 2
+            env.write(files[k])
+            await env.wait_loaded({f"set{k}-{i}": f"org/set{k}-{i}" for i in range(20)})
+
+    tracemalloc.start()
+    try:
+        await churn(10)  # warm up: caches, pools, interned names
+        gc.collect()
+        before = sum(s.size for s in tracemalloc.take_snapshot().filter_traces(ignore).statistics("filename"))
+        await churn(50)
+        gc.collect()
+        after_snapshot = tracemalloc.take_snapshot().filter_traces(ignore)
+        after = sum(s.size for s in after_snapshot.statistics("filename"))
+    finally:
+        tracemalloc.stop()
+    growth = after - before
+    top = after_snapshot.statistics("lineno")[:5]
+    assert growth < 512 * 1024, f"grew {growth} bytes over 50 swaps; top: {top}"
 
 
 async def _idle(env: SyncEnv) -> bool:

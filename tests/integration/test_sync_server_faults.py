@@ -171,7 +171,7 @@ async def test_runtime_updating_disabled_is_reported_clearly(
         await eventually(more_passes, "three more passes")
         st = await env.status()
     messages = [e["event"] for e in logs if e["log_level"] == "error"]
-    assert any("VLLM_ALLOW_RUNTIME_LORA_UPDATING=true" in m for m in messages), messages
+    assert any("VLLM_ALLOW_RUNTIME_LORA_UPDATING=true" in m for m in messages), (messages, logs[:20])
     assert st["sync"]["last_pass_result"] == "runtime_updating_disabled"
     failed = [a for a in st["adapters"].values() if a["last_error"]]
     assert failed and all("runtime LoRA updating is disabled" in a["last_error"] for a in failed)
