@@ -69,7 +69,8 @@ async def test_server_back_triggers_a_pass_at_once(sync_env: SyncEnv) -> None:
     await env.start(reconcile_trigger=60.0)
     await env.wait_loaded(ALL)
     await env.emulator.go_down()
-    env.write(text)  # same content: only makes the syncer look (and find the server gone)
+    assert env.sidecar is not None and env.sidecar.reconciler is not None
+    env.sidecar.reconciler.trigger("test")  # look now (and find the server gone); no file event
     await eventually(
         lambda: _status_where(env, lambda s: s["server"]["reachable"] is False), "the server seen down"
     )
