@@ -72,6 +72,8 @@ def _check_rules(text: str, name: str) -> tuple[str, list[Issue]]:
     summary = f"rules file: {len(rules.rules)} rule(s) for {len(exact)} model name(s)"
     if catch_all is not None:
         summary += " and a catch-all"
+    if rules.route is not None:
+        summary += f"; HTTPRoute {rules.route.document!r} splits between {len(rules.route.backends)} pool(s)"
     return summary, list(rules.warnings)
 
 

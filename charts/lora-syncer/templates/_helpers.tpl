@@ -155,3 +155,45 @@ sidecar) or under containers (sidecar.native: false); the body is the same.
     - name: lora-syncer-tmp
       mountPath: /tmp
 {{- end }}
+
+{{/* The first pool's name: what rules' poolRef and HTTPRoute backendRefs call it. */}}
+{{- define "lora-syncer.poolName" -}}
+{{- default (include "lora-syncer.fullname" .) .Values.pool.name }}
+{{- end }}
+
+{{/* Object name prefix of the second pool: <fullname>-new (its own selector labels, so neither Service picks the other's pods). */}}
+{{- define "lora-syncer.secondPoolFullname" -}}
+{{- printf "%s-new" (include "lora-syncer.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lora-syncer.secondPoolName" -}}
+{{- default (include "lora-syncer.secondPoolFullname" .) .Values.secondPool.name }}
+{{- end }}
+
+{{- define "lora-syncer.routerName" -}}
+{{- printf "%s-router" (include "lora-syncer.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The values as the second pool sees them: its own names and selector labels, its node
+placement, its vLLM settings merged over the first pool's, and the first pool's adapters
+ConfigMap (shared). Rules: its own when secondPool.rules.documents is set, else the first pool's.
+*/}}
+{{- define "lora-syncer.secondPoolValues" -}}
+{{- $vals := deepCopy .Values }}
+{{- $sp := .Values.secondPool }}
+{{- $_ := set $vals "fullnameOverride" (include "lora-syncer.secondPoolFullname" .) }}
+{{- $_ := set $vals "nameOverride" (printf "%s-new" (include "lora-syncer.name" .) | trunc 63 | trimSuffix "-") }}
+{{- $_ := set $vals "replicaCount" $sp.replicaCount }}
+{{- $_ := set $vals "nodeSelector" $sp.nodeSelector }}
+{{- $_ := set $vals "tolerations" $sp.tolerations }}
+{{- $_ := set $vals "affinity" $sp.affinity }}
+{{- $_ := set $vals "vllm" (mergeOverwrite (deepCopy .Values.vllm) (deepCopy $sp.vllm)) }}
+{{- $_ := set $vals.adapters "existingConfigMap" (include "lora-syncer.adaptersConfigMap" .) }}
+{{- if $sp.rules.documents }}
+{{- $_ := set $vals "rules" (dict "existingConfigMap" "" "documents" $sp.rules.documents) }}
+{{- else }}
+{{- $_ := set $vals "rules" (dict "existingConfigMap" (include "lora-syncer.rulesConfigMap" .) "documents" list) }}
+{{- end }}
+{{- toYaml $vals }}
+{{- end }}
