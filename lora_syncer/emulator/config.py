@@ -29,6 +29,8 @@ class EmulatorConfig:
     name as `parent`); `served_model_aliases` are further names for the same base model.
     `model` is the `--model` value shown as the base model's `root` (defaults to the served name).
     `faults` are the faults in force at start-up and after a fault reset.
+    `max_loras` (vLLM's `--max-loras`, default 1) only shows in `/metrics` (`max_lora` label): the
+    emulator does not limit how many adapters run at once. `max_model_len` bounds `max_tokens`.
     """
 
     served_model_name: str = DEFAULT_SERVED_MODEL_NAME
@@ -36,6 +38,7 @@ class EmulatorConfig:
     model: str | None = None
     version: str = "0.32.0"
     max_lora_rank: int = 16
+    max_loras: int = 1
     max_model_len: int = 4096
     runtime_lora_updating: bool = True
     allow_hub_ids: bool = True

@@ -155,8 +155,9 @@ class Emulator:
         async with self._transition:
             if self._runner is not None:
                 return
-            if forget_adapters:
+            if forget_adapters:  # a fresh vLLM process: no adapters, metrics from zero
                 self.forget_adapters()
+                self.handlers.metrics.reset()
             await self._listen()
 
     async def restart(self, down_seconds: float = 0.0) -> None:

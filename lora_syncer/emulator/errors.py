@@ -79,3 +79,19 @@ def validation_error(errors: list[str], param: str | None) -> ApiError:
     label = "error" if count == 1 else "errors"
     message = f"{count} validation {label}:\n" + "".join(f"  {e}\n" for e in errors)
     return ApiError(400, "Bad Request", message.rstrip(), param)
+
+
+def bad_request(message: str, param: str | None = None, value: object = None) -> ApiError:
+    """400 BadRequestError as vLLM's own request checks answer it.
+
+    With `param`, the message ends like vLLM's validation errors do:
+    `... (parameter=max_tokens, value=0)` (`value` left out when it is None).
+    """
+    extras = []
+    if param is not None:
+        extras.append(f"parameter={param}")
+    if value is not None:
+        extras.append(f"value={value}")
+    if extras:
+        message = f"{message} ({', '.join(extras)})"
+    return ApiError(400, "BadRequestError", message, param)

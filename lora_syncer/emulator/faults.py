@@ -20,6 +20,7 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
     "health": ("/health",),
     "version": ("/version",),
     "models": ("/v1/models",),
+    "metrics": ("/metrics",),
     "load": ("/v1/load_lora_adapter", "/adapters"),
     "unload": ("/v1/unload_lora_adapter", "/adapters/{name}"),
     "completions": ("/v1/completions",),

@@ -96,6 +96,7 @@ def chat_body(model: str, n: int, prompt_tokens: int, version: str) -> bytes:
                     "finish_reason": "length",
                     "stop_reason": None,
                     "token_ids": None,
+                    "routed_experts": None,
                 }
             ],
             "service_tier": None,
@@ -103,7 +104,10 @@ def chat_body(model: str, n: int, prompt_tokens: int, version: str) -> bytes:
             "usage": _usage(prompt_tokens, n),
             "prompt_logprobs": None,
             "prompt_token_ids": None,
+            "prompt_text": None,
             "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
         }
     )
 
@@ -126,12 +130,15 @@ def completion_body(model: str, n: int, prompt_tokens: int, version: str) -> byt
                     "token_ids": None,
                     "prompt_logprobs": None,
                     "prompt_token_ids": None,
+                    "routed_experts": None,
                 }
             ],
             "service_tier": None,
             "system_fingerprint": fingerprint(version),
             "usage": _usage(prompt_tokens, n),
             "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
         }
     )
 
@@ -159,6 +166,8 @@ def chat_stream(model: str, n: int, prompt_tokens: int, include_usage: bool, ver
                     "finish_reason": None,
                 }
             ],
+            "prompt_token_ids": None,
+            "prompt_text": None,
         }
     )
     for i, token in enumerate(fake_tokens(n)):

@@ -12,12 +12,12 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from lora_syncer.emulator import _json, responses
+from lora_syncer.emulator import _json, engine_metrics, responses
 from lora_syncer.emulator.calls import AdminOp, CallLog
 from lora_syncer.emulator.config import EmulatorConfig
-from lora_syncer.emulator.errors import ENGINE_DEAD_MESSAGE, ApiError, internal
+from lora_syncer.emulator.errors import ENGINE_DEAD_MESSAGE, ApiError, bad_request, internal
 from lora_syncer.emulator.faults import Faults
 from lora_syncer.emulator.models_list import ModelsView
 from lora_syncer.emulator.state import AdapterRegistry, probe_adapter
@@ -27,14 +27,22 @@ from lora_syncer.emulator.validation import (
     EMBEDDING_FIELDS,
     LOAD_FIELDS,
     UNLOAD_FIELDS,
+    BeforeCheck,
+    FieldSpec,
+    chat_before,
+    completion_before,
     parse_body,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JSON = "application/json"
-TEXT = "text/plain"
 INJECTED_FAILURE = "Injected failure (lora-syncer emulator fault injection)."
+# vLLM's answers to an empty conversation / an empty prompt list (checked after the model lookup).
+_EMPTY_CHAT = bad_request(
+    "Cannot apply chat template to an empty conversation. Provide at least one message."
+)
+_EMPTY_PROMPT = bad_request("You must pass at least one prompt")
 ALIAS_HEADER = "X-Amzn-SageMaker-Adapter-Alias"
 
 # Paths vLLM serves, with their methods: a wrong method gets 405 instead of 404.
@@ -47,6 +55,7 @@ KNOWN_ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/completions": ("POST",),
     "/v1/chat/completions": ("POST",),
     "/adapters": ("POST",),
+    "/metrics": ("GET",),
 }
 
 
@@ -65,9 +74,23 @@ def detail_response(status: int, detail: str) -> web.Response:
     return json_response(_json.dumps({"detail": detail}), status)
 
 
+class BareResponse(web.Response):
+    """A body sent without any Content-Type header (see `drop_bare_content_type`)."""
+
+
 def text_response(text: str) -> web.Response:
-    """vLLM's plain-text success answer of the admin routes."""
-    return web.Response(text=text, content_type=TEXT)
+    """vLLM's success answer of the admin routes: the sentence as UTF-8, and no Content-Type at all.
+
+    (vLLM returns a bare Starlette `Response`; clients read it as application/octet-stream.)
+    """
+    return BareResponse(body=text.encode())
+
+
+async def drop_bare_content_type(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare` hook: aiohttp fills in application/octet-stream for any body without a
+    Content-Type just before this signal; take it out again for `BareResponse`s."""
+    if type(response) is BareResponse:
+        response.headers.popall(hdrs.CONTENT_TYPE, None)
 
 
 def drop_connection(request: web.Request) -> web.Response:
@@ -86,6 +109,7 @@ class VllmHandlers:
         self.calls = calls
         self.registry = AdapterRegistry(config.served_names)
         self.models_view = ModelsView(self.registry, config.model_root, config.max_model_len)
+        self.metrics = engine_metrics.EngineMetrics(config.served_model_name, config.max_loras)
         self.rng = random.Random(config.seed)
         self._locks: dict[str, asyncio.Lock] = {}
         self._operations: set[asyncio.Task[ApiError | None]] = set()
@@ -142,6 +166,12 @@ class VllmHandlers:
     async def models(self, request: web.Request) -> web.StreamResponse:
         """`GET /v1/models`: base model names first, then adapters in load order."""
         return json_response(self.models_view.body())
+
+    async def prometheus(self, request: web.Request) -> web.StreamResponse:
+        """`GET /metrics`: a few of vLLM's `vllm:*` series (see `engine_metrics`)."""
+        return web.Response(
+            body=self.metrics.render(), headers={hdrs.CONTENT_TYPE: engine_metrics.CONTENT_TYPE}
+        )
 
     # ---- adapter admin routes ---------------------------------------------------------------
 
@@ -316,38 +346,84 @@ class VllmHandlers:
 
     # ---- inference -------------------------------------------------------------------------
 
-    def _tokens(self, body: dict[str, Any], *fields: str) -> int:
-        for f in fields:
-            value = body.get(f)
-            if isinstance(value, int) and value > 0:
-                return min(value, self.config.max_generated_tokens)
-        return self.config.default_max_tokens
-
     async def _inference_prelude(
-        self, request: web.Request, fields: tuple[Any, ...]
+        self, request: web.Request, fields: tuple[FieldSpec, ...], before: BeforeCheck | None = None
     ) -> tuple[dict[str, Any], str] | web.StreamResponse:
-        body = parse_body(request.headers.get("Content-Type", ""), await request.read(), fields)
+        """The body checks and the model lookup, in vLLM's order; `(body, served model)` or the error."""
+        body = parse_body(request.headers.get("Content-Type", ""), await request.read(), fields, before)
         if isinstance(body, ApiError):
             return error_response(body)
         requested = body.get("model")
         served = self.registry.served_model(requested)
         if served is None:
             return error_response(self.registry.unknown_model_error(str(requested)))
-        if self.faults.engine_dead:
-            return error_response(internal(ENGINE_DEAD_MESSAGE))
-        self.calls.served[served] += 1
         return body, served
 
-    async def _stream(self, request: web.Request, events: Iterator[bytes]) -> web.StreamResponse:
+    def _admit(
+        self, body: dict[str, Any], served: str, token_fields: tuple[str, ...], empty: ApiError | None
+    ) -> int | ApiError | None:
+        """vLLM's checks after the model lookup: the output budget, an empty prompt, the engine.
+
+        Returns the requested number of tokens (None when not given) or the error to answer.
+        `token_fields` name the budget fields, first set one wins (chat: max_completion_tokens).
+        """
+        param, value = "max_tokens", None
+        for name in token_fields:
+            given = body.get(name)
+            if given is not None:
+                param, value = name, given
+                break
+        max_model_len = self.config.max_model_len
+        if value is not None and value > max_model_len:
+            return bad_request(
+                f"{param}={value} cannot be greater than max_model_len={max_model_len}. "
+                "Please request fewer output tokens.",
+                param,
+                value,
+            )
+        if empty is not None:
+            return empty
+        if value is not None and value < 1:
+            # Checked on the resolved budget, which vLLM always calls max_tokens.
+            return bad_request(f"max_tokens must be at least 1, got {value}.", "max_tokens", value)
+        if self.faults.engine_dead:
+            return internal(ENGINE_DEAD_MESSAGE)
+        self.calls.served[served] += 1
+        return value
+
+    def _budget(self, requested: int | None, prompt_tokens: int) -> int:
+        """How many tokens the answer has: as requested (or the default), within the context left."""
+        n = self.config.default_max_tokens if requested is None else requested
+        return max(1, min(n, self.config.max_generated_tokens, self.config.max_model_len - prompt_tokens))
+
+    async def _stream(
+        self, request: web.Request, events: Iterator[bytes], adapter: str | None, prompt: int, n: int
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": f"{responses.SSE_CONTENT_TYPE}; charset=utf-8"})
-        await resp.prepare(request)
-        delay = self.faults.token_delay
-        for event in events:
-            await resp.write(event)
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await resp.write_eof()
+        metrics = self.metrics
+        metrics.begin(adapter)
+        try:
+            await resp.prepare(request)
+            delay = self.faults.token_delay
+            for event in events:
+                await resp.write(event)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await resp.write_eof()
+        finally:
+            metrics.end(adapter, prompt, n)
         return resp
+
+    def _answer(self, body: bytes, adapter: str | None, prompt: int, n: int) -> web.Response:
+        """A non-streamed answer, counted in the metrics."""
+        metrics = self.metrics
+        metrics.begin(adapter)
+        metrics.end(adapter, prompt, n)
+        return json_response(body)
+
+    def _adapter(self, served: str) -> str | None:
+        """The adapter behind a served name (None for the base model)."""
+        return None if served == self.config.served_model_name else served
 
     @staticmethod
     def _include_usage(body: dict[str, Any]) -> bool:
@@ -356,33 +432,44 @@ class VllmHandlers:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/chat/completions`, plain or streamed."""
-        pre = await self._inference_prelude(request, CHAT_FIELDS)
+        pre = await self._inference_prelude(request, CHAT_FIELDS, chat_before)
         if isinstance(pre, web.StreamResponse):
             return pre
         body, served = pre
-        n = self._tokens(body, "max_completion_tokens", "max_tokens")
-        prompt = responses.chat_prompt_tokens(body["messages"])
+        messages = body["messages"]
+        requested = self._admit(
+            body, served, ("max_completion_tokens", "max_tokens"), None if messages else _EMPTY_CHAT
+        )
+        if isinstance(requested, ApiError):
+            return error_response(requested)
+        prompt = responses.chat_prompt_tokens(messages)
+        n = self._budget(requested, prompt)
         version = self.config.version
+        adapter = self._adapter(served)
         if body.get("stream"):
-            return await self._stream(
-                request, responses.chat_stream(served, n, prompt, self._include_usage(body), version)
-            )
-        return json_response(responses.chat_body(served, n, prompt, version))
+            events = responses.chat_stream(served, n, prompt, self._include_usage(body), version)
+            return await self._stream(request, events, adapter, prompt, n)
+        return self._answer(responses.chat_body(served, n, prompt, version), adapter, prompt, n)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/completions`, plain or streamed."""
-        pre = await self._inference_prelude(request, COMPLETION_FIELDS)
+        pre = await self._inference_prelude(request, COMPLETION_FIELDS, completion_before)
         if isinstance(pre, web.StreamResponse):
             return pre
         body, served = pre
-        n = self._tokens(body, "max_tokens")
-        prompt = responses.completion_prompt_tokens(body.get("prompt"))
+        raw_prompt = body.get("prompt")
+        empty = _EMPTY_PROMPT if isinstance(raw_prompt, list) and not raw_prompt else None
+        requested = self._admit(body, served, ("max_tokens",), empty)
+        if isinstance(requested, ApiError):
+            return error_response(requested)
+        prompt = responses.completion_prompt_tokens(raw_prompt)
+        n = self._budget(requested, prompt)
         version = self.config.version
+        adapter = self._adapter(served)
         if body.get("stream"):
-            return await self._stream(
-                request, responses.completion_stream(served, n, prompt, self._include_usage(body), version)
-            )
-        return json_response(responses.completion_body(served, n, prompt, version))
+            events = responses.completion_stream(served, n, prompt, self._include_usage(body), version)
+            return await self._stream(request, events, adapter, prompt, n)
+        return self._answer(responses.completion_body(served, n, prompt, version), adapter, prompt, n)
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/embeddings` (only with `enable_embeddings`; vLLM has no such route for generative models)."""
@@ -390,6 +477,9 @@ class VllmHandlers:
         if isinstance(pre, web.StreamResponse):
             return pre
         body, served = pre
+        admitted = self._admit(body, served, (), None)
+        if isinstance(admitted, ApiError):
+            return error_response(admitted)
         return json_response(responses.embedding_body(served, body["input"]))
 
     # ---- everything else -------------------------------------------------------------------
@@ -420,6 +510,7 @@ def add_vllm_routes(app: web.Application, h: VllmHandlers) -> None:
     r.add_get("/health", h.wrap("health", h.health), allow_head=False)
     r.add_get("/version", h.wrap("version", h.version), allow_head=False)
     r.add_get("/v1/models", h.wrap("models", h.models), allow_head=False)
+    r.add_get("/metrics", h.wrap("metrics", h.prometheus), allow_head=False)
     r.add_post("/v1/load_lora_adapter", h.wrap("load", h.v1_load, "load"))
     r.add_post("/v1/unload_lora_adapter", h.wrap("unload", h.v1_unload, "unload"))
     r.add_post("/adapters", h.wrap("load", h.sagemaker_register, "load"))
@@ -428,6 +519,7 @@ def add_vllm_routes(app: web.Application, h: VllmHandlers) -> None:
     r.add_post("/v1/chat/completions", h.wrap("chat", h.chat))
     if h.config.enable_embeddings:
         r.add_post("/v1/embeddings", h.wrap("embeddings", h.embeddings))
+    app.on_response_prepare.append(drop_bare_content_type)
 
 
 def add_fallback_route(app: web.Application, h: VllmHandlers) -> None:

@@ -1,7 +1,8 @@
 """The two servers the contract suite runs against, behind one `Backend` interface.
 
 ``emulator``: lora-syncer's emulator, in-process, configured the way the real server is started
-(served name ``base``, ``--max-lora-rank 8``, ``--max-model-len 256``, offline: hub ids fail).
+(served name ``base``, ``--max-lora-rank 8``, ``--max-loras 4``, ``--max-model-len 256``,
+offline: hub ids fail).
 ``real``: the session's real vLLM (root fixture ``real_vllm``), marked ``real_vllm``.
 
 Each test gets a server with only the base model loaded and leaves it that way.
@@ -24,6 +25,7 @@ from lora_syncer.realvllm.launcher import RealVLLM
 
 SERVED_NAME = "base"
 MAX_LORA_RANK = 8
+MAX_LORAS = 4
 MAX_MODEL_LEN = 256
 _TIMEOUT = aiohttp.ClientTimeout(total=60)
 _names = itertools.count()
@@ -36,6 +38,8 @@ class Backend:
     kind: str
     url: str
     served_name: str
+    max_model_len: int
+    max_loras: int
     model_root: str
     adapter_dirs: tuple[str, ...]
     bad_rank_dir: str
@@ -95,6 +99,7 @@ async def _emulator_backend(tmp_path: Path) -> AsyncIterator[Backend]:
         served_model_name=SERVED_NAME,
         model=str(model_root),
         max_lora_rank=MAX_LORA_RANK,
+        max_loras=MAX_LORAS,
         max_model_len=MAX_MODEL_LEN,
         allow_hub_ids=False,  # the real server here is offline: hub ids are not found
     )
@@ -105,6 +110,8 @@ async def _emulator_backend(tmp_path: Path) -> AsyncIterator[Backend]:
             kind="emulator",
             url=emulator.url,
             served_name=SERVED_NAME,
+            max_model_len=MAX_MODEL_LEN,
+            max_loras=MAX_LORAS,
             model_root=str(model_root),
             adapter_dirs=adapters,
             bad_rank_dir=bad_rank,
@@ -122,6 +129,8 @@ async def _real_backend(server: RealVLLM, tmp_path: Path) -> AsyncIterator[Backe
         kind="real",
         url=server.url,
         served_name=server.served_model_name,
+        max_model_len=server.max_model_len,
+        max_loras=server.max_loras,
         model_root=str(server.model_dir),
         adapter_dirs=tuple(str(p) for p in server.adapter_dirs),
         bad_rank_dir=str(server.bad_rank_adapter_dir),

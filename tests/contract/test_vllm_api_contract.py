@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 if TYPE_CHECKING:
     from conftest import Backend
@@ -203,6 +205,29 @@ class TestAdminSuccess:
         assert_plain_success(await unload(client, backend, name), removed(name))
         assert [m["id"] for m in await models(client, backend)] == [backend.served_name]
 
+    async def test_success_answers_have_no_content_type(
+        self, backend: Backend, client: aiohttp.ClientSession, unique_name: NameFactory
+    ) -> None:
+        """Load, unload, POST /adapters and DELETE /adapters/X succeed with a bare sentence and no Content-Type."""
+        name, other = unique_name("bare"), unique_name("sage")
+        path = backend.adapter_dirs[0]
+        answers = [
+            (await load(client, backend, name, path), added(name)),
+            (await unload(client, backend, name), removed(name)),
+            (
+                await call(client, "POST", f"{backend.url}/adapters", {"name": other, "src": path}),
+                f"Adapter {other} registered",
+            ),
+            (
+                await call(client, "DELETE", f"{backend.url}/adapters/{other}"),
+                f"Adapter {other} unregistered",
+            ),
+        ]
+        for answer, text in answers:
+            assert_plain_success(answer, text)
+            assert answer.content_type is None  # no header at all (clients read application/octet-stream)
+        assert [m["id"] for m in await models(client, backend)] == [backend.served_name]
+
     async def test_unknown_fields_are_ignored(
         self, backend: Backend, client: aiohttp.ClientSession, unique_name: NameFactory
     ) -> None:
@@ -307,6 +332,18 @@ class TestAdminErrors:
         assert error["message"].startswith("1 validation error:")
         assert "'loc': 'body.lora_path'" in error["message"]
         assert "'msg': 'Field required'" in error["message"]
+
+    async def test_load_inplace_null_is_a_validation_error(
+        self, backend: Backend, client: aiohttp.ClientSession, unique_name: NameFactory
+    ) -> None:
+        """`"load_inplace": null` is not "false": 400 "Bad Request" at `body.load_inplace`, nothing loaded."""
+        answer = await load(client, backend, unique_name("null"), backend.adapter_dirs[0], load_inplace=None)
+        message = (
+            "1 validation error:\n  {'type': 'bool_type', 'loc': 'body.load_inplace', "
+            "'msg': 'Input should be a valid boolean', 'input': 'None'}"
+        )
+        assert_error(answer, 400, "Bad Request", message, param="body.load_inplace")
+        assert len(await models(client, backend)) == 1
 
     async def test_name_of_the_base_model(self, backend: Backend, client: aiohttp.ClientSession) -> None:
         """An adapter named like the served base model: 400 InvalidUserInput."""
@@ -532,6 +569,272 @@ class TestInference:
             client, "POST", f"{backend.url}{route}", {**payload, "model": missing, "max_tokens": 2}
         )
         assert_error(answer, 404, "NotFoundError", unknown_model(missing, backend), param="model")
+
+
+# Keys of the answers (values aside): vLLM 0.32 sends these null extras, clients must tolerate them.
+CHAT_KEYS = {
+    "id", "object", "created", "model", "choices", "service_tier", "system_fingerprint", "usage",
+    "prompt_logprobs", "prompt_token_ids", "prompt_text", "kv_transfer_params", "ec_transfer_params", "metrics",
+}  # fmt: skip
+CHAT_CHOICE_KEYS = {
+    "index",
+    "message",
+    "logprobs",
+    "finish_reason",
+    "stop_reason",
+    "token_ids",
+    "routed_experts",
+}
+COMPLETION_KEYS = {
+    "id", "object", "created", "model", "choices", "service_tier", "system_fingerprint", "usage",
+    "kv_transfer_params", "ec_transfer_params", "metrics",
+}  # fmt: skip
+COMPLETION_CHOICE_KEYS = {
+    "index", "text", "logprobs", "finish_reason", "stop_reason", "token_ids", "prompt_logprobs",
+    "prompt_token_ids", "routed_experts",
+}  # fmt: skip
+CHUNK_KEYS = {"id", "object", "created", "model", "choices"}
+
+
+def sse_chunks(text: str) -> list[dict[str, Any]]:
+    """The JSON chunks of an SSE answer (the final `[DONE]` left out)."""
+    events = [e for e in text.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]"
+    return [json.loads(e[len("data: ") :]) for e in events[:-1]]
+
+
+class TestAnswerShapes:
+    """The exact key sets of inference answers, extras included."""
+
+    @pytest.mark.parametrize(
+        ("route", "payload", "top", "choice"),
+        [(*CHAT, CHAT_KEYS, CHAT_CHOICE_KEYS), (*COMPLETION, COMPLETION_KEYS, COMPLETION_CHOICE_KEYS)],
+        ids=["chat", "completion"],
+    )
+    async def test_plain_answer_keys(
+        self,
+        backend: Backend,
+        client: aiohttp.ClientSession,
+        route: str,
+        payload: dict[str, Any],
+        top: set[str],
+        choice: set[str],
+    ) -> None:
+        """A non-streamed answer has exactly vLLM's top-level and per-choice keys."""
+        answer = await call(client, "POST", f"{backend.url}{route}", {**payload, "max_tokens": 2})
+        assert answer.status == 200, answer.text
+        body = answer.json()
+        assert set(body) == top
+        assert set(body["choices"][0]) == choice
+        assert body["choices"][0]["routed_experts"] is None
+        assert body["ec_transfer_params"] is None
+        assert body["metrics"] is None
+
+    @pytest.mark.parametrize(
+        ("route", "payload", "first"),
+        [(*CHAT, CHUNK_KEYS | {"prompt_token_ids", "prompt_text"}), (*COMPLETION, CHUNK_KEYS)],
+        ids=["chat", "completion"],
+    )
+    async def test_stream_chunk_keys(
+        self,
+        backend: Backend,
+        client: aiohttp.ClientSession,
+        route: str,
+        payload: dict[str, Any],
+        first: set[str],
+    ) -> None:
+        """Streamed: the first chunk (chat: with null prompt_token_ids/prompt_text), plain middle chunks,
+        and the last one adding system_fingerprint."""
+        body = {**payload, "max_tokens": 3, "stream": True, "ignore_eos": True}
+        answer = await call(client, "POST", f"{backend.url}{route}", body)
+        assert answer.status == 200, answer.text
+        chunks = sse_chunks(answer.text)
+        assert set(chunks[0]) == first
+        if route == CHAT[0]:
+            assert chunks[0]["prompt_token_ids"] is None
+            assert chunks[0]["prompt_text"] is None
+        for chunk in chunks[1:-1]:
+            assert set(chunk) == CHUNK_KEYS
+        assert set(chunks[-1]) == CHUNK_KEYS | {"system_fingerprint"}
+
+
+def too_many(param: str, value: int, backend: Backend) -> str:
+    return (
+        f"{param}={value} cannot be greater than max_model_len={backend.max_model_len}. "
+        f"Please request fewer output tokens. (parameter={param}, value={value})"
+    )
+
+
+class TestInferenceValidation:
+    """vLLM's own request checks (400 BadRequestError, `param` naming the field)."""
+
+    @pytest.mark.parametrize("prompt", [None, "", "absent"], ids=["null", "empty", "absent"])
+    async def test_completion_needs_a_prompt(
+        self, backend: Backend, client: aiohttp.ClientSession, prompt: str | None
+    ) -> None:
+        """A completion without a prompt (absent, null or "") is refused, even before the model is looked up."""
+        body: dict[str, Any] = {"model": "no-such-model", "max_tokens": 2}
+        if prompt != "absent":
+            body["prompt"] = prompt
+        answer = await call(client, "POST", f"{backend.url}/v1/completions", body)
+        message = "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)"
+        assert_error(answer, 400, "BadRequestError", message, param="prompt")
+
+    @pytest.mark.parametrize(("route", "payload"), [CHAT, COMPLETION], ids=["chat", "completion"])
+    @pytest.mark.parametrize("value", [0, -3])
+    async def test_max_tokens_below_one(
+        self, backend: Backend, client: aiohttp.ClientSession, route: str, payload: dict[str, Any], value: int
+    ) -> None:
+        """`max_tokens` 0 or negative: 400 naming max_tokens and the value."""
+        answer = await call(client, "POST", f"{backend.url}{route}", {**payload, "max_tokens": value})
+        message = f"max_tokens must be at least 1, got {value}. (parameter=max_tokens, value={value})"
+        assert_error(answer, 400, "BadRequestError", message, param="max_tokens")
+
+    @pytest.mark.parametrize(("route", "payload"), [CHAT, COMPLETION], ids=["chat", "completion"])
+    @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+    async def test_max_tokens_above_max_model_len(
+        self,
+        backend: Backend,
+        client: aiohttp.ClientSession,
+        route: str,
+        payload: dict[str, Any],
+        stream: bool,
+    ) -> None:
+        """`max_tokens` above the server's max_model_len: 400 before anything is streamed."""
+        body = {**payload, "max_tokens": 1000, "stream": stream}
+        answer = await call(client, "POST", f"{backend.url}{route}", body)
+        assert_error(
+            answer, 400, "BadRequestError", too_many("max_tokens", 1000, backend), param="max_tokens"
+        )
+
+    async def test_max_tokens_equal_to_max_model_len_is_accepted(
+        self, backend: Backend, client: aiohttp.ClientSession
+    ) -> None:
+        """`max_tokens` = max_model_len is allowed (the answer is cut to the context left)."""
+        body = {**COMPLETION[1], "max_tokens": backend.max_model_len}
+        answer = await call(client, "POST", f"{backend.url}/v1/completions", body)
+        assert answer.status == 200, answer.text
+        assert answer.json()["usage"]["completion_tokens"] < backend.max_model_len
+
+    async def test_chat_names_max_completion_tokens_when_it_is_set(
+        self, backend: Backend, client: aiohttp.ClientSession
+    ) -> None:
+        """For chat, max_completion_tokens wins over max_tokens and is the field named in the 400."""
+        body = {**CHAT[1], "max_completion_tokens": 1000, "max_tokens": 3}
+        answer = await call(client, "POST", f"{backend.url}/v1/chat/completions", body)
+        message = too_many("max_completion_tokens", 1000, backend)
+        assert_error(answer, 400, "BadRequestError", message, param="max_completion_tokens")
+
+    async def test_empty_conversation(self, backend: Backend, client: aiohttp.ClientSession) -> None:
+        """Chat with `messages: []`: 400 without a param."""
+        body = {"messages": [], "max_tokens": 2}
+        answer = await call(client, "POST", f"{backend.url}/v1/chat/completions", body)
+        message = "Cannot apply chat template to an empty conversation. Provide at least one message."
+        assert_error(answer, 400, "BadRequestError", message)
+
+    async def test_empty_prompt_list(self, backend: Backend, client: aiohttp.ClientSession) -> None:
+        """A completion with `prompt: []`: 400 without a param."""
+        answer = await call(client, "POST", f"{backend.url}/v1/completions", {"prompt": [], "max_tokens": 2})
+        assert_error(answer, 400, "BadRequestError", "You must pass at least one prompt")
+
+    async def test_lax_integers(self, backend: Backend, client: aiohttp.ClientSession) -> None:
+        """Like pydantic's lax mode, `max_tokens` "2" is 2; 2.5 is a 400 "Bad Request"."""
+        answer = await call(
+            client, "POST", f"{backend.url}/v1/completions", {**COMPLETION[1], "max_tokens": "2"}
+        )
+        assert answer.status == 200, answer.text
+        assert answer.json()["usage"]["completion_tokens"] <= 2
+        answer = await call(
+            client, "POST", f"{backend.url}/v1/completions", {**COMPLETION[1], "max_tokens": 2.5}
+        )
+        message = (
+            "1 validation error:\n  {'type': 'int_from_float', 'loc': 'body.max_tokens', "
+            "'msg': 'Input should be a valid integer, got a number with a fractional part', 'input': '2.5'}"
+        )
+        assert_error(answer, 400, "Bad Request", message, param="body.max_tokens")
+
+
+async def scrape(client: aiohttp.ClientSession, backend: Backend) -> dict[str, list[Sample]]:
+    """`GET /metrics` parsed: family name -> samples (checks status and content type)."""
+    answer = await call(client, "GET", f"{backend.url}/metrics")
+    assert answer.status == 200
+    assert answer.content_type == "text/plain"
+    families: dict[str, list[Sample]] = {}
+    types: dict[str, str] = {}
+    for family in text_string_to_metric_families(answer.text):
+        families[family.name] = list(family.samples)
+        types[family.name] = family.type
+    for name, kind in EXPECTED_FAMILIES.items():
+        assert types.get(name) == kind, name
+    return families
+
+
+EXPECTED_FAMILIES = {
+    "vllm:num_requests_running": "gauge",
+    "vllm:num_requests_waiting": "gauge",
+    "vllm:kv_cache_usage_perc": "gauge",
+    "vllm:prompt_tokens": "counter",
+    "vllm:generation_tokens": "counter",
+    "vllm:request_success": "counter",
+    "vllm:lora_requests_info": "gauge",
+}
+
+
+def value_of(samples: list[Sample], name: str, **labels: str) -> float:
+    """The one sample called `name` whose labels include `labels`."""
+    found = [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
+    assert len(found) == 1, (name, labels, samples)
+    return found[0]
+
+
+class TestMetrics:
+    """`GET /metrics`: vLLM's Prometheus series that dashboards and the sidecar docs name."""
+
+    async def test_engine_series_of_an_idle_server(
+        self, backend: Backend, client: aiohttp.ClientSession
+    ) -> None:
+        """An idle server reports nothing running or waiting, per engine and served model name."""
+        families = await scrape(client, backend)
+        labels = {"engine": "0", "model_name": backend.served_name}
+        for name in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+            assert [(s.name, s.labels, s.value) for s in families[name]] == [(name, labels, 0.0)]
+        reasons = {s.labels["finished_reason"] for s in families["vllm:request_success"]}
+        assert {"stop", "length", "abort", "error"} <= reasons
+
+    async def test_lora_requests_info(self, backend: Backend, client: aiohttp.ClientSession) -> None:
+        """`vllm:lora_requests_info` carries max_lora and the running/waiting adapter sets; idle means empty."""
+        samples = (await scrape(client, backend))["vllm:lora_requests_info"]
+        assert samples
+        for sample in samples:
+            assert set(sample.labels) == {"max_lora", "running_lora_adapters", "waiting_lora_adapters"}
+            assert sample.labels["max_lora"] == str(backend.max_loras)
+        assert any(s.labels["running_lora_adapters"] == "" for s in samples)
+
+    async def test_counters_follow_a_request(
+        self, backend: Backend, client: aiohttp.ClientSession, unique_name: NameFactory
+    ) -> None:
+        """One 3-token completion on an adapter adds 3 generation tokens and one finished-by-length request."""
+        name = unique_name("metrics")
+        assert (await load(client, backend, name, backend.adapter_dirs[0])).status == 200
+        labels = {"model_name": backend.served_name}
+        before = await scrape(client, backend)
+        body = {**COMPLETION[1], "model": name, "max_tokens": 3, "ignore_eos": True}
+        answer = await call(client, "POST", f"{backend.url}/v1/completions", body)
+        assert answer.status == 200, answer.text
+        after = await scrape(client, backend)
+        generated = "vllm:generation_tokens_total"
+        assert (
+            value_of(after["vllm:generation_tokens"], generated, **labels)
+            == value_of(before["vllm:generation_tokens"], generated, **labels) + 3
+        )
+        success = "vllm:request_success_total"
+        assert (
+            value_of(after["vllm:request_success"], success, finished_reason="length", **labels)
+            == value_of(before["vllm:request_success"], success, finished_reason="length", **labels) + 1
+        )
+        assert value_of(after["vllm:prompt_tokens"], "vllm:prompt_tokens_total", **labels) > value_of(
+            before["vllm:prompt_tokens"], "vllm:prompt_tokens_total", **labels
+        )
 
 
 class TestRestart:
