@@ -406,10 +406,24 @@ class Reconciler:
         sem = asyncio.Semaphore(max(1, self.options.max_concurrency))
         failures = 0
 
+        disabled_before = self.status.server.runtime_updating_disabled
+
         async def run_one(action: Action) -> None:
             nonlocal failures
             async with sem:
                 if self._stopping.is_set():
+                    return
+                if self.status.server.runtime_updating_disabled and not disabled_before:
+                    # A call in this pass just found the admin routes off: the rest would fail alike.
+                    a = self.status.adapters[action.adapter_id]
+                    self._fail(
+                        a,
+                        action,
+                        RuntimeUpdatingDisabled().message,
+                        "runtime_updating_disabled",
+                        count_attempt=False,
+                    )
+                    failures += 1
                     return
                 ok = await self._apply(action)
                 if not ok:
