@@ -166,3 +166,58 @@ class TestEmbeddings:
         assert status == 200
         assert body["model"] == emu.config.served_model_name
         assert [d["index"] for d in body["data"]] == [0, 1]
+
+
+class TestOutputBudget:
+    """vLLM's checks on max_tokens against max_model_len, and their order relative to other errors."""
+
+    @pytest.fixture
+    async def small(self) -> AsyncIterator[Emulator]:
+        async with Emulator(EmulatorConfig(served_model_name="base", max_model_len=32)) as e:
+            yield e
+
+    async def test_above_max_model_len(self, small: Emulator, http: aiohttp.ClientSession) -> None:
+        """max_tokens above max_model_len is a 400 naming the field, the value and the limit."""
+        status, body = await post(http, small.url + COMPLETIONS, {"prompt": "hi", "max_tokens": 33})
+        assert status == 400
+        assert body["error"] == {
+            "message": "max_tokens=33 cannot be greater than max_model_len=32. Please request fewer output "
+            "tokens. (parameter=max_tokens, value=33)",
+            "type": "BadRequestError",
+            "param": "max_tokens",
+            "code": 400,
+        }
+
+    async def test_answer_is_cut_to_the_context_left(
+        self, small: Emulator, http: aiohttp.ClientSession
+    ) -> None:
+        """max_tokens = max_model_len is accepted; the answer has what the prompt leaves of the context."""
+        prompt = "x" * 40  # the emulator counts 4 characters a token: 10 prompt tokens
+        status, body = await post(http, small.url + COMPLETIONS, {"prompt": prompt, "max_tokens": 32})
+        assert status == 200
+        assert body["usage"]["completion_tokens"] == 32 - 10
+
+    async def test_refused_requests_are_not_served(
+        self, small: Emulator, http: aiohttp.ClientSession
+    ) -> None:
+        """Requests refused by the budget checks do not count as served."""
+        await post(http, small.url + CHAT, {"messages": MESSAGES, "max_tokens": 0})
+        await post(http, small.url + CHAT, {"messages": [], "max_tokens": 1})
+        assert small.call_log.counters()["served"] == {}
+
+    async def test_validation_comes_before_a_dead_engine(
+        self, small: Emulator, http: aiohttp.ClientSession
+    ) -> None:
+        """With the engine dead, a bad request is still a 400; a good one is the 500."""
+        small.faults.engine_dead = True
+        assert (await post(http, small.url + CHAT, {"messages": MESSAGES, "max_tokens": 0}))[0] == 400
+        assert (await post(http, small.url + CHAT, {"messages": MESSAGES, "max_tokens": 1}))[0] == 500
+
+    async def test_prompt_checked_before_the_model(
+        self, small: Emulator, http: aiohttp.ClientSession
+    ) -> None:
+        """A completion without a prompt is a 400 even for an unknown model; an empty list comes after it."""
+        status, body = await post(http, small.url + COMPLETIONS, {"model": "nope"})
+        assert (status, body["error"]["param"]) == (400, "prompt")
+        status, body = await post(http, small.url + COMPLETIONS, {"model": "nope", "prompt": []})
+        assert status == 404

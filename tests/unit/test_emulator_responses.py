@@ -42,6 +42,30 @@ class TestBodies:
         assert body["choices"][0]["text"] == responses.fake_text(4)
 
 
+class TestKeys:
+    """vLLM 0.32's null extras, as the contract suite pins them against the real server."""
+
+    def test_chat_body_keys(self) -> None:
+        """A chat answer has routed_experts per choice and prompt_text, ec_transfer_params, metrics, all null."""
+        body = json.loads(responses.chat_body("a1", 1, 1, "0.32.0"))
+        assert body["choices"][0]["routed_experts"] is None
+        assert [body[k] for k in ("prompt_text", "ec_transfer_params", "metrics")] == [None, None, None]
+
+    def test_completion_body_keys(self) -> None:
+        """A text completion has routed_experts per choice and ec_transfer_params, metrics, all null."""
+        body = json.loads(responses.completion_body("a1", 1, 1, "0.32.0"))
+        assert body["choices"][0]["routed_experts"] is None
+        assert [body[k] for k in ("ec_transfer_params", "metrics")] == [None, None]
+        assert "prompt_text" not in body
+
+    def test_only_the_first_chat_chunk_has_prompt_fields(self) -> None:
+        """The role chunk carries null prompt_token_ids and prompt_text; token chunks do not."""
+        first, *rest = events(list(responses.chat_stream("a1", 2, 1, False, "0.32.0")))[:-1]
+        assert isinstance(first, dict)
+        assert (first["prompt_token_ids"], first["prompt_text"]) == (None, None)
+        assert all(isinstance(c, dict) and "prompt_text" not in c for c in rest)
+
+
 class TestStreams:
     def test_chat_stream(self) -> None:
         """Role chunk, one chunk per token, the last one finished, then [DONE]; every chunk names the model."""
