@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Generic, Literal, TypeVar
 
 from lora_syncer.config.errors import ConfigError, Issue
+from lora_syncer.memory import release_memory
 
 T = TypeVar("T")
 
@@ -23,6 +24,9 @@ T = TypeVar("T")
 MAX_FILE_BYTES = 2 * 1024 * 1024
 
 ReloadOutcome = Literal["changed", "unchanged", "error"]
+
+# Parsing a big file with line tracking leaves a fragmented heap behind; give it back.
+_TRIM_ABOVE_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,13 @@ class WatchedFile(Generic[T]):
         if digest == self._last_digest and self.current is not None and self.current.generation == digest:
             return digest, self.current.value, None
         try:
-            return digest, self._parse(raw, name), None
+            value = self._parse(raw, name)
         except ConfigError as exc:
             return digest, None, exc
+        finally:
+            if len(raw) >= _TRIM_ABOVE_BYTES:
+                release_memory()
+        return digest, value, None
 
     async def reload(self) -> ReloadOutcome:
         """Re-read the file. `changed` when a new good value is in force."""

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from lora_syncer.sync.status import AdapterState
+from lora_syncer.sync.status import AdapterState, SyncStatus
 
 
 class SyncMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        # The upstream sidecar's gauge, kept name for name so dashboards keep working.
-        self.adapter_status = Gauge(
-            "lora_syncer_adapter_status",
-            "Status of LoRA adapters (1=loaded, 0=not_loaded)",
-            ["adapter_name"],
-            registry=registry,
-        )
+        # The upstream sidecar's gauge, kept name for name so dashboards keep working. Read from
+        # the sync status at scrape time: no per-adapter metric objects to keep in step.
+        self._status: SyncStatus | None = None
+        registry.register(_AdapterStatusCollector(self))
         self.adapters_by_state = Gauge(
             "lora_syncer_adapters", "Adapters known to the syncer, by state", ["state"], registry=registry
         )
@@ -60,6 +60,10 @@ class SyncMetrics:
             "lora_syncer_server_up", "1 when vLLM answered the last pass", registry=registry
         )
 
+    def watch(self, status: SyncStatus) -> None:
+        """Serve `lora_syncer_adapter_status` from this status."""
+        self._status = status
+
     def config_good(self, at: float) -> None:
         self._last_good_at = at
         self.last_good_reload.set(at)
@@ -67,3 +71,30 @@ class SyncMetrics:
     def set_state_counts(self, counts: dict[str, int]) -> None:
         for state in AdapterState:
             self.adapters_by_state.labels(state=state.value).set(counts.get(state.value, 0))
+
+
+class _AdapterStatusCollector(Collector):
+    """`lora_syncer_adapter_status{adapter_name}`: 1 when the server lists the adapter, else 0."""
+
+    def __init__(self, metrics: SyncMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return [_family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = _family()
+        status = self._metrics._status
+        if status is not None:
+            served = status.served
+            for adapter_id in status.adapters:
+                family.add_metric([adapter_id], 1.0 if adapter_id in served else 0.0)
+        yield family
+
+
+def _family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "lora_syncer_adapter_status",
+        "Status of LoRA adapters (1=loaded, 0=not_loaded)",
+        labels=["adapter_name"],
+    )

@@ -64,7 +64,7 @@ class SyncOptions:
     health_check_interval: float = 2.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     # While the server is unreachable after the start-up timeout, probe at most this far apart.
-    down_probe_max: float = 30.0
+    down_probe_max: float = 5.0
     # Re-log a persistent config error at most this often.
     config_error_relog: float = 60.0
     # Without --server, the file's host/port name the server (as with the old sidecar).
@@ -96,6 +96,7 @@ class Reconciler:
         self.metrics = metrics
         self.status = status or SyncStatus()
         self.status.server.url = client.base_url
+        metrics.watch(self.status)
         self._wanted = asyncio.Event()
         self._reasons: set[str] = set()
         self._stopping = asyncio.Event()
@@ -105,7 +106,6 @@ class Reconciler:
         self.pass_lock = asyncio.Lock()
         # Last value set on each adapter's gauge: with 10,000 adapters, re-setting every gauge on
         # every pass costs about a fifth of a no-op pass.
-        self._gauge_values: dict[str, int] = {}
 
     # --- triggers --------------------------------------------------------------------------
 
@@ -288,7 +288,7 @@ class Reconciler:
         server.last_error = None
         server.last_seen_at = time.time()
         server.base_models = tuple(m.id for m in models if not m.is_adapter)
-        self.status.served = frozenset(m.id for m in models)
+        self.status.set_served(m.id for m in models)
         self.metrics.server_up.set(1)
         return models
 
@@ -384,21 +384,11 @@ class Reconciler:
             if a.state not in (AdapterState.FAILED, AdapterState.PENDING):
                 a.set_state(AdapterState.PENDING)
             due.append(action)
-        # Forget adapters no longer declared nor loaded; their gauge goes with them.
+        # Forget adapters no longer declared nor loaded; their gauge (read at scrape time) goes with them.
         for adapter_id in list(st.adapters):
             if adapter_id not in seen and adapter_id not in roots:
                 del st.adapters[adapter_id]
-                self._gauge_values.pop(adapter_id, None)
-                with contextlib.suppress(KeyError):
-                    self.metrics.adapter_status.remove(adapter_id)
-        for a in st.adapters.values():
-            self._set_gauge(a.id, 1 if a.id in roots else 0)
         return due
-
-    def _set_gauge(self, adapter_id: str, value: int) -> None:
-        if self._gauge_values.get(adapter_id) != value:
-            self.metrics.adapter_status.labels(adapter_name=adapter_id).set(value)
-            self._gauge_values[adapter_id] = value
 
     async def _execute(self, actions: list[Action]) -> int:
         if not actions:
@@ -447,7 +437,7 @@ class Reconciler:
                 outcome = await self.client.unload(action.adapter_id)
                 a.set_state(AdapterState.ABSENT)
                 a.observed_root = None
-                self.status.served = self.status.served - {action.adapter_id}
+                self.status.mark_served(action.adapter_id, False)
             else:
                 assert action.source is not None
                 a.set_state(AdapterState.LOADING)
@@ -458,10 +448,7 @@ class Reconciler:
                 )
                 a.set_state(AdapterState.LOADED)
                 a.observed_root = action.source
-                self.status.served = self.status.served | {action.adapter_id}
-                self._set_gauge(action.adapter_id, 1)
-            if action.op == Op.UNLOAD:
-                self._set_gauge(action.adapter_id, 0)
+                self.status.mark_served(action.adapter_id, True)
             self.metrics.operations.labels(op=action.op.value, result="ok").inc()
             a.attempts, a.next_retry_at, a.last_error = 0, None, None
             if self.status.server.runtime_updating_disabled:

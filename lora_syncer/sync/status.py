@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -54,7 +55,7 @@ class BackoffPolicy:
         return max(0.0, base + jittered)
 
 
-@dataclass
+@dataclass(slots=True)
 class AdapterStatus:
     id: str
     declared: Declared
@@ -131,12 +132,29 @@ class SyncStatus:
     synced_once: bool = False
 
     # Every model id the server serves (base models, --lora-modules, adapters), from the last
-    # `GET /v1/models` and kept current by our own successful loads and unloads.
-    served: frozenset[str] = frozenset()
+    # `GET /v1/models` and kept current by our own successful loads and unloads. Mutated in
+    # place (a frozenset copy per load would make bulk loads quadratic); readers get a
+    # snapshot rebuilt only after a change.
+    served: set[str] = field(default_factory=set)
+    _served_snapshot: frozenset[str] | None = None
+
+    def set_served(self, names: Iterable[str]) -> None:
+        self.served = set(names)
+        self._served_snapshot = None
+
+    def mark_served(self, name: str, served: bool) -> None:
+        if served:
+            self.served.add(name)
+        else:
+            self.served.discard(name)
+        self._served_snapshot = None
 
     def loaded_names(self) -> frozenset[str]:
         """Names the proxy may route to: served by the server as far as the syncer knows."""
-        return self.served
+        snapshot = self._served_snapshot
+        if snapshot is None:
+            snapshot = self._served_snapshot = frozenset(self.served)
+        return snapshot
 
     def unsynced(self) -> list[str]:
         """Declared-present adapters that could load but are not loaded yet."""
