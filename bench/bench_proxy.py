@@ -1,18 +1,23 @@
-"""Benchmark: the rewrite proxy against going straight to the upstream, measured in one run.
+"""Benchmark: the rewrite proxy against the upstream alone and against nginx, in one run.
 
-    .venv/bin/python bench/bench_proxy.py [--duration 5] [--concurrency 32]
+    .venv/bin/python bench/bench_proxy.py [--duration 4] [--concurrency 32] [--upstream emulator|minimal]
 
-Three processes: a minimal aiohttp upstream that answers like vLLM (JSON, or SSE chunks, with
-`model` = the requested name), `lora-syncer proxy` in front of it with a 90/10 rule, and an
-aiohttp load generator. Each scenario runs once straight to the upstream (the baseline) and
-once through the proxy:
+Processes: the upstream (`lora-syncer emulator` serving two adapters, or `--upstream minimal`,
+a bare aiohttp server answering like vLLM), nginx in front of it (temporary config: 1 worker,
+upstream keep-alive 64, no buffering), and `lora-syncer proxy` in front of it with a 90/10
+rule. Load comes from wrk (one thread) when installed, else from an aiohttp load generator
+(slower, so it understates every path). Straight and nginx requests name the target model,
+proxy requests the alias, so all three get the same answers.
 
-- latency: one connection, plain JSON answers: p50/p99 and the added p50 latency;
-- throughput: `--concurrency` connections, plain answers: requests/s;
-- streaming: `--concurrency` connections, SSE answers of 8 chunks: time to first chunk, requests/s.
+Scenarios, each run for `--duration` seconds against direct, nginx and proxy:
+- latency: 1 connection, JSON answers (max_tokens 1): p50/p99, the proxy's added p50;
+- throughput: `--concurrency` connections, JSON answers: req/s, proxy/nginx ratio;
+- streaming: `--concurrency` connections, SSE answers of 8 tokens: req/s;
+- first chunk: 1 connection, SSE: time to the first chunk (aiohttp load generator).
 
-Prints the machine, the figures and the proxy/direct ratios. Bounded: every scenario runs for
-`--duration` seconds; the whole run takes about 6 x duration plus start-up.
+Also printed: the machine, the load average at start and end (other work on the machine shows
+there), and CPU time per request of the proxy and of nginx (from /proc; less sensitive to
+noise than req/s). Targets (issue 4): added p50 < 1 ms, throughput >= 0.5 x nginx.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import asyncio
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import socket
 import statistics
@@ -42,12 +49,19 @@ spec:
     - {modelRewrite: small-segment-lora-v1, weight: 90}
     - {modelRewrite: small-segment-lora-v2, weight: 10}
 """
-BODY = {
-    "model": "small-segment-lora",
-    "messages": [{"role": "user", "content": "If you had a time machine, which way would you go?"}],
-    "max_completion_tokens": 10,
-}
+ALIAS = "small-segment-lora"
+TARGET = "small-segment-lora-v1"
+PROMPT = [{"role": "user", "content": "If you had a time machine, which way would you go?"}]
 STREAM_CHUNKS = 8
+
+
+def _body(model: str, stream: bool) -> dict[str, Any]:
+    return {
+        "model": model,
+        "messages": PROMPT,
+        "max_tokens": STREAM_CHUNKS if stream else 1,
+        "stream": stream,
+    }
 
 
 def _free_port() -> int:
@@ -114,10 +128,10 @@ async def _upstream(port: int) -> None:
 # --- role: load generator --------------------------------------------------------------------------
 
 
-async def _load(url: str, concurrency: int, duration: float, stream: bool) -> dict[str, Any]:
+async def _load(url: str, model: str, concurrency: int, duration: float, stream: bool) -> dict[str, Any]:
     import aiohttp
 
-    payload = json.dumps({**BODY, "stream": stream}).encode()
+    payload = json.dumps(_body(model, stream)).encode()
     headers = {"Content-Type": "application/json"}
     latencies: list[float] = []
     first_chunks: list[float] = []
@@ -179,28 +193,108 @@ async def _load(url: str, concurrency: int, duration: float, stream: bool) -> di
 
 # --- orchestration ---------------------------------------------------------------------------------
 
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/cb; proxy_temp_path {tmp}/pt; fastcgi_temp_path {tmp}/ft;
+  uwsgi_temp_path {tmp}/ut; scgi_temp_path {tmp}/st;
+  upstream model_server {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://model_server;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
 
-def _spawn(argv: list[str], ready_text: str, stream_name: str = "stdout") -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE if stream_name == "stdout" else subprocess.DEVNULL,
-        stderr=subprocess.PIPE if stream_name == "stderr" else subprocess.DEVNULL,
-        text=True,
-    )
-    pipe = proc.stdout if stream_name == "stdout" else proc.stderr
-    assert pipe is not None
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = {body}
+"""
+
+
+def _spawn(argv: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start a server and wait until `port` accepts connections."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        line = pipe.readline()
-        if not line:
-            raise SystemExit(f"{argv[:4]} exited before it was ready")
-        if ready_text in line:
-            return proc
+        if proc.poll() is not None:
+            raise SystemExit(f"{argv[0]} exited before it was ready:\n{log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
     proc.kill()
-    raise SystemExit(f"{argv[:4]} did not become ready in 30 s")
+    raise SystemExit(f"{argv[:4]} did not listen on {port} within 30 s")
 
 
-def _measure(url: str, concurrency: int, duration: float, stream: bool) -> dict[str, Any]:
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk(url: str, script: Path, connections: int, duration: float) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+        check=True,
+    ).stdout
+    pct: dict[str, float] = {}
+    for q, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        pct[q] = float(value) * _WRK_UNITS[unit]
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    done = re.search(r"(\d+) requests in", out)
+    return {
+        "rps": float(rps.group(1)) if rps else float("nan"),
+        "p50_ms": pct.get("50", float("nan")),
+        "p99_ms": pct.get("99", float("nan")),
+        "errors": (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0),
+        "requests": int(done.group(1)) if done else 0,
+    }
+
+
+def _pyload(url: str, model: str, connections: int, duration: float, stream: bool) -> dict[str, Any]:
     out = subprocess.run(
         [
             sys.executable,
@@ -209,8 +303,10 @@ def _measure(url: str, concurrency: int, duration: float, stream: bool) -> dict[
             "load",
             "--url",
             url,
+            "--model",
+            model,
             "--concurrency",
-            str(concurrency),
+            str(connections),
             "--duration",
             str(duration),
             *(["--stream"] if stream else []),
@@ -237,10 +333,27 @@ def _machine() -> str:
             cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
     except OSError:
         pass
+    tools = []
+    for tool, argv in (("wrk", ["wrk", "-v"]), ("nginx", ["nginx", "-v"])):
+        if shutil.which(tool) is None:
+            tools.append(f"{tool} missing")
+            continue
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        first = (proc.stdout + proc.stderr).strip().splitlines()
+        tools.append(first[0] if first else tool)
     return (
         f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, {', '.join(versions)}"
+        f"Python {platform.python_version()}, {', '.join(versions)}; {'; '.join(tools)}"
     )
+
+
+def _loadavg() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def _fmt(value: float, spec: str = ".2f") -> str:
+    return "-" if value != value else format(value, spec)  # NaN -> "-"
 
 
 def main() -> None:
@@ -250,78 +363,164 @@ def main() -> None:
     parser.add_argument("--role", choices=("main", "upstream", "load"), default="main")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--url")
+    parser.add_argument("--model", default=TARGET)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--upstream", choices=("emulator", "minimal"), default="emulator")
+    parser.add_argument("--no-nginx", action="store_true", help="skip the nginx baseline")
+    parser.add_argument(
+        "--proxy-arg", action="append", default=[], help="extra flag for the proxy (repeatable)"
+    )
     args = parser.parse_args()
 
     if args.role == "upstream":
         _run_loop(_upstream(args.port))
         return
     if args.role == "load":
-        print(json.dumps(_run_loop(_load(args.url, args.concurrency, args.duration, args.stream))))
+        print(
+            json.dumps(_run_loop(_load(args.url, args.model, args.concurrency, args.duration, args.stream)))
+        )
         return
 
-    upstream_port, proxy_port = _free_port(), _free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        rules = Path(tmp) / "rules.yaml"
-        rules.write_text(RULES)
-        upstream = _spawn(
-            [sys.executable, __file__, "--role", "upstream", "--port", str(upstream_port)], "ready"
-        )
-        proxy = _spawn(
-            [
-                sys.executable,
-                "-m",
-                "lora_syncer",
-                "proxy",
-                "--rules",
-                str(rules),
-                "--server",
-                f"http://127.0.0.1:{upstream_port}",
-                "--proxy-host",
-                "127.0.0.1",
-                "--proxy-port",
-                str(proxy_port),
-                "--metrics-port",
-                "-1",
-                "--log-level",
-                "warning",
-            ],
-            "listening on",
-            "stderr",
-        )
+    have_wrk = shutil.which("wrk") is not None
+    have_nginx = shutil.which("nginx") is not None and not args.no_nginx
+    if not have_wrk:
+        print("note: wrk not found (apt-get install -y wrk); using the slower aiohttp load generator")
+    if not have_nginx and not args.no_nginx:
+        print("note: nginx not found (apt-get install -y nginx-light); no nginx baseline")
+    print(f"machine: {_machine()}")
+    print(f"load average at start: {_loadavg()}  (2-core machines: above ~0.5 means other work competes)")
+    print(f"upstream: {args.upstream}; {args.duration:.0f} s per measurement\n")
+
+    upstream_port, proxy_port, nginx_port = _free_port(), _free_port(), _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmpdir:
+        tmp = Path(tmpdir)
         try:
-            direct = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
-            proxied = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
+            if args.upstream == "emulator":
+                modules = []
+                for name in ("small-segment-lora-v1", "small-segment-lora-v2"):
+                    adapter = tmp / name
+                    adapter.mkdir()
+                    (adapter / "adapter_config.json").write_text(
+                        json.dumps({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]})
+                    )
+                    modules.append(f"{name}={adapter}")
+                up_argv = [
+                    sys.executable,
+                    "-m",
+                    "lora_syncer",
+                    "emulator",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(upstream_port),
+                    "--lora-modules",
+                    *modules,
+                    "--log-level",
+                    "warning",
+                ]
+            else:
+                up_argv = [sys.executable, __file__, "--role", "upstream", "--port", str(upstream_port)]
+            procs.append(_spawn(up_argv, upstream_port, tmp / "upstream.log"))
+            rules = tmp / "rules.yaml"
+            rules.write_text(RULES)
+            proxy = _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "lora_syncer",
+                    "proxy",
+                    "--rules",
+                    str(rules),
+                    "--server",
+                    f"http://127.0.0.1:{upstream_port}",
+                    "--proxy-host",
+                    "127.0.0.1",
+                    "--proxy-port",
+                    str(proxy_port),
+                    "--metrics-port",
+                    "-1",
+                    "--log-level",
+                    "warning",
+                    *args.proxy_arg,
+                ],
+                proxy_port,
+                tmp / "proxy.log",
+            )
+            procs.append(proxy)
+            paths: dict[str, tuple[str, str, list[int]]] = {
+                "direct": (f"http://127.0.0.1:{upstream_port}", TARGET, []),
+            }
+            if have_nginx:
+                (tmp / "nginx.conf").write_text(
+                    NGINX_CONF.format(tmp=tmp, upstream=upstream_port, port=nginx_port)
+                )
+                nginx = _spawn(
+                    ["nginx", "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx-error.log")],
+                    nginx_port,
+                    tmp / "nginx.out",
+                )
+                procs.append(nginx)
+                paths["nginx"] = (
+                    f"http://127.0.0.1:{nginx_port}",
+                    TARGET,
+                    [nginx.pid, *_children(nginx.pid)],
+                )
+            paths["proxy"] = (f"http://127.0.0.1:{proxy_port}", ALIAS, [proxy.pid])
+
             scenarios = [
-                ("latency (1 connection, JSON)", 1, False),
-                (f"throughput ({args.concurrency} connections, JSON)", args.concurrency, False),
-                (f"streaming ({args.concurrency} connections, SSE x{STREAM_CHUNKS})", args.concurrency, True),
+                ("latency, 1 conn, JSON", 1, False, "wrk"),
+                (f"throughput, {args.concurrency} conns, JSON", args.concurrency, False, "wrk"),
+                (f"streaming, {args.concurrency} conns, SSE x{STREAM_CHUNKS}", args.concurrency, True, "wrk"),
+                ("first chunk, 1 conn, SSE", 1, True, "py"),
             ]
-            print(f"machine: {_machine()}")
-            print(f"duration per measurement: {args.duration:.1f} s\n")
-            header = f"{'scenario':<44} {'path':<7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ttfb p50':>9} {'ttfb p99':>9} {'errors':>6}"
+            header = (
+                f"{'scenario':<34} {'path':<7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+                f"{'cpu us/req':>10} {'errors':>6}"
+            )
             print(header)
             print("-" * len(header))
-            for name, conc, stream in scenarios:
-                results = {}
-                for label, target in (("direct", direct), ("proxy", proxied)):
-                    r = _measure(target, conc, args.duration, stream)
+            summary: list[str] = []
+            for name, conns, stream, tool in scenarios:
+                results: dict[str, dict[str, Any]] = {}
+                for label, (base, model, pids) in paths.items():
+                    url = base + "/v1/chat/completions"
+                    cpu0 = _cpu_seconds(pids)
+                    if tool == "wrk" and have_wrk:
+                        script = tmp / f"{model}-{stream}.lua"
+                        script.write_text(
+                            WRK_SCRIPT.format(body=json.dumps(json.dumps(_body(model, stream))))
+                        )
+                        r = _wrk(url, script, conns, args.duration)
+                    else:
+                        r = _pyload(url, model, conns, args.duration, stream)
+                        if tool == "py":  # report the time to the first chunk
+                            r = {**r, "p50_ms": r["ttfb_p50_ms"], "p99_ms": r["ttfb_p99_ms"]}
+                    cpu = _cpu_seconds(pids) - cpu0
+                    r["cpu_us"] = 1e6 * cpu / r["requests"] if pids and r["requests"] else float("nan")
                     results[label] = r
                     print(
-                        f"{name:<44} {label:<7} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                        f"{r['ttfb_p50_ms']:>9.2f} {r['ttfb_p99_ms']:>9.2f} {r['errors']:>6}"
+                        f"{name:<34} {label:<7} {_fmt(r['rps'], '.0f'):>8} {_fmt(r['p50_ms']):>7} "
+                        f"{_fmt(r['p99_ms']):>7} {_fmt(r['cpu_us'], '.0f'):>10} {r['errors']:>6}",
+                        flush=True,
                     )
                 d, p = results["direct"], results["proxy"]
-                print(
-                    f"{'':<44} ratio   throughput proxy/direct = {p['rps'] / d['rps']:.2f}, "
-                    f"added p50 = {p['p50_ms'] - d['p50_ms']:.2f} ms, added ttfb p50 = {p['ttfb_p50_ms'] - d['ttfb_p50_ms']:.2f} ms"
-                )
+                line = f"{name}: added p50 {p['p50_ms'] - d['p50_ms']:.2f} ms, proxy/direct {p['rps'] / d['rps']:.2f}"
+                if "nginx" in results:
+                    n = results["nginx"]
+                    line += f", proxy/nginx {p['rps'] / n['rps']:.2f} (nginx added p50 {n['p50_ms'] - d['p50_ms']:.2f} ms)"
+                summary.append(line)
+            print()
+            for line in summary:
+                print(line)
+            print(f"\nload average at end: {_loadavg()}")
         finally:
-            for proc in (proxy, upstream):
-                proc.send_signal(signal.SIGTERM)
-            for proc in (proxy, upstream):
+            for proc in reversed(procs):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
                 try:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
