@@ -55,7 +55,6 @@ KNOWN_ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/completions": ("POST",),
     "/v1/chat/completions": ("POST",),
     "/adapters": ("POST",),
-    "/metrics": ("GET",),
 }
 
 
@@ -510,7 +509,8 @@ def add_vllm_routes(app: web.Application, h: VllmHandlers) -> None:
     r.add_get("/health", h.wrap("health", h.health), allow_head=False)
     r.add_get("/version", h.wrap("version", h.version), allow_head=False)
     r.add_get("/v1/models", h.wrap("models", h.models), allow_head=False)
-    r.add_get("/metrics", h.wrap("metrics", h.prometheus), allow_head=False)
+    # vLLM mounts prometheus_client's ASGI app here, which answers any method.
+    r.add_route("*", "/metrics", h.wrap("metrics", h.prometheus))
     r.add_post("/v1/load_lora_adapter", h.wrap("load", h.v1_load, "load"))
     r.add_post("/v1/unload_lora_adapter", h.wrap("unload", h.v1_unload, "unload"))
     r.add_post("/adapters", h.wrap("load", h.sagemaker_register, "load"))

@@ -801,6 +801,12 @@ class TestMetrics:
         reasons = {s.labels["finished_reason"] for s in families["vllm:request_success"]}
         assert {"stop", "length", "abort", "error"} <= reasons
 
+    async def test_any_method_is_answered(self, backend: Backend, client: aiohttp.ClientSession) -> None:
+        """`POST /metrics` is answered like GET (vLLM mounts prometheus_client's app on the path)."""
+        answer = await call(client, "POST", f"{backend.url}/metrics")
+        assert answer.status == 200
+        assert "# TYPE vllm:num_requests_running gauge" in answer.text
+
     async def test_lora_requests_info(self, backend: Backend, client: aiohttp.ClientSession) -> None:
         """`vllm:lora_requests_info` carries max_lora and the running/waiting adapter sets; idle means empty."""
         samples = (await scrape(client, backend))["vllm:lora_requests_info"]

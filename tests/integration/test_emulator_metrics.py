@@ -121,3 +121,9 @@ class TestMetrics:
         async with http.get(emu.url + "/metrics") as resp:
             assert resp.status == 500
         assert (await scrape(http, emu))["vllm:num_requests_waiting{}"] == 0.0
+
+    @pytest.mark.parametrize("method", ["POST", "HEAD", "PUT"])
+    async def test_any_method(self, emu: Emulator, http: aiohttp.ClientSession, method: str) -> None:
+        """Like vLLM's mounted Prometheus app, /metrics answers 200 whatever the method."""
+        async with http.request(method, emu.url + "/metrics") as resp:
+            assert resp.status == 200
