@@ -76,6 +76,8 @@ class SyncMetrics:
 class _AdapterStatusCollector(Collector):
     """`lora_syncer_adapter_status{adapter_name}`: 1 when the server lists the adapter, else 0."""
 
+    labelnames = ("adapter_name",)
+
     def __init__(self, metrics: SyncMetrics) -> None:
         self._metrics = metrics
 
