@@ -43,6 +43,7 @@ from lora_syncer.proxy.rewrite import (
     models_with_aliases,
     with_model,
 )
+from lora_syncer.proxy.upstream import ConnectFailed, ConnectTimedOut, UpstreamClient, UpstreamResponse
 
 log = structlog.get_logger("lora_syncer.proxy")
 
@@ -158,6 +159,7 @@ class ProxyCore:
         self.loaded = loaded
         self.clock = clock
         self.session: aiohttp.ClientSession | None = None
+        self.client: UpstreamClient | None = None
         self.in_flight = 0
         self._drained = asyncio.Event()
         self._drained.set()
@@ -294,8 +296,18 @@ class ProxyCore:
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
         )
+        # The forward path to plain-http upstreams (the session serves probes and https upstreams).
+        self.client = UpstreamClient(
+            limit=opts.upstream_connections,
+            connect_timeout=opts.upstream_connect_timeout,
+            read_timeout=opts.upstream_timeout,
+            idle_timeout=30.0,
+        )
 
     async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -498,19 +510,36 @@ class ProxyCore:
         if session is None:
             raise _Refused(503, "the proxy is shutting down", "stopping")
         base = pool.base
-        url = URL(base + request.raw_path, encoded=True)
+        client = self.client
         metrics = self.metrics
         metrics.active_requests.inc()
         try:
             # Failures before any answer: the request can go to another pool (_Unreachable).
+            upstream: UpstreamResponse | _SessionResponse
             try:
-                upstream = await session.request(
-                    request.method,
-                    url,
-                    headers=self._upstream_headers(request),
-                    data=body or None,
-                    allow_redirects=False,
+                if client is not None and client.supports(base):
+                    upstream = await client.request(
+                        request.method, base, request.raw_path, self._upstream_headers(request), body
+                    )
+                else:
+                    upstream = _SessionResponse(
+                        await session.request(
+                            request.method,
+                            URL(base + request.raw_path, encoded=True),
+                            headers=self._upstream_headers(request),
+                            data=body or None,
+                            allow_redirects=False,
+                        )
+                    )
+            except ConnectFailed as exc:
+                metrics.upstream_errors.labels("connect").inc()
+                self._pool_failed(pool, "connect", f"unreachable: {exc.os_error}")
+                log.warning(
+                    "model server unreachable", upstream=base, pool=pool.name, error=str(exc.os_error)
                 )
+                raise _Unreachable(
+                    _Refused(502, f"model server at {base} is unreachable: {exc.os_error}", "upstream")
+                ) from None
             except aiohttp.ClientConnectorError as exc:
                 metrics.upstream_errors.labels("connect").inc()
                 self._pool_failed(pool, "connect", f"unreachable: {exc.os_error}")
@@ -520,7 +549,7 @@ class ProxyCore:
                 raise _Unreachable(
                     _Refused(502, f"model server at {base} is unreachable: {exc.os_error}", "upstream")
                 ) from None
-            except aiohttp.ConnectionTimeoutError:
+            except (aiohttp.ConnectionTimeoutError, ConnectTimedOut):
                 metrics.upstream_errors.labels("timeout").inc()
                 self._pool_failed(pool, "connect", "connect timed out")
                 log.warning("model server timed out", upstream=base, pool=pool.name, path=request.path)
@@ -546,10 +575,12 @@ class ProxyCore:
                     )
                 ) from None
             self._pool_answered(pool, upstream.status)
-            async with upstream:
+            try:
                 return await self._relay(
                     pool, request, upstream, requested, served, alias, started, augment_models
                 )
+            finally:
+                upstream.release()
         except TimeoutError:
             metrics.upstream_errors.labels("timeout").inc()
             log.warning("model server timed out", upstream=base, path=request.path)
@@ -567,7 +598,7 @@ class ProxyCore:
         self,
         pool: UpstreamPool,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse | _SessionResponse,
         requested: str | None,
         served: str | None,
         alias: str,
@@ -606,14 +637,14 @@ class ProxyCore:
         )
 
     @staticmethod
-    async def _read_whole(upstream: aiohttp.ClientResponse) -> bytes:
+    async def _read_whole(upstream: UpstreamResponse | _SessionResponse) -> bytes:
         """The whole answer body, refusing (502) one too large to hold for rewriting."""
         length = upstream.content_length
         if length is not None and length <= _REWRITE_LIMIT:
             return await upstream.read()
         parts: list[bytes] = []
         size = 0
-        while chunk := await upstream.content.readany():
+        while chunk := await upstream.readany():
             size += len(chunk)
             if size > _REWRITE_LIMIT:
                 raise _Refused(502, "the model server's answer is too large to rewrite", "upstream")
@@ -623,7 +654,7 @@ class ProxyCore:
     async def _stream(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse | _SessionResponse,
         headers: CIMultiDict[str],
         requested: str | None,
         served: str | None,
@@ -642,11 +673,10 @@ class ProxyCore:
         self.metrics.observe_first_byte(alias, time.perf_counter() - started)
         streams = self.metrics.active_streams
         streams.inc()
-        content = upstream.content
         try:
             while True:
                 try:
-                    chunk = await content.readany()
+                    chunk = await upstream.readany()
                 except TimeoutError:
                     self.metrics.upstream_errors.labels("timeout").inc()
                     log.warning("model server went silent mid-answer; closing", path=request.path)
@@ -687,6 +717,28 @@ class ProxyCore:
         transport = request.transport
         if transport is not None:
             transport.abort()
+
+
+class _SessionResponse:
+    """An aiohttp client answer (https upstreams) with the interface of `UpstreamResponse`."""
+
+    __slots__ = ("_resp", "content_length", "headers", "reason", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.reason = resp.reason
+        self.headers = resp.headers
+        self.content_length = resp.content_length
+
+    async def readany(self) -> bytes:
+        return await self._resp.content.readany()
+
+    async def read(self) -> bytes:
+        return await self._resp.read()
+
+    def release(self) -> None:
+        self._resp.release()
 
 
 PROXY_CORE = web.AppKey("proxy_core", ProxyCore)
