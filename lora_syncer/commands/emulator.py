@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="highest rank",
     )
     parser.add_argument(
+        "--max-loras",
+        type=int,
+        default=int(env_default("--max-loras", "1") or 1),
+        help="as vLLM's --max-loras; reported in /metrics (vllm:lora_requests_info max_lora)",
+    )
+    parser.add_argument(
         "--max-model-len",
         type=int,
         default=int(env_default("--max-model-len", "4096") or 4096),
@@ -164,6 +170,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         model=args.model,
         version=args.version,
         max_lora_rank=args.max_lora_rank,
+        max_loras=args.max_loras,
         max_model_len=args.max_model_len,
         runtime_lora_updating=args.runtime_lora_updating,
         allow_hub_ids=not args.no_hub_ids,
