@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pytest
-from rel_harness import run_churn, run_process_restarts, run_restart_storm
+from rel_harness import KEY, WAIT, poll_until, run_churn, run_process_restarts, run_restart_storm, world
 
 # Growth allowed between the end of warm-up and the end of the long churn run. Parsing 1 MiB
 # files leaves allocator slack of a few MiB; a leak of one parsed file per swap would be ~100 MiB.
@@ -47,3 +48,28 @@ async def test_sigterm_mid_pass_and_restart_cycles(tmp_path: Path) -> None:
     result = await run_process_restarts(tmp_path, cycles=3)
     assert result.violations == []
     assert len(result.exit_codes) == 4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a deeply nested adapters file raises RecursionError in yamldoc._walk; WatchedFile catches only "
+    "ConfigError, and Reconciler.run's first _reload_config is outside run_pass's guard, so the reconciler "
+    "task dies at start-up, /healthz turns 503 and `run` exits 1 (a crash loop from one bad ConfigMap)",
+)
+async def test_deeply_nested_file_at_start_keeps_the_syncer_alive(tmp_path: Path) -> None:
+    """Starting on a 5,000-level nested adapters file: the error shows in /status and /healthz stays 200."""
+    async with world(tmp_path) as w:
+        w.volume.write({KEY: b"vLLMLoRAConfig: " + b"[" * 5000 + b"]" * 5000})
+        sidecar = await w.start_sidecar()
+        assert sidecar.reconciler is not None
+        health = f"http://127.0.0.1:{sidecar.health_port}/healthz"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+            async def settled() -> bool:
+                async with http.get(health) as resp:
+                    dead = resp.status != 200
+                return dead or (sidecar.reconciler is not None and sidecar.reconciler.status.passes > 0)
+
+            assert await poll_until(settled, WAIT) is not None
+            async with http.get(health) as resp:
+                assert resp.status == 200, await resp.text()
