@@ -70,14 +70,19 @@ class ProxyMetrics:
             ["reason"],
             registry=registry,
         )
+        # Plain counters on the hot path, read by the gauges at scrape time (no lock per request).
+        self.forwarding = 0
+        self.streaming = 0
         self.active_requests = Gauge(
             "lora_syncer_proxy_active_requests", "Requests being forwarded right now.", registry=registry
         )
+        self.active_requests.set_function(lambda: self.forwarding)
         self.active_streams = Gauge(
             "lora_syncer_proxy_active_streams",
             "Streamed answers (server-sent events or chunked) being relayed right now.",
             registry=registry,
         )
+        self.active_streams.set_function(lambda: self.streaming)
         self.client_disconnects = Counter(
             "lora_syncer_proxy_client_disconnects",
             "Requests whose client went away before the answer was complete (the upstream call is cancelled).",

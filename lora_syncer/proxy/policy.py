@@ -9,6 +9,7 @@ The list follows vLLM's routers (0.32/0.33); paths are normalised first so `//sl
 from __future__ import annotations
 
 import posixpath
+from functools import lru_cache
 
 # Exact paths of vLLM's control routes (any method).
 ADMIN_PATHS = frozenset(
@@ -52,6 +53,7 @@ ADMIN_PREFIXES = ("/adapters", "/fault_tolerance")
 MODEL_REQUIRED_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings"})
 
 
+@lru_cache(maxsize=1024)  # clients reuse a handful of paths; bounded for the ones that do not
 def normalize_path(path: str) -> str:
     """Collapse repeated slashes and dot segments, drop a trailing slash."""
     if not path.startswith("/"):

@@ -412,6 +412,8 @@ class ProxyCore:
                 413, f"request body of {length} bytes is over the limit of {limit} bytes", "too_large"
             )
         try:
+            if request.content.is_eof():  # all of it has arrived already: no wait, no timer
+                return await request.read()
             async with asyncio.timeout(self.options.client_body_timeout):
                 return await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -512,7 +514,7 @@ class ProxyCore:
         base = pool.base
         client = self.client
         metrics = self.metrics
-        metrics.active_requests.inc()
+        metrics.forwarding += 1
         try:
             # Failures before any answer: the request can go to another pool (_Unreachable).
             upstream: UpstreamResponse | _SessionResponse
@@ -592,7 +594,7 @@ class ProxyCore:
                 502, f"the model server closed the connection ({type(exc).__name__})", "upstream"
             ) from None
         finally:
-            metrics.active_requests.dec()
+            metrics.forwarding -= 1
 
     async def _relay(
         self,
@@ -671,8 +673,8 @@ class ProxyCore:
         )
         await response.prepare(request)
         self.metrics.observe_first_byte(alias, time.perf_counter() - started)
-        streams = self.metrics.active_streams
-        streams.inc()
+        metrics = self.metrics
+        metrics.streaming += 1
         try:
             while True:
                 try:
@@ -708,7 +710,7 @@ class ProxyCore:
         except ConnectionError:
             self.metrics.client_disconnects.inc()
         finally:
-            streams.dec()
+            metrics.streaming -= 1
         return response
 
     @staticmethod
