@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fuzz_rig import ProxyThread
 from hypothesis import HealthCheck, settings
 from prometheus_client import CollectorRegistry
 
@@ -38,14 +38,6 @@ spec:
   - matches: [{model: {type: Exact, value: canary}}]
     targets: [{modelRewrite: canary-v1, weight: 50}, {modelRewrite: canary-v2, weight: 50}]
 """
-
-
-@dataclass
-class ProxyThread:
-    """The proxy's port; the loop it runs on lives in a daemon thread until the session ends."""
-
-    port: int
-    upstream_port: int
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import http.client
 import json
 from typing import Any
 
-from conftest import ProxyThread
+from fuzz_rig import ProxyThread
 from hypothesis import example, given
 from hypothesis import strategies as st
 

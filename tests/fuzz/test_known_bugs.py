@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import ProxyThread
+from fuzz_rig import ProxyThread
 
 from lora_syncer.config.adapters import parse_adapters
 from lora_syncer.config.errors import ConfigError

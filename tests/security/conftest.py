@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -15,13 +14,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
 
-
-@dataclass
-class Recorder:
-    """The raw request targets (path and query, as sent on the wire) an upstream received."""
-
-    url: str = ""
-    seen: list[tuple[str, str]] = field(default_factory=list)
+from security_rig import Recorder
 
 
 @pytest_asyncio.fixture

@@ -12,9 +12,9 @@ from urllib.parse import unquote
 import aiohttp
 import pytest
 import pytest_asyncio
-from conftest import Recorder
 from prometheus_client import CollectorRegistry
 from rel_harness import is_openai_error
+from security_rig import Recorder
 from yarl import URL
 
 from lora_syncer.proxy.options import ProxyOptions
