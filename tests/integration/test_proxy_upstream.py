@@ -444,3 +444,41 @@ class TestPool:
         with pytest.raises(Disconnected):
             await post(c, srv.url)
         await asyncio.wait_for(srv.closed.wait(), WAIT)
+
+
+class TestSessionFallback:
+    async def test_session_path_relays_the_same(
+        self, serve: Callable[..., Awaitable[Scripted]], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Upstreams the lean client does not speak (https) go through aiohttp's session with the same answers."""
+        import aiohttp
+        from prometheus_client import CollectorRegistry
+
+        from lora_syncer.proxy.options import ProxyOptions
+        from lora_syncer.proxy.service import ProxyService
+
+        async def script(ex: Exchange) -> None:
+            if b"stream" in ex.body:
+                await ex.send(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"6\r\ndata:1\r\n6\r\ndata:2\r\n0\r\n\r\n"
+                )
+            else:
+                await ex.send(ok(b'{"model":"m"}'))
+
+        srv = await serve(script)
+        monkeypatch.setattr(UpstreamClient, "supports", staticmethod(lambda base: False))
+        service = ProxyService(
+            ProxyOptions(upstream=srv.url, host="127.0.0.1", port=0), registry=CollectorRegistry()
+        )
+        await service.start()
+        try:
+            url = f"http://127.0.0.1:{service.port}/v1/chat/completions"
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as http:
+                async with http.post(url, json={"model": "m"}) as resp:
+                    assert (resp.status, await resp.read()) == (200, b'{"model":"m"}')
+                async with http.post(url, json={"model": "m", "stream": True}) as resp:
+                    assert (resp.status, await resp.read()) == (200, b"data:1data:2")
+        finally:
+            await service.stop(1)
+        assert len(srv.requests) == 2
