@@ -127,6 +127,43 @@ async def proxy_load(workdir: Path, seconds: float) -> Row:
     )
 
 
+THREAT_MODEL = """## Security: threat model
+
+**Who can change what the sidecar does.** Whoever may update the two ConfigMaps in the pod's
+namespace (Kubernetes RBAC `update` on `configmaps`). Through the adapters file they choose which
+adapters this vLLM loads and unloads; through the rules file, how client traffic for a name is split
+among targets. That is the power the sidecar is meant to give them, and its limits are:
+
+- sources outside `--allowed-sources` are refused (state `forbidden_source`, never sent to vLLM);
+  with a directory prefix, `..` escapes, sibling prefixes (`/adapters-evil`) and other paths are
+  refused (`tests/security/test_allowed_sources.py`);
+- nothing is unloaded unless a good file lists it in `ensureNotExist` (or `--prune` is on); a file
+  that is malformed, binary, too large or missing keeps the last good one in force;
+- a bad file cannot stop the sidecar: it is reported in `/status` and the logs, not crashed on
+  (known exceptions, xfail tests: YAML nested deeper than ~1,000 levels, self-referencing or
+  exponentially expanding aliases, a list under `kind` in a rules file).
+
+**What the sidecar trusts.** The vLLM server named by `--server` (or the file's `host`/`port`): its
+`/v1/models` is taken as the truth about what is loaded. The kubelet's atomic delivery of the
+ConfigMap files. Its own flags and environment.
+
+**What it does not trust: proxy clients.** Any request may arrive. The proxy refuses vLLM's adapter
+and control routes with 403 however the path is spelled (`//`, dot segments, `%2F`, trailing slash;
+other letter cases are passed on because vLLM's routes are case-sensitive), bodies over
+`--max-body-size` (413), bodies slower than `--client-body-timeout` (408), and closes connections
+idle or stuck in their headers after `--client-idle-timeout`; at most `--upstream-connections`
+requests reach vLLM at once. Errors it makes are OpenAI-style JSON. A client's `Authorization`
+header is passed to vLLM (which does the authentication) and never logged.
+
+**Secrets and what is exposed.** `--api-key` / `VLLM_API_KEY` is sent only to vLLM. `/healthz`,
+`/readyz`, `/status` and `/metrics` are read-only (other methods: 405) and never show the API key, a
+client's `Authorization` header or a prompt; neither do the logs at any level
+(`tests/security/test_secrets.py`). They do show adapter names, sources and rules: bind
+`--metrics-host` to the pod network only, as for any metrics port. The image runs as a non-root
+user on a read-only root filesystem (see the chart and `docs/deployment.md`).
+"""
+
+
 def render(rows: list[Row], started: float, quick: bool) -> str:
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
     out = [
@@ -170,6 +207,7 @@ def render(rows: list[Row], started: float, quick: bool) -> str:
         "`tests/fuzz/test_known_bugs.py`, `tests/reliability/test_sync_reliability.py`, "
         "`tests/security/test_allowed_sources.py`.",
         "",
+        THREAT_MODEL,
     ]
     return "\n".join(out)
 
