@@ -200,34 +200,29 @@ class _Connection(asyncio.Protocol):
             del buf[:pos]
 
     def _parse_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        status_line = lines[0]
-        parts = status_line.split(b" ", 2)
-        if (
-            len(parts) < 2
-            or not parts[0].startswith(b"HTTP/1.")
-            or len(parts[1]) != 3
-            or not parts[1].isdigit()
-        ):
+        # One decode for the whole head (aiohttp's parser also reads headers as UTF-8, surrogateescape).
+        lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        code = parts[1] if len(parts) > 1 else ""
+        if not parts[0].startswith("HTTP/1.") or len(code) != 3 or not (code.isascii() and code.isdigit()):
             raise BadResponse("bad status line")
-        status = int(parts[1])
-        reason = parts[2].decode("utf-8", "surrogateescape") if len(parts) > 2 else ""
+        status = int(code)
+        reason = parts[2] if len(parts) > 2 else ""
         headers: CIMultiDict[str] = CIMultiDict()
+        add = headers.add
         for line in lines[1:]:
-            if len(line) > _MAX_LINE:
-                raise BadResponse("header line too long")
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1:] in b" \t" or name[:1] in b" \t":
+            name, sep, value = line.partition(":")
+            if not sep or not name or name[-1] in " \t" or name[0] in " \t" or len(line) > _MAX_LINE:
                 raise BadResponse("bad header line")
-            headers.add(
-                name.decode("utf-8", "surrogateescape"),
-                value.strip(b" \t").decode("utf-8", "surrogateescape"),
-            )
+            add(name, value.strip(" \t"))
         if 100 <= status < 200 and status != 101:
             return  # an interim answer (e.g. 103): the real one follows
-        http10 = parts[0] == b"HTTP/1.0"
-        tokens = {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",")}
-        keep_alive = ("keep-alive" in tokens) if http10 else ("close" not in tokens)
+        http10 = parts[0] == "HTTP/1.0"
+        if "Connection" in headers:
+            tokens = {t.strip().lower() for v in headers.getall("Connection") for t in v.split(",")}
+            keep_alive = ("keep-alive" in tokens) if http10 else ("close" not in tokens)
+        else:
+            keep_alive = not http10
         length: int | None = None
         te = headers.get("Transfer-Encoding")
         if te is None and "Content-Length" in headers:
@@ -235,7 +230,7 @@ class _Connection(asyncio.Protocol):
             if len(values) != 1:
                 raise BadResponse("conflicting Content-Length")
             text = values.pop()
-            if not text.isdigit():
+            if not (text.isascii() and text.isdigit()):
                 raise BadResponse("bad Content-Length")
             length = int(text)
         self._head = (status, reason, headers, length)
