@@ -75,7 +75,7 @@ class _Connection(asyncio.Protocol):
         self.counted = False  # holds one of the pool's `limit` slots
         self.got_bytes = False
         self.no_body = False
-        self._buf = bytearray()
+        self._buf = b""  # bytes of the answer not parsed yet
         self._remaining = 0
         self._head: tuple[int, str, CIMultiDict[str], int | None] | None = None
         self._pieces: list[bytes] = []
@@ -97,9 +97,11 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
-        self._buf += data
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
         try:
-            self._parse()
+            self._parse(data)
         except BadResponse as exc:
             self._fail(exc)
             self.close()
@@ -118,8 +120,7 @@ class _Connection(asyncio.Protocol):
 
     # --- parsing ------------------------------------------------------------------------
 
-    def _parse(self) -> None:
-        buf = self._buf
+    def _parse(self, buf: bytes) -> None:
         pos = 0
         while True:
             state = self.state
@@ -129,12 +130,12 @@ class _Connection(asyncio.Protocol):
                     if len(buf) - pos > _MAX_HEAD:
                         raise BadResponse("answer head too large")
                     break
-                self._parse_head(bytes(buf[pos:end]))
+                self._parse_head(buf[pos:end])
                 pos = end + 4
             elif state == _LENGTH:
                 take = min(self._remaining, len(buf) - pos)
                 if take:
-                    self._push(bytes(buf[pos : pos + take]))
+                    self._push(buf[pos : pos + take])
                     pos += take
                     self._remaining -= take
                 if self._remaining == 0:
@@ -147,14 +148,12 @@ class _Connection(asyncio.Protocol):
                     if len(buf) - pos > _MAX_LINE:
                         raise BadResponse("chunk size line too long")
                     break
-                line = bytes(buf[pos:end]).split(b";", 1)[0].strip()
+                line = buf[pos:end].split(b";", 1)[0].rstrip(b" \t")
                 pos = end + 2
-                try:
-                    size = int(line, 16)
-                except ValueError:
-                    raise BadResponse("bad chunk size") from None
-                if size < 0 or not line or line[:1] in b"+-":
+                # Hex digits only (int() alone would also take signs, spaces and underscores).
+                if not line or line.translate(None, b"0123456789abcdefABCDEF") or len(line) > 16:
                     raise BadResponse("bad chunk size")
+                size = int(line, 16)
                 if size == 0:
                     self.state = _TRAILERS
                 else:
@@ -164,7 +163,7 @@ class _Connection(asyncio.Protocol):
                 take = min(self._remaining, len(buf) - pos)
                 if not take:
                     break
-                self._push(bytes(buf[pos : pos + take]))
+                self._push(buf[pos : pos + take])
                 pos += take
                 self._remaining -= take
                 if self._remaining == 0:
@@ -188,7 +187,7 @@ class _Connection(asyncio.Protocol):
                     self._finish()
             elif state == _UNTIL_CLOSE:
                 if pos < len(buf):
-                    self._push(bytes(buf[pos:]))
+                    self._push(buf[pos:])
                     pos = len(buf)
                 break
             else:  # _DONE with bytes left over: not a clean keep-alive connection
@@ -196,8 +195,8 @@ class _Connection(asyncio.Protocol):
                     self.reusable = False
                     pos = len(buf)
                 break
-        if pos:
-            del buf[:pos]
+        if pos < len(buf):
+            self._buf = buf[pos:]
 
     def _parse_head(self, head: bytes) -> None:
         # One decode for the whole head (aiohttp's parser also reads headers as UTF-8, surrogateescape).
