@@ -271,11 +271,17 @@ def resolve_precedence(
     return exact, catch_all, shadowed
 
 
+def _kind_of(data: dict[Any, Any]) -> str | None:
+    """The document's `kind` when it is a string (anything else is no kind we know)."""
+    kind = data.get("kind")
+    return kind if isinstance(kind, str) else None
+
+
 def is_rules_document(data: Any) -> bool:
     """Whether a parsed YAML document is (or is a List of) InferenceModelRewrite / InferenceModel / HTTPRoute."""
     if not isinstance(data, dict):
         return False
-    kind = data.get("kind")
+    kind = _kind_of(data)
     if kind in DOCUMENT_KINDS:
         return True
     if kind in ("InferenceModelRewriteList", "InferenceModelList", "HTTPRouteList"):
@@ -283,7 +289,7 @@ def is_rules_document(data: Any) -> bool:
     if kind == "List":
         items = data.get("items")
         return isinstance(items, list) and any(
-            isinstance(i, dict) and i.get("kind") in DOCUMENT_KINDS for i in items
+            isinstance(i, dict) and _kind_of(i) in DOCUMENT_KINDS for i in items
         )
     return False
 
@@ -429,7 +435,7 @@ def _items(docs: list[Document], out: _Collector) -> list[_Item]:
         data = doc.data
         if data is None:
             continue  # an empty document, e.g. a trailing `---`
-        if isinstance(data, dict) and data.get("kind") in LIST_KINDS:
+        if isinstance(data, dict) and _kind_of(data) in LIST_KINDS:
             raw_items = data.get("items")
             if raw_items is None:
                 raw_items = []
@@ -448,7 +454,7 @@ def _check_kind(item: _Item, out: _Collector) -> str | None:
     if not isinstance(data, dict):
         out.add(item.doc, item.base, "must be a mapping with apiVersion, kind, metadata and spec")
         return None
-    kind = data.get("kind")
+    kind = _kind_of(data)
     if kind == ROUTE_KIND:
         api = data.get("apiVersion")
         if isinstance(api, str) and api and api.split("/")[0] != GATEWAY_GROUP:

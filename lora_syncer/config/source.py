@@ -86,12 +86,24 @@ class WatchedFile(Generic[T]):
                 ConfigError(name, [Issue(path="", message=f"cannot read file: {exc.strerror or exc}")]),
             )
         digest = hashlib.sha256(raw).hexdigest()[:12]
-        if digest == self._last_digest and self.current is not None and self.current.generation == digest:
-            return digest, self.current.value, None
+        if digest == self._last_digest:
+            # Same bytes as last time: same verdict, without parsing a big bad file every pass.
+            if self.current is not None and self.current.generation == digest:
+                return digest, self.current.value, None
+            if self.error is not None:
+                return digest, None, self.error
         try:
             value = self._parse(raw, name)
         except ConfigError as exc:
             return digest, None, exc
+        except Exception as exc:  # a parser bug must not take the sidecar down: report it as the file's error
+            return (
+                digest,
+                None,
+                ConfigError(
+                    name, [Issue(path="", message=f"could not parse the file ({type(exc).__name__}: {exc})")]
+                ),
+            )
         finally:
             if len(raw) >= _TRIM_ABOVE_BYTES:
                 release_memory()

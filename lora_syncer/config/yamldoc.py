@@ -52,7 +52,38 @@ class YamlSyntaxError(ValueError):
         self.column = column
 
 
-def _walk(node: yaml.Node, loader: Any, path: Path, doc: Document) -> Any:
+# A ConfigMap is shallow and rarely uses aliases; these bounds refuse YAML built to exhaust the
+# sidecar (deep nesting, self-referencing aliases, "billion laughs" alias expansion).
+MAX_DEPTH = 64
+MAX_ALIAS_EXPANSIONS = 10_000
+
+
+class _Budget:
+    __slots__ = ("expansions", "seen")
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.expansions = 0
+
+
+def _walk(node: yaml.Node, loader: Any, path: Path, doc: Document, budget: _Budget) -> Any:
+    if len(path) > MAX_DEPTH:
+        raise YamlSyntaxError(
+            f"document nested more than {MAX_DEPTH} levels deep (or an alias refers to itself)",
+            node.start_mark.line + 1,
+            node.start_mark.column + 1,
+        )
+    if isinstance(node, yaml.CollectionNode):
+        if id(node) in budget.seen:
+            budget.expansions += 1
+            if budget.expansions > MAX_ALIAS_EXPANSIONS:
+                raise YamlSyntaxError(
+                    f"more than {MAX_ALIAS_EXPANSIONS} alias expansions: refusing a file built to expand without bound",
+                    node.start_mark.line + 1,
+                    node.start_mark.column + 1,
+                )
+        else:
+            budget.seen.add(id(node))
     doc.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves `<<` merge keys the way PyYAML does
@@ -72,10 +103,10 @@ def _walk(node: yaml.Node, loader: Any, path: Path, doc: Document) -> Any:
                     )
                 )
             doc.lines[child] = key_node.start_mark.line + 1
-            out[key] = _walk(value_node, loader, child, doc)
+            out[key] = _walk(value_node, loader, child, doc, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_walk(item, loader, (*path, i), doc) for i, item in enumerate(node.value)]
+        return [_walk(item, loader, (*path, i), doc, budget) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
 
 
@@ -89,7 +120,7 @@ def load_documents(text: str) -> list[Document]:
             if node is None:  # pragma: no cover - check_node said there is one
                 break
             doc = Document(data=None, start_line=node.start_mark.line + 1, index=len(docs))
-            doc.data = _walk(node, loader, (), doc)
+            doc.data = _walk(node, loader, (), doc, _Budget())
             docs.append(doc)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -99,6 +130,9 @@ def load_documents(text: str) -> list[Document]:
         raise YamlSyntaxError(f"YAML syntax error: {problem}", line, column) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(f"YAML error: {exc}", None, None) from None
+    except RecursionError:
+        # PyYAML's composer recurses once per nesting level, before our own depth check can run.
+        raise YamlSyntaxError(f"document nested more than {MAX_DEPTH} levels deep", None, None) from None
     finally:
         loader.dispose()
     return docs

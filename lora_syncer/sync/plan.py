@@ -113,9 +113,15 @@ class SourceRule:
 
 
 def source_allowed(source: str, rules: Sequence[str]) -> bool:
-    """True when no rules are set, or any rule allows `source`."""
+    """True when no rules are set, or any rule allows `source`.
+
+    With rules set, a source with a `..` path segment is always refused: `myorg/../../tmp/x`
+    would pass a hub prefix yet name a local directory to vLLM.
+    """
     if not rules:
         return True
+    if ".." in source.replace("\\", "/").split("/"):
+        return False
     return any(SourceRule.parse(r).allows(source) for r in rules)
 
 

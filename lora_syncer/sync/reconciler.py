@@ -158,7 +158,10 @@ class Reconciler:
 
     async def run(self) -> None:
         """The loop: a pass now, then one per trigger or per resync interval."""
-        await self._reload_config()  # the file may name the server to wait for
+        try:
+            await self._reload_config()  # the file may name the server to wait for
+        except Exception:  # never die at start-up: the first pass reads the file again
+            log.exception("reading the adapters file failed unexpectedly")
         await self.wait_for_server()
         self.trigger("start")
         down_delay = self.options.health_check_interval

@@ -50,12 +50,6 @@ async def test_sigterm_mid_pass_and_restart_cycles(tmp_path: Path) -> None:
     assert len(result.exit_codes) == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a deeply nested adapters file raises RecursionError in yamldoc._walk; WatchedFile catches only "
-    "ConfigError, and Reconciler.run's first _reload_config is outside run_pass's guard, so the reconciler "
-    "task dies at start-up, /healthz turns 503 and `run` exits 1 (a crash loop from one bad ConfigMap)",
-)
 async def test_deeply_nested_file_at_start_keeps_the_syncer_alive(tmp_path: Path) -> None:
     """Starting on a 5,000-level nested adapters file: the error shows in /status and /healthz stays 200."""
     async with world(tmp_path) as w:

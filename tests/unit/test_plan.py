@@ -155,6 +155,7 @@ class TestSourceRules:
             ((), "anything", True),
             (("myorg/",), "myorg/adapter", True),
             (("myorg/",), "other/adapter", False),
+            (("myorg/",), "myorg/../../tmp/x", False),
             (("/adapters/",), "/adapters/a/v1", True),
             (("/adapters/",), "/adapters/../etc/passwd", False),
             (("/adapters",), "/adapters-evil/x", False),
