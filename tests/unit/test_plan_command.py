@@ -15,7 +15,10 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "qwen3-32b-rewrite
 class TestPlanOffline:
     def test_manifest_input(self, capsys: pytest.CaptureFixture[str]) -> None:
         """A ConfigMap manifest is planned from its embedded adapters file."""
-        assert main(["plan", "--config", str(EXAMPLES / "00-adapters.yaml"), "--offline", "--output", "json"]) == 0
+        assert (
+            main(["plan", "--config", str(EXAMPLES / "00-adapters.yaml"), "--offline", "--output", "json"])
+            == 0
+        )
         plan = json.loads(capsys.readouterr().out)
         assert [(a["op"], a["adapter"]) for a in plan["actions"]] == [
             ("load", "small-segment-lora-v1"),
