@@ -34,7 +34,11 @@ def loads(raw: bytes) -> Any:
             return _orjson.loads(raw)
         except _orjson.JSONDecodeError:
             pass  # let the stdlib decide (and word the error): it also accepts NaN/Infinity like vLLM
-    return json.loads(raw)
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        # Nesting deeper than the interpreter's stack: not a request any model server takes.
+        raise ValueError("JSON nested too deeply") from None
 
 
 def dumps(obj: Any) -> bytes:

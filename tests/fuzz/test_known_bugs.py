@@ -88,12 +88,6 @@ def test_rules_kind_not_a_string_is_a_config_error(kind: str) -> None:
     assert any("kind" in (i.path + i.message) for i in info.value.issues)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy: rewrite.loads falls back to json.loads when orjson refuses depth > 1024; the stdlib "
-    "raises RecursionError (not ValueError), which escapes ProxyCore._rewrite_request and aiohttp "
-    "answers a text/plain '500 Internal Server Error' (and logs a traceback)",
-)
 def test_deeply_nested_json_body_is_a_400(proxy_thread: ProxyThread) -> None:
     """A chat body with 5,000 nested arrays gets a 400 OpenAI error from the proxy, not a 500."""
     body = b'{"model": "canary", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
