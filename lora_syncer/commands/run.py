@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from lora_syncer.logs import configure_logging
@@ -17,6 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_proxy_arguments(parser)
 
 
+def _server_from_file(path: Path) -> str:
+    """Without --server the proxy forwards where the adapters file points (host/port), as the syncer does."""
+    from lora_syncer.config.adapters import parse_adapters
+    from lora_syncer.config.errors import ConfigError
+    from lora_syncer.config.source import read_file
+
+    try:
+        return parse_adapters(read_file(path), str(path)).server_url
+    except (ConfigError, OSError):
+        return "http://localhost:8000"  # the file's defaults; the syncer reports the file's problem
+
+
 def run(args: argparse.Namespace) -> int:
     settings = syncer_settings_from_args(args)
     configure_logging(settings.log_format, settings.log_level)
@@ -24,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "rules", None):
         from lora_syncer.proxy.service import proxy_options_from_args
 
-        upstream = settings.server or "http://localhost:8000"
-        proxy_options = proxy_options_from_args(args, upstream)
+        proxy_options = proxy_options_from_args(args, settings.server or _server_from_file(settings.config))
     from lora_syncer.app import run_sidecar
     from lora_syncer.runtime import run_async
 
