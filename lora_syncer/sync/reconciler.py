@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -102,7 +102,6 @@ class Reconciler:
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[Any]] = set()
         self._config_error_logged: tuple[str, float] | None = None
-        self._down_since: float | None = None
         self.pass_lock = asyncio.Lock()
         # Last value set on each adapter's gauge: with 10,000 adapters, re-setting every gauge on
         # every pass costs about a fifth of a no-op pass.
@@ -277,8 +276,6 @@ class Reconciler:
         except VLLMError as exc:
             if server.reachable is not False:
                 log.warning("vLLM server unreachable; adapters stay as they are", error=exc.message)
-            if server.reachable is not False:
-                self._down_since = time.monotonic()
             server.reachable = False
             server.last_error = exc.message
             self.metrics.server_up.set(0)
@@ -302,14 +299,7 @@ class Reconciler:
         models = await self._observe()
         if models is None:
             return PassResult("server_down")
-        options = self.options.plan
-        if options.supports_inplace != self.status.server.supports_inplace:
-            options = PlanOptions(
-                prune=options.prune,
-                base_model_policy=options.base_model_policy,
-                allowed_sources=options.allowed_sources,
-                supports_inplace=self.status.server.supports_inplace,
-            )
+        options = replace(self.options.plan, supports_inplace=self.status.server.supports_inplace)
         plan = make_plan(config, models, options)
         due = self._record_observation(config, models, plan)
         if self.status.server.runtime_updating_disabled and due:

@@ -8,7 +8,6 @@ assert on ("attempt 2/3 failed; will retry").
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -271,23 +270,3 @@ class VLLMClient:
             raise error
 
         return await self._with_retry("unload", call, adapter=name)
-
-
-async def wait_until_healthy(
-    client: VLLMClient, *, within: float, interval: float, stop: asyncio.Event | None = None
-) -> bool:
-    """Poll `GET /health` every `interval` seconds for up to `within` seconds, without blocking."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        if await client.health():
-            return True
-        if loop.time() >= deadline or (stop is not None and stop.is_set()):
-            return False
-        try:
-            if stop is not None:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                return False
-            await asyncio.sleep(interval)
-        except TimeoutError:
-            pass
