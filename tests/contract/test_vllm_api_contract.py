@@ -291,7 +291,7 @@ class TestAdminSuccess:
 
 
 class TestAdminErrors:
-    """Every row of the error table in VLLM_FACTS.md, plus the validation answers seen on 0.32.
+    """Every row of the error table in docs/vllm-api.md, plus the validation answers seen on 0.32.
 
     Rows: already loaded, empty name or path, base model name, path not found, not on the hub,
     rank too high, unknown name on unload (here); unknown model on inference (`TestInference`).

@@ -1,4 +1,4 @@
-"""The emulator's LoRA admin routes over real HTTP: every row of VLLM_FACTS.md's table, vLLM's wording."""
+"""The emulator's LoRA admin routes over real HTTP: every row of docs/vllm-api.md's table, vLLM's wording."""
 
 from __future__ import annotations
 

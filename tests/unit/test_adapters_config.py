@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from lora_syncer.config.adapters import DesiredAdapter, parse_adapters, parse_adapters_text
 from lora_syncer.config.errors import ConfigError
 
-SEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "seeds"
+# The guides' adapters ConfigMaps, as shipped in examples/ (copied verbatim from the two guides).
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+GUIDE_ADAPTER_FILES = sorted(
+    str(p.relative_to(EXAMPLES))
+    for p in EXAMPLES.glob("*/*.yaml")
+    if "configmap.yaml: |" in p.read_text(encoding="utf-8")
+)
 
 SEED_002_INITIAL = """\
 vLLMLoRAConfig:
@@ -51,14 +57,22 @@ class TestUpstreamFormat:
         assert cfg.ensure_not_exist == ()
         assert cfg.warnings == ()
 
-    @pytest.mark.parametrize("seed", ["000_069d3bba85a41d20.txt", "002_13265e14c1cecf09.txt"])
-    def test_every_seed_configmap_parses_unchanged(self, seed: str) -> None:
-        """Every adapters ConfigMap in both guides parses with no error and no warning."""
-        payloads = _configmap_payloads((SEEDS / seed).read_text())
-        assert len(payloads) >= 2
+    def test_examples_hold_every_guide_configmap(self) -> None:
+        """Both guides' adapter ConfigMaps are shipped: the qwen3 (002) and llama3 (000) walkthroughs."""
+        assert len(GUIDE_ADAPTER_FILES) >= 5
+        assert {name.split("/")[0] for name in GUIDE_ADAPTER_FILES} >= {
+            "qwen3-32b-rewrite",
+            "llama3-8b-instruct-inferencemodel",
+        }
+
+    @pytest.mark.parametrize("example", GUIDE_ADAPTER_FILES)
+    def test_every_guide_configmap_parses_unchanged(self, example: str) -> None:
+        """Every adapters ConfigMap of the guides (as shipped in examples/) parses with no error or warning."""
+        payloads = _configmap_payloads((EXAMPLES / example).read_text(encoding="utf-8"))
+        assert payloads
         for text in payloads:
-            cfg = parse_adapters_text(text, seed)
-            assert cfg.ensure_exist
+            cfg = parse_adapters_text(text, example)
+            assert cfg.ensure_exist or cfg.ensure_not_exist
             assert cfg.warnings == ()
 
     def test_base_model_override(self) -> None:
