@@ -1,10 +1,14 @@
 # lora-syncer sidecar image.
 #
 # Build:  docker build -t lora-syncer:0.1.0 .
+#         (or, with no registry at all: bash scripts/build-image.sh, which builds this file with podman
+#         on a debootstrapped Debian base passed as PYTHON_IMAGE, pip reading only prefetched wheels)
 # Run:    the image's default command is `lora-syncer run`; it reads the adapters file named by
 #         DYNAMIC_LORA_ROLLOUT_CONFIG (/config/configmap.yaml), exactly like the old upstream image.
 #
 # VERSION must equal the package version (tests/packaging checks that they agree).
+# Any image with python, pip and venv on PATH: the official python images, or a Debian root filesystem
+# with python3, python3-venv, python3-pip and python-is-python3 (what scripts/build-image.sh makes).
 ARG PYTHON_IMAGE=python:3.12-slim
 ARG VERSION=0.1.0
 
