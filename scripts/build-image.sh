@@ -44,6 +44,8 @@ BASE_TAG=${LORA_SYNCER_BASE_IMAGE:-localhost/lora-syncer-base:$SUITE}
 BASE_TAR=$CACHE/base/debian-$SUITE-minbase-python3.tar
 PYTHON=${PYTHON:-python3}
 PODMAN=(podman --runtime runc --cgroup-manager=cgroupfs)
+# Containers get explicit limits: runc cannot raise the defaults podman asks for in some sandboxes.
+ULIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=1000:1000)
 
 [[ $(id -u) -eq 0 ]] || { echo "error: build-image.sh runs rootful podman and debootstrap: run it as root" >&2; exit 1; }
 ensure_tools "building the image" podman:podman runc:runc
@@ -109,7 +111,7 @@ if ! base_image_ready; then
     trap - EXIT
     echo "base root filesystem: $BASE_TAR ($(du -h "$BASE_TAR" | cut -f1), $((SECONDS - t0)) s)"
   fi
-  "${PODMAN[@]}" import --change 'CMD ["python3"]' "$BASE_TAR" "$BASE_TAG" >/dev/null
+  "${PODMAN[@]}" import --quiet --change 'CMD ["python3"]' "$BASE_TAR" "$BASE_TAG" >/dev/null
   echo "base image: $BASE_TAG (imported from $BASE_TAR)"
 fi
 BASE_ID=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$BASE_TAG")
@@ -117,8 +119,8 @@ BASE_ID=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$BASE_TAG")
 # --- 2. the wheels ---------------------------------------------------------------------------------
 
 # The base's Python version, glibc and machine, to download wheels that run there.
-read -r PY_VER GLIBC ARCH < <("${PODMAN[@]}" run --rm --network none "$BASE_TAG" python3 -c \
-  'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1], platform.machine())')
+read -r PY_VER GLIBC ARCH < <("${PODMAN[@]}" run --rm --network none "${ULIMITS[@]}" "$BASE_TAG" python3 -c \
+  'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.libc_ver()[1], platform.machine())') || true
 [[ -n $PY_VER && $GLIBC == 2.* ]] || { echo "error: could not read Python and glibc versions from $BASE_TAG" >&2; exit 1; }
 
 REQS=$("$PYTHON" - <<'EOF'
@@ -167,7 +169,7 @@ else
   printf '[global]\nno-index = true\nfind-links = /wheelhouse\n' >"$CONTEXT/.pip.conf"
   echo "building $TAG (lora-syncer $VERSION on $BASE_TAG)..."
   t0=$SECONDS
-  if ! "${PODMAN[@]}" build --network none --pull=never --layers=false \
+  if ! "${PODMAN[@]}" build --network none --pull=never --layers=false "${ULIMITS[@]}" \
     --build-arg "PYTHON_IMAGE=$BASE_TAG" --build-arg "VERSION=$VERSION" \
     -v "$WHEELHOUSE:/wheelhouse:ro" -v "$CONTEXT/.pip.conf:/etc/pip.conf:ro" \
     --label "org.lora-syncer.tree=$TREE" -t "$TAG" -f "$CONTEXT/Dockerfile" "$CONTEXT" >"$CACHE/build.log" 2>&1; then
