@@ -13,6 +13,7 @@ ARG PYTHON_IMAGE=python:3.12-slim
 ARG VERSION=0.1.0
 
 # ---- builder: build the wheel and install it, with the `fast` extra, into a virtualenv ----
+# pip and setuptools leave the virtualenv once it is installed: nothing at run time installs anything.
 FROM ${PYTHON_IMAGE} AS builder
 ARG VERSION
 # Bytecode is compiled here, at install time: the runtime root filesystem is read-only.
@@ -24,6 +25,7 @@ COPY lora_syncer ./lora_syncer
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/lora-syncer \
     && /opt/lora-syncer/bin/pip install --no-cache-dir "/wheels/lora_syncer-${VERSION}-py3-none-any.whl[fast]" \
+    && /opt/lora-syncer/bin/pip uninstall --yes --quiet pip setuptools \
     && /opt/lora-syncer/bin/lora-syncer --version
 
 # ---- runtime: the same Python base, only the virtualenv; no RUN step, so no shell is used ----

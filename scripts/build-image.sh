@@ -14,7 +14,8 @@
 # 3. Image (once per tree): the repository's Dockerfile, `--build-arg PYTHON_IMAGE=$BASE_TAG`, with
 #    the wheels mounted at /wheelhouse and a pip.conf pointing at them mounted at /etc/pip.conf,
 #    `--network none`. The image is tagged localhost/lora-syncer:tree-<hash of the build inputs and
-#    the base> (and --tag NAME); an existing image with that tag is reused.
+#    the base> (and --tag NAME); an existing image with that tag is reused. The three newest tree
+#    builds are kept, older ones removed.
 # Prints the image's own layer size (what it adds on top of the base) and, last, `image <tag>`.
 #
 # Environment:
@@ -178,6 +179,11 @@ else
     exit 1
   fi
   echo "built in $((SECONDS - t0)) s"
+  # Keep the three newest tree builds; older ones only fill the disk (images in use stay).
+  "${PODMAN[@]}" images --sort created --filter 'reference=localhost/lora-syncer:tree-*' \
+    --format '{{.Repository}}:{{.Tag}}' | tail -n +4 | while read -r old; do
+    "${PODMAN[@]}" rmi "$old" >/dev/null 2>&1 || true
+  done
 fi
 [[ -z $EXTRA_TAG ]] || "${PODMAN[@]}" tag "$TAG" "$EXTRA_TAG"
 
