@@ -3,7 +3,8 @@
 # Debian root filesystem made here with debootstrap, and pip inside the build reads only wheels
 # fetched beforehand on this machine (the build itself runs with no network).
 #
-# Usage: bash scripts/build-image.sh [--tag NAME]
+# Usage: bash scripts/build-image.sh [--tag NAME] [--refresh-base]
+#   --refresh-base  make the base again (Debian security updates), dropping the cached tarball and image
 #
 # 1. Base (once): `debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,python-is-python3`
 #    from the Debian mirror this machine's apt uses, saved as a tarball in the cache directory and
@@ -31,11 +32,13 @@ REPO=$PWD
 source scripts/tools.sh
 
 EXTRA_TAG=""
+REFRESH_BASE=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --tag) EXTRA_TAG=${2:?--tag needs a name}; shift 2 ;;
+    --refresh-base) REFRESH_BASE=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "error: unknown argument $1 (usage: bash scripts/build-image.sh [--tag NAME])" >&2; exit 2 ;;
+    *) echo "error: unknown argument $1 (usage: bash scripts/build-image.sh [--tag NAME] [--refresh-base])" >&2; exit 2 ;;
   esac
 done
 
@@ -82,6 +85,11 @@ debian_mirror() {
 }
 
 base_image_ready() { "${PODMAN[@]}" image exists "$BASE_TAG"; }
+
+if [[ $REFRESH_BASE -eq 1 ]]; then
+  rm -f "$BASE_TAR"
+  ! base_image_ready || "${PODMAN[@]}" untag "$BASE_TAG" # images built on it keep their layers
+fi
 
 if ! base_image_ready; then
   if [[ ! -s $BASE_TAR ]]; then

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
 # runc cannot raise podman's default limits in some sandboxes: every container gets explicit ones.
 ULIMITS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=1000:1000")
+BASE_IMAGE = "localhost/lora-syncer-base:bookworm"  # scripts/build-image.sh's default base tag
 UID = 65532
 GRACE = 15  # podman stop's timeout: SIGTERM, then SIGKILL (exit 137) after this many seconds
 ALIAS = "small-segment-lora"
@@ -48,14 +49,16 @@ def _podman_problem() -> str | None:
     """Why rootful podman with runc cannot run here, or None."""
     if os.geteuid() != 0:
         return "the image test needs root (rootful podman, debootstrap for the base)"
-    missing = [
-        t for t in ("podman", "runc") if not shutil.which(t, path=os.environ["PATH"] + ":/usr/sbin:/sbin")
-    ]
+    sbin_path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [t for t in ("podman", "runc") if not shutil.which(t, path=sbin_path)]
     if missing:
         return f"{' and '.join(missing)} missing: apt-get install podman runc debootstrap (or run scripts/test.sh as root)"
     proc = subprocess.run([*PODMAN, "info"], capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
         return f"podman cannot run here: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
+    base_missing = _podman("image", "exists", BASE_IMAGE).returncode != 0
+    if base_missing and not shutil.which("debootstrap", path=sbin_path) and not shutil.which("apt-get"):
+        return f"neither {BASE_IMAGE} nor debootstrap to make it: install debootstrap"
     return None
 
 
