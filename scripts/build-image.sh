@@ -56,8 +56,11 @@ ensure_tools "building the image" podman:podman runc:runc
 "$PYTHON" -m pip --version >/dev/null 2>&1 || { echo "error: $PYTHON has no pip; set PYTHON to an interpreter with pip (python3 -m ensurepip)" >&2; exit 1; }
 
 mkdir -p "$CACHE/base" "$CACHE/wheels"
-exec 8>"$CACHE/build-image.lock"
-flock 8 # one build at a time (the test and a manual run share the cache)
+# One build at a time (the test and a manual run share the cache).
+if command -v flock >/dev/null 2>&1; then
+  exec 8>"$CACHE/build-image.lock"
+  flock 8
+fi
 
 # --- 1. the base -----------------------------------------------------------------------------------
 
