@@ -3,8 +3,9 @@
 # Debian root filesystem made here with debootstrap, and pip inside the build reads only wheels
 # fetched beforehand on this machine (the build itself runs with no network).
 #
-# Usage: bash scripts/build-image.sh [--tag NAME] [--refresh-base]
+# Usage: bash scripts/build-image.sh [--tag NAME] [--refresh-base] [--print-mirror]
 #   --refresh-base  make the base again (Debian security updates), dropping the cached tarball and image
+#   --print-mirror  print the Debian mirror debootstrap would use, and exit
 #
 # 1. Base (once): `debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,python-is-python3`
 #    from the Debian mirror this machine's apt uses, saved as a tarball in the cache directory and
@@ -23,6 +24,7 @@
 #   LORA_SYNCER_CACHE            cache directory (default ~/.cache/lora-syncer, or under $XDG_CACHE_HOME)
 #   LORA_SYNCER_DEBIAN_MIRROR    Debian mirror for debootstrap (default: read from apt's sources)
 #   LORA_SYNCER_DEBIAN_SUITE     Debian suite of the base (default bookworm)
+#   LORA_SYNCER_APT_DIR          where apt's sources are read from (default /etc/apt)
 #   LORA_SYNCER_BASE_IMAGE       the base's local tag (default localhost/lora-syncer-base:<suite>)
 #   PYTHON                       interpreter that runs `pip download` (default python3; needs pip)
 set -euo pipefail
@@ -33,16 +35,19 @@ source scripts/tools.sh
 
 EXTRA_TAG=""
 REFRESH_BASE=0
+PRINT_MIRROR=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --tag) EXTRA_TAG=${2:?--tag needs a name}; shift 2 ;;
     --refresh-base) REFRESH_BASE=1; shift ;;
+    --print-mirror) PRINT_MIRROR=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "error: unknown argument $1 (usage: bash scripts/build-image.sh [--tag NAME] [--refresh-base])" >&2; exit 2 ;;
+    *) echo "error: unknown argument $1 (usage: bash scripts/build-image.sh [--tag NAME] [--refresh-base] [--print-mirror])" >&2; exit 2 ;;
   esac
 done
 
 SUITE=${LORA_SYNCER_DEBIAN_SUITE:-bookworm}
+APT_DIR=${LORA_SYNCER_APT_DIR:-/etc/apt}
 CACHE=${LORA_SYNCER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lora-syncer}
 BASE_TAG=${LORA_SYNCER_BASE_IMAGE:-localhost/lora-syncer-base:$SUITE}
 BASE_TAR=$CACHE/base/debian-$SUITE-minbase-python3.tar
@@ -50,6 +55,37 @@ PYTHON=${PYTHON:-python3}
 PODMAN=(podman --runtime runc --cgroup-manager=cgroupfs)
 # Containers get explicit limits: runc cannot raise the defaults podman asks for in some sandboxes.
 ULIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=1000:1000)
+
+# The URI of the apt source that serves the suite itself (not -updates/-security), from either
+# sources format. Nothing is hard-coded: whatever mirror this machine's apt uses.
+debian_mirror() {
+  local f
+  for f in "$APT_DIR/sources.list" "$APT_DIR"/sources.list.d/*.list; do
+    [[ -f $f ]] || continue
+    # deb [options] URI SUITE COMPONENTS...
+    awk -v suite="$SUITE" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+      if ($(i + 1) == suite) { print $i; exit } }' "$f"
+  done
+  for f in "$APT_DIR"/sources.list.d/*.sources; do
+    [[ -f $f ]] || continue
+    # deb822 stanzas: Types / URIs / Suites (+ Enabled: no)
+    awk -v suite="$SUITE" 'BEGIN { RS = ""; FS = "\n" }
+      { types = ""; uris = ""; suites = ""; enabled = "yes"
+        for (j = 1; j <= NF; j++) {
+          if ($j ~ /^Types:/) types = $j; else if ($j ~ /^URIs:/) uris = $j
+          else if ($j ~ /^Suites:/) suites = $j; else if ($j ~ /^Enabled:/) enabled = tolower($j) }
+        if (types ~ /[ \t]deb([ \t]|$)/ && enabled !~ /no/ && (" " suites " ") ~ ("[ \t]" suite "[ \t]")) {
+          sub(/^URIs:[ \t]*/, "", uris); split(uris, u, /[ \t]+/); print u[1]; exit } }' "$f"
+  done
+}
+
+mirror() { [[ -n ${LORA_SYNCER_DEBIAN_MIRROR:-} ]] && echo "$LORA_SYNCER_DEBIAN_MIRROR" || debian_mirror | head -n 1; }
+if [[ $PRINT_MIRROR -eq 1 ]]; then
+  m=$(mirror)
+  [[ -n $m ]] || { echo "error: no apt source for $SUITE in $APT_DIR/sources.list{,.d}; set LORA_SYNCER_DEBIAN_MIRROR" >&2; exit 1; }
+  echo "$m"
+  exit 0
+fi
 
 [[ $(id -u) -eq 0 ]] || { echo "error: build-image.sh runs rootful podman and debootstrap: run it as root" >&2; exit 1; }
 ensure_tools "building the image" podman:podman runc:runc
@@ -64,29 +100,6 @@ fi
 
 # --- 1. the base -----------------------------------------------------------------------------------
 
-# The URI of the apt source that serves the suite itself (not -updates/-security), from either
-# sources format. Nothing is hard-coded: whatever mirror this machine's apt uses.
-debian_mirror() {
-  local f
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [[ -f $f ]] || continue
-    # deb [options] URI SUITE COMPONENTS...
-    awk -v suite="$SUITE" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-      if ($(i + 1) == suite) { print $i; exit } }' "$f"
-  done
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [[ -f $f ]] || continue
-    # deb822 stanzas: Types / URIs / Suites (+ Enabled: no)
-    awk -v suite="$SUITE" 'BEGIN { RS = ""; FS = "\n" }
-      { types = ""; uris = ""; suites = ""; enabled = "yes"
-        for (j = 1; j <= NF; j++) {
-          if ($j ~ /^Types:/) types = $j; else if ($j ~ /^URIs:/) uris = $j
-          else if ($j ~ /^Suites:/) suites = $j; else if ($j ~ /^Enabled:/) enabled = tolower($j) }
-        if (types ~ /[ \t]deb([ \t]|$)/ && enabled !~ /no/ && (" " suites " ") ~ ("[ \t]" suite "[ \t]")) {
-          sub(/^URIs:[ \t]*/, "", uris); split(uris, u, /[ \t]+/); print u[1]; exit } }' "$f"
-  done
-}
-
 base_image_ready() { "${PODMAN[@]}" image exists "$BASE_TAG"; }
 
 if [[ $REFRESH_BASE -eq 1 ]]; then
@@ -97,9 +110,9 @@ fi
 if ! base_image_ready; then
   if [[ ! -s $BASE_TAR ]]; then
     ensure_tools "making the image's base" debootstrap:debootstrap
-    MIRROR=${LORA_SYNCER_DEBIAN_MIRROR:-$(debian_mirror | head -n 1)}
+    MIRROR=$(mirror)
     [[ -n $MIRROR ]] || {
-      echo "error: no apt source for $SUITE in /etc/apt/sources.list{,.d}; set LORA_SYNCER_DEBIAN_MIRROR to a Debian mirror URL" >&2
+      echo "error: no apt source for $SUITE in $APT_DIR/sources.list{,.d}; set LORA_SYNCER_DEBIAN_MIRROR to a Debian mirror URL" >&2
       exit 1
     }
     KEYRING=()

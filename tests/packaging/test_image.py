@@ -1,7 +1,8 @@
 """The image itself, built by scripts/build-image.sh (podman, a debootstrapped Debian base, no
 registry) and run the way a pod runs it: its own non-root user, a read-only root filesystem with a
 tmpfs /tmp, ConfigMap directories written the way kubelet writes them, against the emulator on
-the host. Skipped where podman cannot run; with CI=true that is a failure."""
+the host. Skipped where podman cannot run; with CI=true that is a failure. Also: how the build
+script finds the Debian mirror for the base."""
 
 from __future__ import annotations
 
@@ -24,8 +25,6 @@ import pytest
 from packaging_support import REPO, package_version
 
 from lora_syncer.kubelet import ConfigMapVolume
-
-pytestmark = pytest.mark.slow
 
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
 # runc cannot raise podman's default limits in some sandboxes: every container gets explicit ones.
@@ -174,6 +173,7 @@ def _served_through_proxy(proxy: str) -> str:
     return headers["x-lora-syncer-served-model"]
 
 
+@pytest.mark.slow
 def test_image_runs_read_only_as_non_root_syncs_proxies_and_stops_cleanly(
     image: str, emulator: str, tmp_path: Path
 ) -> None:
@@ -242,3 +242,58 @@ def test_image_runs_read_only_as_non_root_syncs_proxies_and_stops_cleanly(
         ]
     finally:
         _podman("rm", "-f", "-t", "0", name, f"{name}-control")
+
+
+DEB822 = """\
+Types: deb
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"sources.list.d/debian.sources": DEB822}, "http://mirror.example/debian"),
+        (
+            {"sources.list.d/debian.sources": "Types: deb\nURIs: http://off.example/d\nSuites: bookworm\nEnabled: no\n\n"
+             + DEB822.replace("mirror.example", "on.example")},
+            "http://on.example/debian",
+        ),
+        (
+            {"sources.list": "deb http://mirror.example/debian-security bookworm-security main\n"
+             "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main\n"},
+            "http://mirror.example/debian",
+        ),
+        ({"sources.list": "deb-src http://mirror.example/debian bookworm main\n"}, None),
+    ],
+    ids=["deb822", "deb822-disabled-stanza", "one-line-with-options", "no-binary-source"],
+)  # fmt: skip
+def test_build_script_reads_the_mirror_from_apt_sources(
+    files: dict[str, str], expected: str | None, tmp_path: Path
+) -> None:
+    """build-image.sh takes debootstrap's mirror from apt's sources (either format): the stanza or line
+    serving the suite itself, never -security, a disabled stanza or a deb-src line; none is an error."""
+    (tmp_path / "sources.list.d").mkdir()
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "LORA_SYNCER_DEBIAN_MIRROR"}
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build-image.sh"), "--print-mirror"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**env, "LORA_SYNCER_APT_DIR": str(tmp_path)},
+    )
+    if expected is None:
+        assert proc.returncode == 1
+        assert "set LORA_SYNCER_DEBIAN_MIRROR" in proc.stderr
+    else:
+        assert (proc.returncode, proc.stdout.strip()) == (0, expected), proc.stderr
