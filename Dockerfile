@@ -1,14 +1,19 @@
 # lora-syncer sidecar image.
 #
 # Build:  docker build -t lora-syncer:0.1.0 .
+#         (or, with no registry at all: bash scripts/build-image.sh, which builds this file with podman
+#         on a debootstrapped Debian base passed as PYTHON_IMAGE, pip reading only prefetched wheels)
 # Run:    the image's default command is `lora-syncer run`; it reads the adapters file named by
 #         DYNAMIC_LORA_ROLLOUT_CONFIG (/config/configmap.yaml), exactly like the old upstream image.
 #
 # VERSION must equal the package version (tests/packaging checks that they agree).
+# Any image with python, pip and venv on PATH: the official python images, or a Debian root filesystem
+# with python3, python3-venv, python3-pip and python-is-python3 (what scripts/build-image.sh makes).
 ARG PYTHON_IMAGE=python:3.12-slim
 ARG VERSION=0.1.0
 
 # ---- builder: build the wheel and install it, with the `fast` extra, into a virtualenv ----
+# pip and setuptools leave the virtualenv once it is installed: nothing at run time installs anything.
 FROM ${PYTHON_IMAGE} AS builder
 ARG VERSION
 # Bytecode is compiled here, at install time: the runtime root filesystem is read-only.
@@ -20,6 +25,7 @@ COPY lora_syncer ./lora_syncer
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/lora-syncer \
     && /opt/lora-syncer/bin/pip install --no-cache-dir "/wheels/lora_syncer-${VERSION}-py3-none-any.whl[fast]" \
+    && /opt/lora-syncer/bin/pip uninstall --yes --quiet pip setuptools \
     && /opt/lora-syncer/bin/lora-syncer --version
 
 # ---- runtime: the same Python base, only the virtualenv; no RUN step, so no shell is used ----

