@@ -20,10 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from lora_syncer.config.errors import ConfigError, Issue, join_path, with_file
-from lora_syncer.config.yamldoc import Document, YamlSyntaxError, decode_text, load_documents
+from lora_syncer.config.parsing import Collector, decode, in_file, load_text, validate_at
+from lora_syncer.config.yamldoc import Document
 
 ROOT_KEY = "vLLMLoRAConfig"
 
@@ -101,38 +102,6 @@ class _Config(_NonEmpty):
         return value
 
 
-_HINTS: dict[str, str] = {
-    "string_type": "must be a string (quote it if it looks like a number)",
-    "int_type": "must be a whole number",
-    "missing": "is required",
-    "string_too_short": "must not be empty",
-    "list_type": "must be a list",
-    "model_type": "must be a mapping of keys to values",
-    "dict_type": "must be a mapping of keys to values",
-    "greater_than_equal": "is out of range",
-    "less_than_equal": "is out of range",
-}
-
-
-def _message(err: Any) -> str:
-    kind = str(err.get("type", ""))
-    hint = _HINTS.get(kind)
-    if kind == "missing":
-        return "is required"
-    if hint is not None and kind in ("greater_than_equal", "less_than_equal"):
-        return f"{hint}: {err.get('msg', '')}"
-    return hint or str(err.get("msg", "is invalid"))
-
-
-def _validation_issues(exc: ValidationError, doc: Document) -> list[Issue]:
-    issues: list[Issue] = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        path = (ROOT_KEY, *loc)
-        issues.append(Issue(path=join_path(path), message=_message(err), line=doc.line_of(path)))
-    return issues
-
-
 def _unknown_key_warnings(model: BaseModel, path: tuple[str | int, ...], doc: Document) -> list[Issue]:
     out: list[Issue] = []
     for key in model.model_extra or {}:
@@ -200,10 +169,10 @@ def config_from_document(doc: Document) -> AdaptersConfig:
     body = data[ROOT_KEY]
     if body is None:
         body = {}
-    try:
-        parsed = _Config.model_validate(body)
-    except ValidationError as exc:
-        raise ConfigError(None, issues + _validation_issues(exc, doc)) from None
+    out = Collector()
+    parsed = validate_at(_Config, body, doc, (ROOT_KEY,), out)
+    if parsed is None:
+        raise ConfigError(None, issues + out.issues)
 
     exist = parsed.ensureExist.models if parsed.ensureExist and parsed.ensureExist.models else []
     not_exist = parsed.ensureNotExist.models if parsed.ensureNotExist and parsed.ensureNotExist.models else []
@@ -242,12 +211,7 @@ def config_from_document(doc: Document) -> AdaptersConfig:
 
 def parse_adapters_text(text: str, filename: str | None = None) -> AdaptersConfig:
     """Parse the text of an adapters file. Raises ConfigError naming `filename`."""
-    try:
-        docs = [d for d in load_documents(text) if d.data is not None]
-    except YamlSyntaxError as exc:
-        raise ConfigError(
-            filename, [Issue(path="", message=exc.message, line=exc.line, file=filename)]
-        ) from None
+    docs = [d for d in load_text(text, filename) if d.data is not None]
     if not docs:
         raise ConfigError(
             filename,
@@ -269,20 +233,10 @@ def parse_adapters_text(text: str, filename: str | None = None) -> AdaptersConfi
                 )
             ],
         )
-    try:
-        config = config_from_document(docs[0])
-    except ConfigError as exc:
-        raise ConfigError(filename, with_file(exc.issues, filename)) from None
+    config = in_file(filename, lambda: config_from_document(docs[0]))
     return replace(config, warnings=tuple(with_file(config.warnings, filename)))
 
 
 def parse_adapters(raw: bytes, filename: str | None = None) -> AdaptersConfig:
     """Parse the bytes of an adapters file (the `WatchedFile` parser)."""
-    try:
-        text = decode_text(raw)
-    except UnicodeDecodeError:
-        raise ConfigError(
-            filename,
-            [Issue(path="", message="file is not UTF-8 text (binary content?)", file=filename)],
-        ) from None
-    return parse_adapters_text(text, filename)
+    return parse_adapters_text(decode(raw, filename), filename)

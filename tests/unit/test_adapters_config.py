@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,10 @@ from hypothesis import strategies as st
 
 from lora_syncer.config.adapters import DesiredAdapter, parse_adapters, parse_adapters_text
 from lora_syncer.config.errors import ConfigError
+from lora_syncer.config.manifest import configmaps_in
+from lora_syncer.config.yamldoc import load_documents
 
-SEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "seeds"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 SEED_002_INITIAL = """\
 vLLMLoRAConfig:
@@ -28,13 +29,10 @@ vLLMLoRAConfig:
 """
 
 
-def _configmap_payloads(text: str) -> list[str]:
-    """Every `configmap.yaml: |` block in a guide, dedented."""
-    out = []
-    for match in re.finditer(r"configmap\.yaml: \|\n((?:    .*\n|\s*\n)+)", text):
-        block = match.group(1)
-        out.append("\n".join(line[4:] for line in block.splitlines()) + "\n")
-    return out
+def _adapters_payloads(path: Path) -> list[str]:
+    """The adapters file (`configmap.yaml` key) of every ConfigMap in a manifest."""
+    embedded = configmaps_in(load_documents(path.read_text())) or []
+    return [e.text for e in embedded if e.key == "configmap.yaml"]
 
 
 class TestUpstreamFormat:
@@ -51,13 +49,15 @@ class TestUpstreamFormat:
         assert cfg.ensure_not_exist == ()
         assert cfg.warnings == ()
 
-    @pytest.mark.parametrize("seed", ["000_069d3bba85a41d20.txt", "002_13265e14c1cecf09.txt"])
-    def test_every_seed_configmap_parses_unchanged(self, seed: str) -> None:
-        """Every adapters ConfigMap in both guides parses with no error and no warning."""
-        payloads = _configmap_payloads((SEEDS / seed).read_text())
+    @pytest.mark.parametrize("example", ["qwen3-32b-rewrite", "llama3-8b-instruct-inferencemodel"])
+    def test_every_example_configmap_parses_unchanged(self, example: str) -> None:
+        """Every adapters ConfigMap of both guides' examples parses with no error and no warning."""
+        payloads = [
+            t for f in sorted((EXAMPLES / example).glob("*adapters*.yaml")) for t in _adapters_payloads(f)
+        ]
         assert len(payloads) >= 2
         for text in payloads:
-            cfg = parse_adapters_text(text, seed)
+            cfg = parse_adapters_text(text, example)
             assert cfg.ensure_exist
             assert cfg.warnings == ()
 
