@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from lora_syncer.config.errors import ConfigError, Issue, Severity, join_path, with_file
+from lora_syncer.config.keys import unknown_key_message
 from lora_syncer.config.yamldoc import Document, Path, YamlSyntaxError, decode_text, load_documents
 
 M = TypeVar("M", bound=BaseModel)
@@ -26,7 +27,6 @@ _HINTS: dict[str, str] = {
     "list_type": "must be a list",
     "model_type": "must be a mapping of keys to values",
     "dict_type": "must be a mapping of keys to values",
-    "extra_forbidden": "unknown key (check the spelling)",
 }
 _RANGE = ("greater_than_equal", "less_than_equal")
 
@@ -64,13 +64,20 @@ def validate_at(
     *,
     out_of_range: str | None = None,
 ) -> M | None:
-    """Validate `value` (found at `base` in `doc`) as `model`; every error goes to `out`, located."""
+    """Validate `value` (found at `base` in `doc`) as `model`; every error goes to `out`, located.
+
+    An unknown key (the model forbids extras) names the closest key the model knows.
+    """
     try:
         return model.model_validate(value)
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-            out.add(doc, (*base, *loc), pydantic_message(err, out_of_range))
+            if err.get("type") == "extra_forbidden":
+                message = unknown_key_message(model, loc)
+            else:
+                message = pydantic_message(err, out_of_range)
+            out.add(doc, (*base, *loc), message)
         return None
 
 

@@ -69,6 +69,15 @@ class TestCheck:
     def test_warnings_do_not_fail(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Warnings are printed but the exit code stays 0."""
         f = tmp_path / "cm.yaml"
-        f.write_text(ADAPTERS + "  colour: red\n")
+        f.write_text(ADAPTERS + "colour: red\n")
         assert main(["check", str(f)]) == 0
-        assert "warning: vLLMLoRAConfig.colour: unknown key, ignored" in capsys.readouterr().out
+        assert "warning: colour: unknown top-level key, ignored" in capsys.readouterr().out
+
+    def test_misspelt_key_is_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`ensureExists:` (which the old sidecar read as declaring nothing) fails, naming the key meant."""
+        f = tmp_path / "configmap.yaml"
+        f.write_text(ADAPTERS.replace("ensureExist:", "ensureExists:"))
+        assert main(["check", str(f)]) == 1
+        err = capsys.readouterr().err
+        assert f"{f}:2: error: vLLMLoRAConfig.ensureExists: unknown key; did you mean 'ensureExist'?" in err
+        assert f"{f}: INVALID (1 error(s))" in err
