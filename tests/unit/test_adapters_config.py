@@ -87,11 +87,16 @@ class TestUpstreamFormat:
         assert cfg.ensure_not_exist[0].id == "old"
 
 
+def errors_of(text: str, filename: str = "cm.yaml") -> list[str]:
+    """The formatted errors of a file that must be refused."""
+    with pytest.raises(ConfigError) as info:
+        parse_adapters_text(text, filename)
+    return [i.format() for i in info.value.errors]
+
+
 class TestErrors:
     def _issues(self, text: str) -> list[str]:
-        with pytest.raises(ConfigError) as info:
-            parse_adapters_text(text, "cm.yaml")
-        return [i.format() for i in info.value.errors]
+        return errors_of(text)
 
     def test_missing_source_names_path_and_line(self) -> None:
         """A missing source is reported with the file, the document path and the item's line."""
@@ -182,9 +187,7 @@ vLLMLoRAConfig:
 
 class TestUnknownKeys:
     def _errors(self, text: str) -> list[str]:
-        with pytest.raises(ConfigError) as info:
-            parse_adapters_text(text, "configmap.yaml")
-        return [i.format() for i in info.value.errors]
+        return errors_of(text, "configmap.yaml")
 
     def test_misspelt_key_in_an_entry(self) -> None:
         """A misspelt key inside an entry is an error, located, naming the key meant."""
