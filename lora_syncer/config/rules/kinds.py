@@ -2,6 +2,8 @@
 
 Adding a kind is one module with a `parse(item, ctx) -> Parsed` function and one entry in
 `KINDS`; `is_rules_document`, the List kinds and the "expected ..." messages follow from it.
+A kind that declares something other than rules or a pool split also adds a field to `Parsed`
+and to `RuleSet`, and the line in `parse.rules_from_documents` that collects it.
 """
 
 from __future__ import annotations
