@@ -10,9 +10,11 @@ vLLMLoRAConfig:
   ensureNotExist: {models: [{id, source?, base-model?}, ...]}
 ```
 
-Every error names the file, the path inside the document and the line. An id in both lists
-is a conflict: reported, and that adapter is left alone (the upstream sidecar's behaviour).
-Unknown keys are warnings.
+Every error names the file, the path inside the document and the line, and every problem of
+a file is reported at once. An id in both lists is a conflict: reported, and that adapter is
+left alone (the upstream sidecar's behaviour). An unknown key inside `vLLMLoRAConfig` is an
+error naming the key probably meant (the old sidecar ignored it, so a typo such as
+`ensureExists:` declared nothing); keys beside `vLLMLoRAConfig` are ignored with a warning.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
-from lora_syncer.config.errors import ConfigError, Issue, join_path, with_file
-from lora_syncer.config.yamldoc import Document, YamlSyntaxError, decode_text, load_documents
+from lora_syncer.config.errors import ConfigError, Issue, with_file
+from lora_syncer.config.keys import closest
+from lora_syncer.config.parsing import Collector, decode, in_file, load_text, validate_at
+from lora_syncer.config.yamldoc import Document
 
 ROOT_KEY = "vLLMLoRAConfig"
 
@@ -57,34 +61,41 @@ class AdaptersConfig:
 
 
 # --- the document schema (pydantic), kept private: callers get the frozen dataclasses ---
+#
+# These models are the one list of known keys: a key they do not declare is an error, with a
+# "did you mean" computed from their fields. To accept a new key (an adapter's `checksum`, say),
+# add a field to `_Adapter` (and `_RemovedAdapter` if ensureNotExist may carry it); it is then
+# accepted, and suggested for its misspellings, with nothing else to change.
 
 
-class _NonEmpty(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True, str_strip_whitespace=True)
+class _Strict(BaseModel):
+    # An unknown key is an error: `ensureExists:` would otherwise declare nothing, and with
+    # --prune unload every adapter.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
 
 
-class _Adapter(_NonEmpty):
+class _Adapter(_Strict):
     id: StrictStr = Field(min_length=1)
     source: StrictStr = Field(min_length=1)
     base_model: StrictStr | None = Field(default=None, alias="base-model", min_length=1)
 
 
-class _RemovedAdapter(_NonEmpty):
+class _RemovedAdapter(_Strict):
     # ensureNotExist only needs the name; upstream files carry the source too, so accept it.
     id: StrictStr = Field(min_length=1)
     source: StrictStr | None = None
     base_model: StrictStr | None = Field(default=None, alias="base-model")
 
 
-class _ExistList(_NonEmpty):
+class _ExistList(_Strict):
     models: list[_Adapter] | None = None
 
 
-class _NotExistList(_NonEmpty):
+class _NotExistList(_Strict):
     models: list[_RemovedAdapter] | None = None
 
 
-class _Config(_NonEmpty):
+class _Config(_Strict):
     name: StrictStr | None = None
     host: StrictStr = Field(default="localhost", min_length=1)
     port: StrictInt = Field(default=8000, ge=1, le=65535)
@@ -101,130 +112,97 @@ class _Config(_NonEmpty):
         return value
 
 
-_HINTS: dict[str, str] = {
-    "string_type": "must be a string (quote it if it looks like a number)",
-    "int_type": "must be a whole number",
-    "missing": "is required",
-    "string_too_short": "must not be empty",
-    "list_type": "must be a list",
-    "model_type": "must be a mapping of keys to values",
-    "dict_type": "must be a mapping of keys to values",
-    "greater_than_equal": "is out of range",
-    "less_than_equal": "is out of range",
-}
+def _declared_ids(body: Any, list_name: str) -> list[tuple[int, str]]:
+    """(index, id) of each entry of a list that names an id, read from the raw data.
+
+    Read before validation so duplicates and conflicts are reported with every other problem
+    of the file, not after those are fixed.
+    """
+    lst = body.get(list_name) if isinstance(body, dict) else None
+    models = lst.get("models") if isinstance(lst, dict) else None
+    if not isinstance(models, list):
+        return []
+    return [
+        (i, m["id"].strip())
+        for i, m in enumerate(models)
+        if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"].strip()
+    ]
 
 
-def _message(err: Any) -> str:
-    kind = str(err.get("type", ""))
-    hint = _HINTS.get(kind)
-    if kind == "missing":
-        return "is required"
-    if hint is not None and kind in ("greater_than_equal", "less_than_equal"):
-        return f"{hint}: {err.get('msg', '')}"
-    return hint or str(err.get("msg", "is invalid"))
-
-
-def _validation_issues(exc: ValidationError, doc: Document) -> list[Issue]:
-    issues: list[Issue] = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-        path = (ROOT_KEY, *loc)
-        issues.append(Issue(path=join_path(path), message=_message(err), line=doc.line_of(path)))
-    return issues
-
-
-def _unknown_key_warnings(model: BaseModel, path: tuple[str | int, ...], doc: Document) -> list[Issue]:
-    out: list[Issue] = []
-    for key in model.model_extra or {}:
-        child = (*path, key)
-        out.append(
-            Issue(
-                path=join_path(child),
-                message="unknown key, ignored",
-                line=doc.line_of(child),
-                severity="warning",
-            )
-        )
-    for name, info in type(model).model_fields.items():
-        value = getattr(model, name)
-        alias = info.alias or name
-        if isinstance(value, BaseModel):
-            out.extend(_unknown_key_warnings(value, (*path, alias), doc))
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, BaseModel):
-                    out.extend(_unknown_key_warnings(item, (*path, alias, i), doc))
-    return out
-
-
-def _duplicates(models: list[Any], list_name: str, doc: Document) -> list[Issue]:
+def _duplicates(ids: list[tuple[int, str]], list_name: str, doc: Document, out: Collector) -> None:
     seen: dict[str, int] = {}
-    issues: list[Issue] = []
-    for i, m in enumerate(models):
-        if m.id in seen:
-            path = (ROOT_KEY, list_name, "models", i, "id")
-            issues.append(
-                Issue(
-                    path=join_path(path),
-                    message=f"duplicate id {m.id!r} (first at models[{seen[m.id]}]); each id may appear once per list",
-                    line=doc.line_of(path),
-                )
+    for i, adapter_id in ids:
+        if adapter_id in seen:
+            out.add(
+                doc,
+                (ROOT_KEY, list_name, "models", i, "id"),
+                f"duplicate id {adapter_id!r} (first at models[{seen[adapter_id]}]); each id may appear once per list",
             )
         else:
-            seen[m.id] = i
-    return issues
+            seen[adapter_id] = i
+
+
+def _top_level(data: dict[Any, Any], doc: Document, out: Collector) -> None:
+    """Keys beside vLLMLoRAConfig: ignored, unless they are its own keys indented wrongly."""
+    own = set(_Config.model_fields)
+    for key in data:
+        if key == ROOT_KEY:
+            continue
+        if key in own:
+            out.add(doc, (key,), f"belongs under {ROOT_KEY} (check the indentation)")
+        else:
+            out.add(doc, (key,), "unknown top-level key, ignored", "warning")
+
+
+def _missing_root(data: Any) -> str:
+    if not isinstance(data, dict) or not data:
+        return "file is empty"
+    found = f"found keys: {', '.join(map(str, data))}"
+    guess = closest(str(next(iter(data))), [ROOT_KEY]) if len(data) == 1 else None
+    return f"{found}; did you mean {ROOT_KEY!r}?" if guess else found
 
 
 def config_from_document(doc: Document) -> AdaptersConfig:
-    """Validate one parsed YAML document. Raises ConfigError (file unset) on any error."""
+    """Validate one parsed YAML document. Raises ConfigError (file unset) with every issue found."""
     data = doc.data
     if not isinstance(data, dict) or ROOT_KEY not in data:
-        found = (
-            f"found keys: {', '.join(map(str, data))}" if isinstance(data, dict) and data else "file is empty"
-        )
         raise ConfigError(
             None,
-            [Issue(path="", message=f"missing top-level key {ROOT_KEY!r} ({found})", line=doc.start_line)],
-        )
-    issues: list[Issue] = list(doc.warnings)
-    for key in data:
-        if key != ROOT_KEY:
-            issues.append(
+            [
                 Issue(
-                    path=str(key),
-                    message="unknown top-level key, ignored",
-                    line=doc.line_of((key,)),
-                    severity="warning",
+                    path="",
+                    message=f"missing top-level key {ROOT_KEY!r} ({_missing_root(data)})",
+                    line=doc.start_line,
                 )
-            )
+            ],
+        )
+    out = Collector()
+    out.issues.extend(doc.warnings)
+    _top_level(data, doc, out)
     body = data[ROOT_KEY]
     if body is None:
         body = {}
-    try:
-        parsed = _Config.model_validate(body)
-    except ValidationError as exc:
-        raise ConfigError(None, issues + _validation_issues(exc, doc)) from None
-
+    parsed = validate_at(_Config, body, doc, (ROOT_KEY,), out)
+    exist_ids = _declared_ids(body, "ensureExist")
+    not_exist_ids = _declared_ids(body, "ensureNotExist")
+    _duplicates(exist_ids, "ensureExist", doc, out)
+    _duplicates(not_exist_ids, "ensureNotExist", doc, out)
+    declared = {adapter_id for _, adapter_id in exist_ids}
+    conflicts = frozenset(adapter_id for _, adapter_id in not_exist_ids if adapter_id in declared)
+    for i, adapter_id in not_exist_ids:
+        if adapter_id in conflicts:
+            out.add(
+                doc,
+                (ROOT_KEY, "ensureNotExist", "models", i, "id"),
+                f"{adapter_id!r} is in both ensureExist and ensureNotExist; it is left alone until one list drops it",
+                "warning",
+            )
+    # In file order, whichever check found them: the file is read top to bottom when fixing it.
+    issues = sorted(out.issues, key=lambda i: i.line if i.line is not None else 0)
+    if parsed is None or out.has_errors:
+        raise ConfigError(None, issues)
     exist = parsed.ensureExist.models if parsed.ensureExist and parsed.ensureExist.models else []
     not_exist = parsed.ensureNotExist.models if parsed.ensureNotExist and parsed.ensureNotExist.models else []
-    errors = _duplicates(exist, "ensureExist", doc) + _duplicates(not_exist, "ensureNotExist", doc)
-    issues.extend(_unknown_key_warnings(parsed, (ROOT_KEY,), doc))
-    if errors:
-        raise ConfigError(None, issues + errors)
-
-    exist_ids = {m.id for m in exist}
-    conflicts = frozenset(m.id for m in not_exist if m.id in exist_ids)
-    for i, m in enumerate(not_exist):
-        if m.id in conflicts:
-            path = (ROOT_KEY, "ensureNotExist", "models", i, "id")
-            issues.append(
-                Issue(
-                    path=join_path(path),
-                    message=f"{m.id!r} is in both ensureExist and ensureNotExist; it is left alone until one list drops it",
-                    line=doc.line_of(path),
-                    severity="warning",
-                )
-            )
     default_base = parsed.defaultBaseModel or None
     return AdaptersConfig(
         name=parsed.name,
@@ -242,12 +220,7 @@ def config_from_document(doc: Document) -> AdaptersConfig:
 
 def parse_adapters_text(text: str, filename: str | None = None) -> AdaptersConfig:
     """Parse the text of an adapters file. Raises ConfigError naming `filename`."""
-    try:
-        docs = [d for d in load_documents(text) if d.data is not None]
-    except YamlSyntaxError as exc:
-        raise ConfigError(
-            filename, [Issue(path="", message=exc.message, line=exc.line, file=filename)]
-        ) from None
+    docs = [d for d in load_text(text, filename) if d.data is not None]
     if not docs:
         raise ConfigError(
             filename,
@@ -269,20 +242,10 @@ def parse_adapters_text(text: str, filename: str | None = None) -> AdaptersConfi
                 )
             ],
         )
-    try:
-        config = config_from_document(docs[0])
-    except ConfigError as exc:
-        raise ConfigError(filename, with_file(exc.issues, filename)) from None
+    config = in_file(filename, lambda: config_from_document(docs[0]))
     return replace(config, warnings=tuple(with_file(config.warnings, filename)))
 
 
 def parse_adapters(raw: bytes, filename: str | None = None) -> AdaptersConfig:
     """Parse the bytes of an adapters file (the `WatchedFile` parser)."""
-    try:
-        text = decode_text(raw)
-    except UnicodeDecodeError:
-        raise ConfigError(
-            filename,
-            [Issue(path="", message="file is not UTF-8 text (binary content?)", file=filename)],
-        ) from None
-    return parse_adapters_text(text, filename)
+    return parse_adapters_text(decode(raw, filename), filename)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,12 @@ from hypothesis import strategies as st
 
 from lora_syncer.config.adapters import DesiredAdapter, parse_adapters, parse_adapters_text
 from lora_syncer.config.errors import ConfigError
+from lora_syncer.config.manifest import configmaps_in
+from lora_syncer.config.source import WatchedFile
+from lora_syncer.config.yamldoc import load_documents
+from lora_syncer.sync.plan import ObservedModel, Op, PlanOptions, make_plan
 
-# The guides' adapters ConfigMaps, as shipped in examples/ (copied verbatim from the two guides).
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-GUIDE_ADAPTER_FILES = sorted(
-    str(p.relative_to(EXAMPLES))
-    for p in EXAMPLES.glob("*/*.yaml")
-    if "configmap.yaml: |" in p.read_text(encoding="utf-8")
-)
 
 SEED_002_INITIAL = """\
 vLLMLoRAConfig:
@@ -34,13 +31,10 @@ vLLMLoRAConfig:
 """
 
 
-def _configmap_payloads(text: str) -> list[str]:
-    """Every `configmap.yaml: |` block in a guide, dedented."""
-    out = []
-    for match in re.finditer(r"configmap\.yaml: \|\n((?:    .*\n|\s*\n)+)", text):
-        block = match.group(1)
-        out.append("\n".join(line[4:] for line in block.splitlines()) + "\n")
-    return out
+def _adapters_payloads(path: Path) -> list[str]:
+    """The adapters file (`configmap.yaml` key) of every ConfigMap in a manifest."""
+    embedded = configmaps_in(load_documents(path.read_text())) or []
+    return [e.text for e in embedded if e.key == "configmap.yaml"]
 
 
 class TestUpstreamFormat:
@@ -57,22 +51,16 @@ class TestUpstreamFormat:
         assert cfg.ensure_not_exist == ()
         assert cfg.warnings == ()
 
-    def test_examples_hold_every_guide_configmap(self) -> None:
-        """Both guides' adapter ConfigMaps are shipped: the qwen3 (002) and llama3 (000) walkthroughs."""
-        assert len(GUIDE_ADAPTER_FILES) >= 5
-        assert {name.split("/")[0] for name in GUIDE_ADAPTER_FILES} >= {
-            "qwen3-32b-rewrite",
-            "llama3-8b-instruct-inferencemodel",
-        }
-
-    @pytest.mark.parametrize("example", GUIDE_ADAPTER_FILES)
-    def test_every_guide_configmap_parses_unchanged(self, example: str) -> None:
-        """Every adapters ConfigMap of the guides (as shipped in examples/) parses with no error or warning."""
-        payloads = _configmap_payloads((EXAMPLES / example).read_text(encoding="utf-8"))
-        assert payloads
+    @pytest.mark.parametrize("example", ["qwen3-32b-rewrite", "llama3-8b-instruct-inferencemodel"])
+    def test_every_example_configmap_parses_unchanged(self, example: str) -> None:
+        """Every adapters ConfigMap of both guides' examples parses with no error and no warning."""
+        payloads = [
+            t for f in sorted((EXAMPLES / example).glob("*adapters*.yaml")) for t in _adapters_payloads(f)
+        ]
+        assert len(payloads) >= 2
         for text in payloads:
             cfg = parse_adapters_text(text, example)
-            assert cfg.ensure_exist or cfg.ensure_not_exist
+            assert cfg.ensure_exist
             assert cfg.warnings == ()
 
     def test_base_model_override(self) -> None:
@@ -99,11 +87,16 @@ class TestUpstreamFormat:
         assert cfg.ensure_not_exist[0].id == "old"
 
 
+def errors_of(text: str, filename: str = "cm.yaml") -> list[str]:
+    """The formatted errors of a file that must be refused."""
+    with pytest.raises(ConfigError) as info:
+        parse_adapters_text(text, filename)
+    return [i.format() for i in info.value.errors]
+
+
 class TestErrors:
     def _issues(self, text: str) -> list[str]:
-        with pytest.raises(ConfigError) as info:
-            parse_adapters_text(text, "cm.yaml")
-        return [i.format() for i in info.value.errors]
+        return errors_of(text)
 
     def test_missing_source_names_path_and_line(self) -> None:
         """A missing source is reported with the file, the document path and the item's line."""
@@ -172,15 +165,121 @@ class TestConflictsAndWarnings:
             and "both ensureExist and ensureNotExist" in warning.message
         )
 
-    def test_unknown_keys_warn(self) -> None:
-        """Unknown keys anywhere are warnings with their path and line."""
-        text = "vLLMLoRAConfig:\n  colour: red\n  ensureExist:\n    models:\n    - {id: a, source: s, weight: 3}\nother: 1\n"
+    def test_keys_beside_the_root_warn(self) -> None:
+        """Keys beside vLLMLoRAConfig are ignored with a warning naming their path and line."""
+        text = "vLLMLoRAConfig:\n  ensureExist:\n    models:\n    - {id: a, source: s}\nother: 1\n"
         cfg = parse_adapters_text(text, "cm.yaml")
-        assert {(w.path, w.line) for w in cfg.warnings} == {
-            ("vLLMLoRAConfig.colour", 2),
-            ("vLLMLoRAConfig.ensureExist.models[0].weight", 5),
-            ("other", 6),
-        }
+        assert [(w.path, w.line, w.severity) for w in cfg.warnings] == [("other", 5, "warning")]
+
+
+TYPO_FILE = """\
+vLLMLoRAConfig:
+  defaultBaseModel: Qwen/Qwen3-32B
+  ensureExist:
+    models:
+    - id: small-segment-lora-v1
+      source: ttt421/nec119-small-segment-lora
+    - id: small-segment-lora-v2
+      source: ttt421/nec119-small-segment-lora-v2
+      soruce: typo
+"""
+
+
+class TestUnknownKeys:
+    def _errors(self, text: str) -> list[str]:
+        return errors_of(text, "configmap.yaml")
+
+    def test_misspelt_key_in_an_entry(self) -> None:
+        """A misspelt key inside an entry is an error, located, naming the key meant."""
+        assert self._errors(TYPO_FILE) == [
+            "configmap.yaml:9: error: vLLMLoRAConfig.ensureExist.models[1].soruce: unknown key; did you mean 'source'?"
+        ]
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (
+                "vLLMLoRAConfig:\n  ensureExists:\n    models:\n    - {id: a, source: s}\n",
+                "configmap.yaml:2: error: vLLMLoRAConfig.ensureExists: unknown key; did you mean 'ensureExist'?",
+            ),
+            (
+                "vLLMLoRAConfig:\n  ensureExist:\n    models:\n    - {id: a, source: s, baseModel: b}\n",
+                "configmap.yaml:4: error: vLLMLoRAConfig.ensureExist.models[0].baseModel: unknown key; "
+                "did you mean 'base-model'?",
+            ),
+            (
+                "vLLMLoRAConfig:\n  ensureExist:\n  models:\n  - {id: a, source: s}\n",
+                "configmap.yaml:3: error: vLLMLoRAConfig.models: unknown key here; 'models' belongs under "
+                "ensureExist or ensureNotExist (check the indentation)",
+            ),
+            (
+                "vLLMLoRAConfig:\n  name: x\nensureExist:\n  models:\n  - {id: a, source: s}\n",
+                "configmap.yaml:3: error: ensureExist: belongs under vLLMLoRAConfig (check the indentation)",
+            ),
+            (
+                "vLLMLoRAConfig:\n  colour: red\n",
+                "configmap.yaml:2: error: vLLMLoRAConfig.colour: unknown key (expected one of: name, host, port, "
+                "defaultBaseModel, ensureExist, ensureNotExist)",
+            ),
+        ],
+        ids=["ensureExists", "baseModel", "models-indent", "root-indent", "no-close-key"],
+    )
+    def test_unknown_keys_are_errors(self, text: str, expected: str) -> None:
+        """The old sidecar's silent typos are errors with a hint: wrong names and wrong indents."""
+        assert self._errors(text) == [expected]
+
+    def test_misspelt_root_key(self) -> None:
+        """A misspelt top-level key says which key was meant."""
+        [issue] = self._errors("vLLMLoraConfig:\n  name: x\n")
+        assert "(found keys: vLLMLoraConfig; did you mean 'vLLMLoRAConfig'?)" in issue
+
+    def test_every_problem_at_once_in_file_order(self) -> None:
+        """Unknown keys, missing values, duplicates and warnings come in one report, ordered by line."""
+        text = (
+            "vLLMLoRAConfig:\n"
+            "  ensureExist:\n"
+            "    models:\n"
+            "    - {id: a, source: s}\n"
+            "    - {id: b, soruce: t}\n"
+            "    - {id: a, source: s}\n"
+            "  ensureNotExist:\n"
+            "    models: [{id: b}]\n"
+            "extra: 1\n"
+        )
+        with pytest.raises(ConfigError) as info:
+            parse_adapters_text(text, "cm.yaml")
+        assert [(i.line, i.severity, i.path) for i in info.value.issues] == [
+            (5, "error", "vLLMLoRAConfig.ensureExist.models[1].source"),
+            (5, "error", "vLLMLoRAConfig.ensureExist.models[1].soruce"),
+            (6, "error", "vLLMLoRAConfig.ensureExist.models[2].id"),
+            (8, "warning", "vLLMLoRAConfig.ensureNotExist.models[0].id"),
+            (9, "warning", "extra"),
+        ]
+
+
+class TestRefusedFileUnloadsNothing:
+    GOOD = "vLLMLoRAConfig:\n  ensureExist:\n    models:\n    - {id: a, source: s}\n"
+    TYPO = "vLLMLoRAConfig:\n  ensureExists:\n    models:\n    - {id: a, source: s}\n"
+
+    def test_parse_api_refuses(self) -> None:
+        """The typo file is no configuration at all, not an empty one."""
+        with pytest.raises(ConfigError):
+            parse_adapters(self.TYPO.encode(), "cm.yaml")
+
+    def test_last_good_stays_in_force_and_prune_unloads_nothing(self, tmp_path: Path) -> None:
+        """After the typo file, the syncer still plans from the last good file: --prune unloads nothing."""
+        path = tmp_path / "configmap.yaml"
+        watched = WatchedFile(path, parse_adapters)
+        path.write_text(self.GOOD)
+        assert watched.reload_sync() == "changed"
+        path.write_text(self.TYPO)
+        assert watched.reload_sync() == "error"
+        assert watched.current is not None
+        assert [a.id for a in watched.current.value.ensure_exist] == ["a"]
+        observed = [ObservedModel("base"), ObservedModel("a", root="s", parent="base")]
+        plan = make_plan(watched.current.value, observed, PlanOptions(prune=True))
+        assert [x for x in plan.actions if x.op == Op.UNLOAD] == []
+        assert plan.in_sync == ("a",)
 
 
 class TestFuzz:

@@ -207,7 +207,15 @@ class TestErrors:
         text = rewrite("r", exact("a", "{modelRewrite: v1, wieght: 5}"))
         [(line, path, message)] = errors_of(text)
         assert (line, path) == (8, "spec.rules[0].targets[0].wieght")
-        assert "unknown key" in message
+        assert message == "unknown key; did you mean 'weight'?"
+
+    def test_unknown_key_hints(self) -> None:
+        """Unknown keys under spec name the key meant, or list the keys that exist there."""
+        text = "kind: InferenceModel\nspec:\n  modelName: m\n  targetModel: []\n  colour: red\n"
+        assert [(p, m) for _, p, m in errors_of(text)] == [
+            ("spec.targetModel", "unknown key; did you mean 'targetModels'?"),
+            ("spec.colour", "unknown key (expected one of: modelName, criticality, poolRef, targetModels)"),
+        ]
 
     def test_bad_weight_values(self) -> None:
         """Weights are whole numbers from 0 to 1,000,000; strings and negatives are rejected."""
