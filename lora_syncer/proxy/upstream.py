@@ -98,7 +98,7 @@ class _Connection(asyncio.Protocol):
             self._push(data)
             return
         parser = self._parser
-        if state == _IDLE or state == _DONE or parser is None:
+        if state in (_IDLE, _DONE) or parser is None:
             # Bytes nobody asked for: the connection's framing can no longer be trusted.
             self.reusable = False
             self.close()
@@ -381,9 +381,7 @@ class UpstreamClient:
             raise
         return UpstreamResponse(self, conn, head, self.read_timeout)
 
-    async def _exchange(
-        self, conn: _Connection, data: bytes, no_body: bool
-    ) -> Head:
+    async def _exchange(self, conn: _Connection, data: bytes, no_body: bool) -> Head:
         transport = conn.transport
         if conn.closed or transport is None or transport.is_closing():
             raise Disconnected("the model server closed the connection")
