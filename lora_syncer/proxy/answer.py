@@ -1,21 +1,18 @@
 """What an answer says about how generation ended: finish_reason, completion tokens, an SSE error (pure).
 
 Read from a whole JSON answer, or from a server-sent event stream chunk by chunk however the
-upstream splits it (lines are re-assembled). Only events that can carry one of these are
-decoded: one regular-expression search per chunk skips the rest, so relaying stays cheap.
+upstream splits it (lines are re-assembled). Found with regular expressions, not by decoding
+JSON, so relaying stays cheap. Text inside JSON strings cannot match: its quotes are escaped.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from lora_syncer.proxy.rewrite import loads
-
-# An event worth decoding: a finish_reason with a value, a usage object, or an error.
-_INTERESTING = re.compile(
-    rb'"finish_reason":\s*"|"usage":\s*\{|"error"|"object":\s*"error"|^event:\s*error', re.M
-)
+_FINISH = re.compile(rb'"finish_reason":\s*"([^"\\]*)"')
+_TOKENS = re.compile(rb'"completion_tokens":\s*(\d{1,18})')
+# An error event: `event: error`, or a data line whose object is an error (both shapes vLLM has used).
+_ERROR = re.compile(rb'^event:\s*error\s*$|^data:\s*\{\s*"error"\s*:|^data:\s*\{.*"object":\s*"error"', re.M)
 
 
 class AnswerFacts:
@@ -31,8 +28,7 @@ class AnswerFacts:
 
     def read_json(self, raw: bytes) -> None:
         """A whole JSON answer."""
-        if _INTERESTING.search(raw):
-            self._take(raw)
+        self._take(raw)
 
     def feed_sse(self, chunk: bytes) -> None:
         """The next chunk of an event stream."""
@@ -43,35 +39,16 @@ class AnswerFacts:
             return
         self._pending = data[cut + 1 :]
         complete = data[: cut + 1] if self._pending else data
-        if _INTERESTING.search(complete):
-            for line in complete.splitlines():
-                self._line(line)
-
-    def _line(self, line: bytes) -> None:
-        if line.startswith(b"event:"):
-            if line[6:].strip() == b"error":
-                self.error = True
-        elif line.startswith(b"data:") and _INTERESTING.search(line):
-            self._take(line[5:])
-
-    def _take(self, payload: bytes) -> None:
-        try:
-            obj = loads(payload)
-        except ValueError:
-            return
-        if not isinstance(obj, dict):
-            return
-        if "error" in obj or obj.get("object") == "error":
+        self._take(complete)
+        if not self.error and b"error" in complete and _ERROR.search(complete):
             self.error = True
-            return
-        choices = obj.get("choices")
-        if isinstance(choices, list):
-            for choice in choices:
-                reason = choice.get("finish_reason") if isinstance(choice, dict) else None
-                if isinstance(reason, str):
-                    self.finish_reason = reason
-        usage: Any = obj.get("usage")
-        if isinstance(usage, dict):
-            tokens = usage.get("completion_tokens")
-            if isinstance(tokens, int) and not isinstance(tokens, bool):
-                self.completion_tokens = tokens
+
+    def _take(self, text: bytes) -> None:
+        if b'"finish_reason"' in text:
+            reasons = _FINISH.findall(text)
+            if reasons:
+                self.finish_reason = reasons[-1].decode("utf-8", "replace")
+        if b'"completion_tokens"' in text:
+            tokens = _TOKENS.findall(text)
+            if tokens:
+                self.completion_tokens = int(tokens[-1])
