@@ -143,7 +143,10 @@ class ProxyCore:
         finally:
             ex.ended = time.perf_counter()
             for observe in self.observers:
-                observe(ex)
+                try:
+                    observe(ex)
+                except Exception:  # an observer's bug must not fail the request it watched
+                    log.exception("exchange observer failed", observer=getattr(observe, "__qualname__", "?"))
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._drained.set()

@@ -232,3 +232,15 @@ async def test_client_that_leaves_is_not_an_upstream_error(rig: _Rig) -> None:
         await asyncio.sleep(0.01)
     ex = rig.last()
     assert (ex.status, ex.client_closed, ex.error, ex.target) == (499, True, None, "slow")
+
+
+async def test_failing_observer_does_not_fail_the_request(rig: _Rig) -> None:
+    """An observer that raises is logged; the client still gets its answer and later observers still run."""
+    proxy = await rig.start("json-ok")
+
+    def broken(ex: Exchange) -> None:
+        raise RuntimeError("observer bug")
+
+    proxy.core.observers.insert(0, broken)
+    assert await rig.ask(proxy) == 200
+    assert rig.last().status == 200
