@@ -154,8 +154,10 @@ class _Connection(asyncio.Protocol):
             return  # an interim answer (e.g. 103): the real one follows
         # aiohttp's parser also reads header bytes as UTF-8 with surrogateescape.
         headers: CIMultiDict[str] = CIMultiDict(
-            (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-            for n, v in self._raw_headers
+            [
+                (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for n, v in self._raw_headers
+            ]
         )
         length: int | None = None
         chunked = "Transfer-Encoding" in headers
@@ -247,13 +249,15 @@ class _Connection(asyncio.Protocol):
         return self.state == _DONE and not self._pieces
 
     def start(self, no_body: bool) -> None:
-        """Reset for a new exchange on this connection (a fresh parser: llhttp keeps per-message state)."""
+        """Reset for a new exchange on this connection."""
         self.state = _HEAD
         self.got_bytes = False
         self.no_body = no_body
         self._head = None
         self._exc = None
-        self._parser = httptools.HttpResponseParser(self)
+        if self._parser is None:
+            # One parser per connection: llhttp parses keep-alive answers one after another.
+            self._parser = httptools.HttpResponseParser(self)
 
     def close(self) -> None:
         self.reusable = False
