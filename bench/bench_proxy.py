@@ -16,6 +16,9 @@ Scenarios, each run for `--duration` seconds against direct, nginx and proxy:
 - streaming: `--concurrency` connections, SSE answers of 8 tokens: req/s;
 - first chunk: 1 connection, SSE: time to the first chunk (aiohttp load generator).
 
+`--proxy-transport session` sends the proxy's requests through aiohttp's `ClientSession`
+instead of the lean client (the way https upstreams go), to compare the two forward paths.
+
 Also printed: the machine, the load average at start and end (other work on the machine shows
 there), and CPU time per request of the proxy and of nginx (from /proc; less sensitive to
 noise than req/s). Targets (issue 4): added p50 < 1 ms, throughput >= 0.5 x nginx.
@@ -54,6 +57,13 @@ ALIAS = "small-segment-lora"
 TARGET = "small-segment-lora-v1"
 PROMPT = [{"role": "user", "content": "If you had a time machine, which way would you go?"}]
 STREAM_CHUNKS = 8
+# The proxy with its lean client turned off: every upstream goes through aiohttp's session.
+SESSION_PROXY = (
+    "from lora_syncer.proxy.upstream import UpstreamClient\n"
+    "UpstreamClient.supports = staticmethod(lambda base: False)\n"
+    "from lora_syncer.cli import main\n"
+    "raise SystemExit(main())\n"
+)
 
 
 def _body(model: str, stream: bool) -> dict[str, Any]:
@@ -388,6 +398,12 @@ def main() -> None:
     parser.add_argument("--upstream", choices=("emulator", "minimal"), default="emulator")
     parser.add_argument("--no-nginx", action="store_true", help="skip the nginx baseline")
     parser.add_argument(
+        "--proxy-transport",
+        choices=("lean", "session"),
+        default="lean",
+        help="the proxy's upstream client for plain http: the lean client (default) or aiohttp's session",
+    )
+    parser.add_argument(
         "--proxy-arg", action="append", default=[], help="extra flag for the proxy (repeatable)"
     )
     args = parser.parse_args()
@@ -404,7 +420,10 @@ def main() -> None:
     have_wrk, have_nginx = _require_tools(args.no_nginx)
     print(f"machine: {_machine()}")
     print(f"load average at start: {_loadavg()}  (2-core machines: above ~0.5 means other work competes)")
-    print(f"upstream: {args.upstream}; {args.duration:.0f} s per measurement\n")
+    print(
+        f"upstream: {args.upstream}; proxy transport: {args.proxy_transport}; "
+        f"{args.duration:.0f} s per measurement\n"
+    )
 
     upstream_port, proxy_port, nginx_port = _free_port(), _free_port(), _free_port()
     procs: list[subprocess.Popen[bytes]] = []
@@ -439,11 +458,11 @@ def main() -> None:
             procs.append(_spawn(up_argv, upstream_port, tmp / "upstream.log"))
             rules = tmp / "rules.yaml"
             rules.write_text(RULES)
+            launcher = ["-m", "lora_syncer"] if args.proxy_transport == "lean" else ["-c", SESSION_PROXY]
             proxy = _spawn(
                 [
                     sys.executable,
-                    "-m",
-                    "lora_syncer",
+                    *launcher,
                     "proxy",
                     "--rules",
                     str(rules),

@@ -72,10 +72,6 @@ class RouteTable:
         self.ruleset = ruleset
 
     @classmethod
-    def empty(cls) -> RouteTable:
-        return cls({}, None, RuleSet())
-
-    @classmethod
     def build(
         cls, ruleset: RuleSet, previous: RouteTable | None = None, pool: str | None = None
     ) -> RouteTable:

@@ -2,7 +2,9 @@
 
 Label values come only from the rules file (aliases, targets, rule ids) and from a fixed set
 (status codes, error kinds): never from what a client sends, so cardinality stays bounded.
-Requests that no rule matched carry `alias=""` and `target=""`.
+Requests that no rule matched carry `alias=""` and `target=""`; requests the proxy answered
+before choosing a target (refused, drained, or failed before the rewrite) carry `target="(none)"`
+and the alias when a rule matched.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from lora_syncer.proxy.exchange import Exchange
 
 # Proxy overhead is sub-millisecond; generations run for seconds or minutes.
 _DURATION_BUCKETS = (
@@ -155,6 +159,15 @@ class ProxyMetrics:
         if hist is None:
             hist = self._durations[alias] = self.duration.labels(alias)
         hist.observe(duration)
+
+    def observe_exchange(self, ex: Exchange) -> None:
+        """The observer of every finished exchange: requests, durations, time to first byte, pool requests."""
+        ended = ex.ended if ex.ended is not None else ex.started
+        self.observe(ex.alias, ex.target_label, ex.status, ended - ex.started)
+        if ex.head_sent is not None:
+            self.observe_first_byte(ex.alias, ex.head_sent - ex.started)
+        if ex.pool:
+            self.pool_request(ex.pool, ex.status)
 
     def observe_first_byte(self, alias: str, seconds: float) -> None:
         hist = self._first_bytes.get(alias)

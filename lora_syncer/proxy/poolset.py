@@ -125,12 +125,6 @@ class PoolSet:
             unknown = tuple(p for p in ruleset.pools_named if p not in pools)
         return cls(pools, picker, source, unknown)
 
-    def with_rules(self, ruleset: RuleSet, make_breaker: Callable[[], CircuitBreaker]) -> PoolSet:
-        """The same pools with a new rules file."""
-        specs = [p.spec for p in self.pools.values()]
-        loaded = self.first.loaded
-        return PoolSet.build(specs, self.source, ruleset, self, make_breaker, loaded)
-
     def available(self, now: float) -> list[str]:
         return [name for name, p in self.pools.items() if p.breaker.available(now)]
 

@@ -25,7 +25,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from lora_syncer.cliutil import env_default, env_flag
-from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.rules import RuleSet, parse_rules
 from lora_syncer.config.source import WatchedFile
 from lora_syncer.filewatch import FileWatcher
@@ -489,10 +488,6 @@ class ProxyService:
         return outcome
 
     # --- reporting ---------------------------------------------------------------------
-
-    @property
-    def rules_error(self) -> ConfigError | None:
-        return self._source.error if self._source is not None else None
 
     def ready(self) -> tuple[bool, str]:
         """Ready once listening and (when a rules file is set) a good rules file has been read once."""

@@ -1,11 +1,12 @@
 """A lean HTTP/1.1 client for the proxy's forward path: keep-alive connections on asyncio protocols.
 
 Why not aiohttp's `ClientSession` here: per request it builds a `ClientRequest`, a payload, a
-writer, a `ClientResponse` and a timer context, which measured as about half of the proxy's
-CPU per request. This client does only what a reverse proxy needs: write the request head and
-body in one send, parse the answer's head, and hand the body on as it arrives (content-length,
-chunked, or until close), with the same timeouts as before (connect; silence before the head
-and between body reads). It speaks plain `http://` only; other upstreams keep aiohttp.
+writer, a `ClientResponse` and a timer context; the benchmark (bench/bench_proxy.py, see
+docs/proxy.md) measures that as a large share of the proxy's CPU per request. This client does
+only what a reverse proxy needs: write the request head and body in one send, parse the answer
+with llhttp (`httptools`, the parser uvicorn uses), and hand the body on as it arrives, with the
+same timeouts (connect; silence before the head and between body reads). It speaks plain
+`http://` only; other upstreams go through aiohttp (`lora_syncer.proxy.transport`).
 
 Connections are pooled per origin (at most `limit` open in all, others wait) and reused while
 the server keeps them alive. A reused connection that turns out to be closed before any byte
@@ -23,18 +24,18 @@ from collections.abc import Callable
 from typing import cast
 
 import aiohttp
+import httptools
 from multidict import CIMultiDict
 
-# Limits on the answer head, like aiohttp's parser (8190 per line) with room for many headers.
-_MAX_LINE = 8190
-_MAX_HEAD = 64 * 1024
 # Stop reading from the upstream while this much body waits for a slow client.
 _HIGH_WATER = 256 * 1024
 _BODYLESS_METHODS = frozenset({"HEAD"})
 _LENGTH_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
-# Parser states.
-_IDLE, _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(9)
+# Connection states.
+_IDLE, _HEAD, _BODY, _UNTIL_CLOSE, _DONE = range(5)
+
+Head = tuple[int, str, CIMultiDict[str], int | None]
 
 
 class UpstreamError(aiohttp.ClientError):
@@ -62,7 +63,7 @@ class BadResponse(UpstreamError):
 
 
 class _Connection(asyncio.Protocol):
-    """One upstream connection: parses answers as bytes arrive and queues their body for the reader."""
+    """One upstream connection: llhttp parses answers as bytes arrive; their body is queued for the reader."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -75,9 +76,10 @@ class _Connection(asyncio.Protocol):
         self.counted = False  # holds one of the pool's `limit` slots
         self.got_bytes = False
         self.no_body = False
-        self._buf = b""  # bytes of the answer not parsed yet
-        self._remaining = 0
-        self._head: tuple[int, str, CIMultiDict[str], int | None] | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._head: Head | None = None
         self._pieces: list[bytes] = []
         self._buffered = 0
         self._paused = False
@@ -91,19 +93,33 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if self.state == _IDLE or self.state == _DONE:
+        state = self.state
+        if state == _UNTIL_CLOSE:
+            self._push(data)
+            return
+        parser = self._parser
+        if state in (_IDLE, _DONE) or parser is None:
             # Bytes nobody asked for: the connection's framing can no longer be trusted.
             self.reusable = False
             self.close()
             return
         self.got_bytes = True
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
         try:
-            self._parse(data)
-        except BadResponse as exc:
-            self._fail(exc)
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # A 101 answer: what follows is no longer HTTP; relay it until the server closes.
+            self.state = _UNTIL_CLOSE
+            self.reusable = False
+            rest = data[int(upgrade.args[0]) :] if upgrade.args else b""
+            if rest:
+                self._push(rest)
+        except httptools.HttpParserError as exc:
+            if self.state == _DONE:
+                # Bytes after a complete answer: keep the answer, never reuse the connection.
+                self.reusable = False
+                self._parser = None
+                return
+            self._fail(BadResponse(f"the model server's answer is not valid HTTP/1.1 ({exc})"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -118,141 +134,61 @@ class _Connection(asyncio.Protocol):
         if self.on_lost is not None:
             self.on_lost(self)
 
-    # --- parsing ------------------------------------------------------------------------
+    # --- llhttp callbacks ---------------------------------------------------------------
 
-    def _parse(self, buf: bytes) -> None:
-        pos = 0
-        while True:
-            state = self.state
-            if state == _HEAD:
-                end = buf.find(b"\r\n\r\n", pos)
-                if end < 0:
-                    if len(buf) - pos > _MAX_HEAD:
-                        raise BadResponse("answer head too large")
-                    break
-                self._parse_head(buf[pos:end])
-                pos = end + 4
-            elif state == _LENGTH:
-                take = min(self._remaining, len(buf) - pos)
-                if take:
-                    self._push(buf[pos : pos + take])
-                    pos += take
-                    self._remaining -= take
-                if self._remaining == 0:
-                    self._finish()
-                else:
-                    break
-            elif state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n", pos)
-                if end < 0:
-                    if len(buf) - pos > _MAX_LINE:
-                        raise BadResponse("chunk size line too long")
-                    break
-                line = buf[pos:end].split(b";", 1)[0].rstrip(b" \t")
-                pos = end + 2
-                # Hex digits only (int() alone would also take signs, spaces and underscores).
-                if not line or line.translate(None, b"0123456789abcdefABCDEF") or len(line) > 16:
-                    raise BadResponse("bad chunk size")
-                size = int(line, 16)
-                if size == 0:
-                    self.state = _TRAILERS
-                else:
-                    self._remaining = size
-                    self.state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
-                take = min(self._remaining, len(buf) - pos)
-                if not take:
-                    break
-                self._push(buf[pos : pos + take])
-                pos += take
-                self._remaining -= take
-                if self._remaining == 0:
-                    self.state = _CHUNK_END
-            elif state == _CHUNK_END:
-                if len(buf) - pos < 2:
-                    break
-                if buf[pos : pos + 2] != b"\r\n":
-                    raise BadResponse("chunk not followed by CRLF")
-                pos += 2
-                self.state = _CHUNK_SIZE
-            elif state == _TRAILERS:
-                end = buf.find(b"\r\n", pos)
-                if end < 0:
-                    if len(buf) - pos > _MAX_HEAD:
-                        raise BadResponse("trailers too large")
-                    break
-                empty = end == pos
-                pos = end + 2
-                if empty:
-                    self._finish()
-            elif state == _UNTIL_CLOSE:
-                if pos < len(buf):
-                    self._push(buf[pos:])
-                    pos = len(buf)
-                break
-            else:  # _DONE with bytes left over: not a clean keep-alive connection
-                if pos < len(buf):
-                    self.reusable = False
-                    pos = len(buf)
-                break
-        if pos < len(buf):
-            self._buf = buf[pos:]
+    def on_message_begin(self) -> None:
+        self._raw_headers = []
+        self._reason = b""
 
-    def _parse_head(self, head: bytes) -> None:
-        # One decode for the whole head (aiohttp's parser also reads headers as UTF-8, surrogateescape).
-        lines = head.decode("utf-8", "surrogateescape").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        code = parts[1] if len(parts) > 1 else ""
-        if not parts[0].startswith("HTTP/1.") or len(code) != 3 or not (code.isascii() and code.isdigit()):
-            raise BadResponse("bad status line")
-        status = int(code)
-        reason = parts[2] if len(parts) > 2 else ""
-        headers: CIMultiDict[str] = CIMultiDict()
-        add = headers.add
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name[-1] in " \t" or name[0] in " \t" or len(line) > _MAX_LINE:
-                raise BadResponse("bad header line")
-            add(name, value.strip(" \t"))
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             return  # an interim answer (e.g. 103): the real one follows
-        http10 = parts[0] == "HTTP/1.0"
-        if "Connection" in headers:
-            tokens = {t.strip().lower() for v in headers.getall("Connection") for t in v.split(",")}
-            keep_alive = ("keep-alive" in tokens) if http10 else ("close" not in tokens)
-        else:
-            keep_alive = not http10
+        # aiohttp's parser also reads header bytes as UTF-8 with surrogateescape.
+        headers: CIMultiDict[str] = CIMultiDict(
+            [
+                (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for n, v in self._raw_headers
+            ]
+        )
         length: int | None = None
-        te = headers.get("Transfer-Encoding")
-        if te is None and "Content-Length" in headers:
-            values = {v.strip() for raw in headers.getall("Content-Length") for v in raw.split(",")}
-            if len(values) != 1:
-                raise BadResponse("conflicting Content-Length")
-            text = values.pop()
-            if not (text.isascii() and text.isdigit()):
-                raise BadResponse("bad Content-Length")
-            length = int(text)
-        self._head = (status, reason, headers, length)
-        self.reusable = keep_alive and status != 101
-        if self.no_body or status in (204, 304) or status == 101:
-            self.state = _DONE if status != 101 else _UNTIL_CLOSE
-            self.reusable = self.reusable and status != 101
-        elif te is not None:
-            codings = [c.strip().lower() for c in te.split(",") if c.strip()]
-            if codings and codings[-1] == "chunked":
-                self.state = _CHUNK_SIZE
-                if len(codings) > 1:
-                    self.reusable = False
-            else:
-                self.state = _UNTIL_CLOSE
-                self.reusable = False
-        elif length is not None:
-            self._remaining = length
-            self.state = _LENGTH if length else _DONE
-        else:
+        chunked = "Transfer-Encoding" in headers
+        if not chunked and "Content-Length" in headers:
+            length = int(headers["Content-Length"])  # llhttp has checked it (digits, one value)
+        self._head = (status, self._reason.decode("utf-8", "surrogateescape"), headers, length)
+        self.reusable = parser.should_keep_alive() and status != 101
+        if self.no_body:
+            # llhttp cannot be told the request was HEAD: the answer ends with its head.
+            self.state = _DONE
+            self._parser = None
+        elif status not in (204, 304, 101) and not chunked and length is None:
+            # No framing: the body runs until the server closes (llhttp has no end-of-input call).
             self.state = _UNTIL_CLOSE
             self.reusable = False
+        else:
+            self.state = _BODY
         self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.state == _BODY or self.state == _UNTIL_CLOSE:
+            self._push(body)
+
+    def on_message_complete(self) -> None:
+        if self._head is None:
+            return  # the end of an interim (1xx) answer
+        if self.state == _BODY:
+            self.state = _DONE
+            self._wake()
+
+    # --- buffering ----------------------------------------------------------------------
 
     def _push(self, data: bytes) -> None:
         self._pieces.append(data)
@@ -260,10 +196,6 @@ class _Connection(asyncio.Protocol):
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
-
-    def _finish(self) -> None:
-        self.state = _DONE
         self._wake()
 
     def _fail(self, exc: BaseException) -> None:
@@ -288,7 +220,7 @@ class _Connection(asyncio.Protocol):
             timer.cancel()
             self._waiter = None
 
-    async def read_head(self, silence: float) -> tuple[int, str, CIMultiDict[str], int | None]:
+    async def read_head(self, silence: float) -> Head:
         while self._head is None:
             if self._exc is not None:
                 raise self._exc
@@ -323,7 +255,9 @@ class _Connection(asyncio.Protocol):
         self.no_body = no_body
         self._head = None
         self._exc = None
-        self._remaining = 0
+        if self._parser is None:
+            # One parser per connection: llhttp parses keep-alive answers one after another.
+            self._parser = httptools.HttpResponseParser(self)
 
     def close(self) -> None:
         self.reusable = False
@@ -345,7 +279,7 @@ class UpstreamResponse:
         self,
         client: UpstreamClient,
         conn: _Connection,
-        head: tuple[int, str, CIMultiDict[str], int | None],
+        head: Head,
         timeout: float,
     ) -> None:
         self._client = client
@@ -451,9 +385,7 @@ class UpstreamClient:
             raise
         return UpstreamResponse(self, conn, head, self.read_timeout)
 
-    async def _exchange(
-        self, conn: _Connection, data: bytes, no_body: bool
-    ) -> tuple[int, str, CIMultiDict[str], int | None]:
+    async def _exchange(self, conn: _Connection, data: bytes, no_body: bool) -> Head:
         transport = conn.transport
         if conn.closed or transport is None or transport.is_closing():
             raise Disconnected("the model server closed the connection")

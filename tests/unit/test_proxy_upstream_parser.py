@@ -88,3 +88,46 @@ def test_extra_bytes_after_answer_spoil_reuse() -> None:
     conn, body = _feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", [])
     assert body == b"ok"
     assert not conn.reusable
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    first=st.binary(max_size=50),
+    second=st.lists(st.binary(min_size=1, max_size=20), max_size=4),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
+)
+def test_keep_alive_answers_in_sequence_share_one_parser(
+    first: bytes, second: list[bytes], cuts: list[int]
+) -> None:
+    """A length answer then a chunked one on the same connection (one llhttp parser) both decode whole."""
+    loop = asyncio.new_event_loop()
+    try:
+        conn = upstream._Connection(loop)
+        conn.connection_made(_Transport())  # type: ignore[arg-type]
+        bodies = []
+        for wire in (
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(first) + first,
+            _chunked(second, trailers=False),
+        ):
+            conn.start(no_body=False)
+            last = 0
+            for cut in [*sorted(c % (len(wire) + 1) for c in cuts), len(wire)]:
+                if cut > last:
+                    conn.data_received(wire[last:cut])
+                    last = cut
+            assert conn.state == upstream._DONE and conn.reusable
+            bodies.append(b"".join(conn._pieces))
+            conn._pieces.clear()
+            conn.state = upstream._IDLE
+        assert bodies == [first, b"".join(second)]
+    finally:
+        loop.close()
+
+
+def test_interim_answer_is_skipped() -> None:
+    """A 103 Early Hints before the answer is not taken for the answer."""
+    conn, body = _feed(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", []
+    )
+    assert conn._head is not None and conn._head[0] == 200
+    assert body == b"ok"

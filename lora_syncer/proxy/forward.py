@@ -1,0 +1,265 @@
+"""Send one exchange to one pool and relay the answer to the client, chunk by chunk.
+
+Failures before any answer become `Unreachable` (another pool may serve the request) or
+`Refused` (a read timeout: the upstream may be working on it); each is reported to the pool's
+breaker. Once the answer's head is in, it is relayed: small answers and answers that must be
+rewritten whole in one write, the rest streamed as it arrives. An answer broken off mid-stream
+closes the client connection so it is seen as cut short.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+
+from lora_syncer.proxy.answer import AnswerFacts
+from lora_syncer.proxy.exchange import Exchange
+from lora_syncer.proxy.headers import end_to_end
+from lora_syncer.proxy.metrics import ProxyMetrics
+from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER
+from lora_syncer.proxy.pool_manager import PoolManager
+from lora_syncer.proxy.poolset import UpstreamPool
+from lora_syncer.proxy.refusal import Refused, Unreachable
+from lora_syncer.proxy.rewrite import SSEModelRewriter, json_with_model, models_with_aliases
+from lora_syncer.proxy.transport import (
+    TRANSPORT_ERRORS,
+    Transport,
+    UpstreamAnswer,
+    UpstreamFailure,
+    classify,
+)
+
+log = structlog.get_logger("lora_syncer.proxy")
+
+# Answers up to this size with a known length are sent in one write instead of streamed.
+_BUFFER_LIMIT = 256 * 1024
+# Upper bound for answers that must be read whole to be rewritten (JSON with response-model=requested).
+_REWRITE_LIMIT = 64 * 1024 * 1024
+_TIMED_OUT = "the model server did not answer in time"
+
+
+class Forwarder:
+    """The forward path: headers out, answer back."""
+
+    def __init__(
+        self, transport: Transport, pools: PoolManager, metrics: ProxyMetrics, *, rewrite_back: bool
+    ) -> None:
+        self.transport = transport
+        self.pools = pools
+        self.metrics = metrics
+        self._rewrite_back = rewrite_back
+
+    def _upstream_headers(self, request: web.Request) -> CIMultiDict[str]:
+        headers = end_to_end(request.headers)
+        # The body has been read whole already: no 100-continue handshake with the model server.
+        headers.popall("Expect", None)
+        peer = request.remote
+        if peer:
+            prior = headers.get("X-Forwarded-For")
+            headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+        if self._rewrite_back:
+            # The answer's `model` must be readable to be rewritten: ask for it uncompressed.
+            headers["Accept-Encoding"] = "identity"
+        return headers
+
+    async def forward(
+        self, ex: Exchange, pool: UpstreamPool, body: bytes, augment_models: bool
+    ) -> web.StreamResponse:
+        """Send `body` to `pool` for `ex` and relay the answer. Raises Unreachable or Refused."""
+        transport = self.transport
+        if not transport.is_open:
+            raise Refused(503, "the proxy is shutting down", "stopping")
+        request = ex.request
+        metrics = self.metrics
+        metrics.forwarding += 1
+        try:
+            try:
+                answer = await transport.send(
+                    request.method, pool.base, request.raw_path, self._upstream_headers(request), body
+                )
+            except TRANSPORT_ERRORS as exc:
+                raise self._failed_before_answer(ex, pool, classify(exc)) from None
+            status = answer.status
+            self.pools.answered(pool, status)
+            if status >= 500:
+                ex.error = "upstream_5xx"
+            try:
+                return await self._relay(ex, pool, answer, augment_models)
+            finally:
+                answer.release()
+        except TRANSPORT_ERRORS as exc:  # reading an answer that is relayed whole
+            failure = classify(exc)
+            ex.error = "broken_stream"
+            if failure.kind == "timeout":
+                metrics.upstream_errors.labels("timeout").inc()
+                log.warning("model server timed out", upstream=pool.base, path=request.path)
+                raise Refused(504, _TIMED_OUT, "upstream") from None
+            metrics.upstream_errors.labels("disconnect").inc()
+            log.warning("model server connection failed", upstream=pool.base, error=failure.detail)
+            raise Refused(
+                502, f"the model server closed the connection ({failure.detail})", "upstream"
+            ) from None
+        finally:
+            metrics.forwarding -= 1
+
+    def _failed_before_answer(self, ex: Exchange, pool: UpstreamPool, failure: UpstreamFailure) -> Exception:
+        """Count and log a failure before any answer; the exception to raise for it."""
+        base = pool.base
+        kind = failure.kind
+        ex.error = "timeout" if kind in ("timeout", "connect_timeout") else "connect"
+        if kind == "connect":
+            self.metrics.upstream_errors.labels("connect").inc()
+            self.pools.failed(pool, "connect", f"unreachable: {failure.detail}")
+            log.warning("model server unreachable", upstream=base, pool=pool.name, error=failure.detail)
+            return Unreachable(
+                Refused(502, f"model server at {base} is unreachable: {failure.detail}", "upstream")
+            )
+        if kind == "connect_timeout" or kind == "timeout":
+            self.metrics.upstream_errors.labels("timeout").inc()
+            connecting = kind == "connect_timeout"
+            self.pools.failed(pool, "connect" if connecting else "timeout", failure.detail)
+            log.warning("model server timed out", upstream=base, pool=pool.name, path=ex.request.path)
+            refused = Refused(504, _TIMED_OUT, "upstream")
+            return Unreachable(refused) if connecting else refused
+        self.metrics.upstream_errors.labels("disconnect").inc()
+        self.pools.failed(pool, "disconnect", f"connection lost before an answer ({failure.detail})")
+        log.warning("model server connection failed", upstream=base, pool=pool.name, error=failure.detail)
+        return Unreachable(
+            Refused(502, f"the model server closed the connection ({failure.detail})", "upstream")
+        )
+
+    async def _relay(
+        self, ex: Exchange, pool: UpstreamPool, answer: UpstreamAnswer, augment_models: bool
+    ) -> web.StreamResponse:
+        headers = end_to_end(answer.headers)
+        requested = ex.model
+        served = ex.target if ex.target is not None else requested
+        if served is not None:
+            headers[SERVED_MODEL_HEADER] = served
+        if self.pools.pools.health_tracked:
+            headers[POOL_HEADER] = pool.name
+        ctype = answer.headers.get("Content-Type", "")
+        is_sse = ctype.startswith("text/event-stream")
+        is_json = "json" in ctype
+        status = answer.status
+        rewrite_back = (
+            self._rewrite_back and requested is not None and served is not None and served != requested
+        )
+        length = answer.content_length
+        augment = augment_models and status == 200
+        if (
+            augment
+            or (rewrite_back and not is_sse and is_json)
+            or (not is_sse and length is not None and length <= _BUFFER_LIMIT)
+        ):
+            data = await self._read_whole(answer)
+            ex.first_chunk = time.perf_counter()
+            if status == 200 and is_json:
+                facts = AnswerFacts()
+                facts.read_json(data)
+                ex.finish_reason, ex.completion_tokens = facts.finish_reason, facts.completion_tokens
+            if augment:
+                aliases = {r.alias: r.first_live or r.names[0] for r in pool.table.exact.values()}
+                if aliases:
+                    data = models_with_aliases(data, aliases, int(time.time()))
+            elif rewrite_back and is_json:
+                assert served is not None and requested is not None
+                data = json_with_model(data, served, requested)
+            ex.head_sent = time.perf_counter()
+            return web.Response(status=status, reason=answer.reason, body=data, headers=headers)
+        rewriter = (
+            SSEModelRewriter(served, requested) if rewrite_back and is_sse and served and requested else None
+        )
+        return await self._stream(ex, answer, headers, rewriter, rewrite_back, is_sse and status == 200)
+
+    @staticmethod
+    async def _read_whole(answer: UpstreamAnswer) -> bytes:
+        """The whole answer body, refusing (502) one too large to hold for rewriting."""
+        length = answer.content_length
+        if length is not None and length <= _REWRITE_LIMIT:
+            return await answer.read()
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await answer.readany():
+            size += len(chunk)
+            if size > _REWRITE_LIMIT:
+                raise Refused(502, "the model server's answer is too large to rewrite", "upstream")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _stream(
+        self,
+        ex: Exchange,
+        answer: UpstreamAnswer,
+        headers: CIMultiDict[str],
+        rewriter: SSEModelRewriter | None,
+        rewrite_back: bool,
+        scan_events: bool,
+    ) -> web.StreamResponse:
+        request = ex.request
+        response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
+        if answer.content_length is not None and not rewrite_back:
+            response.content_length = answer.content_length
+        await response.prepare(request)
+        ex.head_sent = time.perf_counter()
+        facts = AnswerFacts() if scan_events else None
+        metrics = self.metrics
+        metrics.streaming += 1
+        try:
+            while True:
+                try:
+                    chunk = await answer.readany()
+                except TRANSPORT_ERRORS as exc:
+                    failure = classify(exc)
+                    ex.error = "broken_stream"
+                    if failure.kind == "timeout":
+                        metrics.upstream_errors.labels("timeout").inc()
+                        log.warning("model server went silent mid-answer; closing", path=request.path)
+                    else:
+                        metrics.upstream_errors.labels("disconnect").inc()
+                        log.warning(
+                            "model server broke off an answer", path=request.path, error=failure.detail
+                        )
+                    _abort(request)
+                    return response
+                if not chunk:
+                    break
+                if ex.first_chunk is None:
+                    ex.first_chunk = time.perf_counter()
+                if facts is not None:
+                    facts.feed_sse(chunk)
+                if rewriter is not None:
+                    chunk = rewriter.feed(chunk)
+                    if not chunk:
+                        continue
+                try:
+                    await response.write(chunk)
+                except ConnectionError:
+                    ex.client_closed = True
+                    metrics.client_disconnects.inc()
+                    return response
+            if rewriter is not None:
+                tail = rewriter.flush()
+                if tail:
+                    await response.write(tail)
+            await response.write_eof()
+        except ConnectionError:
+            ex.client_closed = True
+            metrics.client_disconnects.inc()
+        finally:
+            metrics.streaming -= 1
+            if facts is not None:
+                ex.finish_reason, ex.completion_tokens = facts.finish_reason, facts.completion_tokens
+                if facts.error and ex.error is None:
+                    ex.error = "sse_error"
+        return response
+
+
+def _abort(request: web.Request) -> None:
+    """Close the client connection so a cut-short answer is seen as cut short, not complete."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
