@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import fnmatch
+import io
 import os
 import re
 import shlex
@@ -265,6 +267,38 @@ def command_parser(name: str) -> argparse.ArgumentParser:
             sub: argparse.ArgumentParser = action.choices[name]
             return sub
     raise AssertionError(f"no subparser {name!r}")
+
+
+def subcommand_of(args: tuple[str, ...]) -> str:
+    """The subcommand a `lora-syncer ARGS` line runs (flags with no subcommand mean `run`, as in cli.main)."""
+    if args and args[0].startswith("--") and args[0] not in ("--help", "-h", "--version"):
+        return "run"
+    return args[0] if args else ""
+
+
+def command_problem(command: Command) -> str | None:
+    """Why the CLI would not accept `command` (None if it would).
+
+    A complete line must parse with the subcommand's real parser; a fragment (an inline span
+    such as `lora-syncer plan --config FILE [--server URL]`) must name a real subcommand and only
+    flags that subcommand has.
+    """
+    name = subcommand_of(command.args)
+    if name not in COMMANDS:
+        return f"no subcommand {name!r}"
+    args = list(command.args[1:]) if command.args[0] == name else list(command.args)
+    if command.complete:
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                command_parser(name).parse_args(args)
+        except SystemExit as exc:
+            return f"the CLI refuses it (exit {exc.code}): {stderr.getvalue().strip()}"
+        return None
+    known = options_of(name)
+    flags = [w.strip("[]()|,.`").split("=", 1)[0] for w in args if w.lstrip("[(").startswith("-")]
+    unknown = [f for f in flags if f and f != "--" and f not in known]
+    return f"{name} has no {', '.join(unknown)}" if unknown else None
 
 
 def options_of(name: str) -> frozenset[str]:

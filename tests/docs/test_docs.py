@@ -4,9 +4,7 @@ it declares, links and paths that exist, code blocks that parse (and ConfigMaps 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import re
@@ -34,16 +32,16 @@ from tests.docs.docs_support import (
     Command,
     checked_lines,
     code_spans,
-    command_parser,
+    command_problem,
     commands,
     declared_metrics,
     fenced_blocks,
     markdown_files,
     metric_names,
-    options_of,
     prose_lines,
     rel,
     shell_lines,
+    subcommand_of,
     top_level_names,
     variables_read,
 )
@@ -142,39 +140,19 @@ def _paths() -> list[Found]:
 PATHS = _paths()
 
 
-# --- commands -------------------------------------------------------------------------------------
-
-
-def _subcommand(args: tuple[str, ...]) -> str:
-    # As lora_syncer.cli.main: flags with no subcommand first (the upstream image's form) mean `run`.
-    if args and args[0].startswith("--") and args[0] not in ("--help", "-h", "--version"):
-        return "run"
-    return args[0] if args else ""
+# --- commands -----------------------------------------------------------------------------------------------
 
 
 class TestCommands:
     def test_commands_are_found(self) -> None:
         """The docs show complete command lines of the main subcommands (so the items below exist)."""
-        shown = {_subcommand(c.args) for c in COMMAND_LINES if c.complete}
+        shown = {subcommand_of(c.args) for c in COMMAND_LINES if c.complete}
         assert {"demo", "check", "split-test", "plan", "run", "proxy", "emulator"} <= shown
 
     @pytest.mark.parametrize("command", COMMAND_LINES, ids=_ids(COMMAND_LINES))
     def test_command_is_accepted(self, command: Command) -> None:
         """A `lora-syncer` line names a real subcommand; a complete one parses, a fragment uses real flags."""
-        name = _subcommand(command.args)
-        assert name in COMMANDS, f"{command.id}: no subcommand {name!r}"
-        if command.complete:
-            args = list(command.args) if name == command.args[0] else [name, *command.args]
-            stderr = io.StringIO()
-            try:
-                with contextlib.redirect_stderr(stderr):
-                    command_parser(name).parse_args(args[1:])
-            except SystemExit as exc:
-                pytest.fail(f"{command.id}: the CLI refuses it (exit {exc.code}): {stderr.getvalue()}")
-            return
-        known = options_of(name)
-        flags = [w.strip("[]()|,.`").split("=", 1)[0] for w in command.args if w.lstrip("[(").startswith("-")]
-        assert [f for f in flags if f and f not in known and f != "--"] == [], command.id
+        assert command_problem(command) is None, f"{command.id}: {command_problem(command)}"
 
     @pytest.mark.parametrize(
         "command",
