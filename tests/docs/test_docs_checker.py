@@ -59,7 +59,9 @@ def test_wrong_commands_are_refused(tmp_path: Path) -> None:
     assert "--no-such-flag" in (command_problem(Command(doc, 1, ("plan", "--no-such-flag"), False)) or "")
     assert command_problem(Command(doc, 1, ("deploy",), False)) == "no subcommand 'deploy'"
     assert command_problem(Command(doc, 1, ("run", "--reconcile-trigger", "soon"), True)) is not None
-    assert command_problem(Command(doc, 1, ("--config", "/c.yaml"), True)) is None  # the upstream form means run
+    assert (
+        command_problem(Command(doc, 1, ("--config", "/c.yaml"), True)) is None
+    )  # the upstream form means run
 
 
 def test_indented_blocks_are_found(tmp_path: Path) -> None:
