@@ -1,11 +1,13 @@
 """Run the reliability scenarios and write their figures to docs/reliability.md.
 
-The scenarios are the ones the reliability tier asserts on (tests/reliability/rel_harness.py),
+The scenarios are the ones the reliability tier asserts on (tests/support/reliability/),
 run here longer and reported as a table: faults injected, requests sent, wrong answers, lost or
 spurious unloads (all must be zero), time to converge once faults stop, peak RSS. Everything
 runs on 127.0.0.1 and is bounded (about two minutes in all).
 
-    .venv/bin/python bench/reliability_report.py [--out docs/reliability.md] [--quick]
+    .venv/bin/python -m bench.reliability_report [--out docs/reliability.md] [--quick]
+
+(run from the checkout's root, as a module, so `tests.support` imports from the checkout).
 
 Exit status 1 when any scenario found a violation (the table says which).
 """
@@ -26,11 +28,11 @@ from pathlib import Path
 
 import structlog
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "reliability"))
-sys.path.insert(0, str(ROOT))
+from tests.support.reliability.memory import peak_rss_kib
+from tests.support.reliability.proxy_scenarios import run_proxy_under_faults
+from tests.support.reliability.sync_scenarios import run_churn, run_process_restarts, run_restart_storm
 
-import rel_harness as h  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -56,7 +58,7 @@ def _fmt_converge(seconds: float | None) -> str:
 
 
 async def churn(workdir: Path, seconds: float) -> Row:
-    r = await h.run_churn(workdir, seconds=seconds, swaps_per_second=25, seed=2, warmup_fraction=0.3)
+    r = await run_churn(workdir, seconds=seconds, swaps_per_second=25, seed=2, warmup_fraction=0.3)
     kinds = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(r.kinds.items()))
     growth = r.rss_end_kib - r.rss_warm_kib
     return Row(
@@ -75,7 +77,7 @@ async def churn(workdir: Path, seconds: float) -> Row:
 
 
 async def restart_storm(workdir: Path, mode: str, restarts: int) -> Row:
-    r = await h.run_restart_storm(workdir, restarts=restarts, failure_mode=mode)
+    r = await run_restart_storm(workdir, restarts=restarts, failure_mode=mode)
     return Row(
         f"vLLM restarting mid-pass ({mode})",
         f"{r.restarts} restarts, loads 0.5 s vs 0.3 s timeout, 25% `{mode}` on load/unload "
@@ -84,7 +86,7 @@ async def restart_storm(workdir: Path, mode: str, restarts: int) -> Row:
         None,
         len(r.unload_violations),
         r.converge_seconds,
-        _mib(h.peak_rss_kib()),
+        _mib(peak_rss_kib()),
         0.0,
         "successful unloads per --lora-modules adapter: "
         + ", ".join(f"{k}={v}" for k, v in sorted(r.successful_unloads.items())),
@@ -93,7 +95,7 @@ async def restart_storm(workdir: Path, mode: str, restarts: int) -> Row:
 
 
 async def process_restarts(workdir: Path, cycles: int) -> Row:
-    r = await h.run_process_restarts(workdir, cycles=cycles)
+    r = await run_process_restarts(workdir, cycles=cycles)
     return Row(
         f"`lora-syncer run` SIGTERM mid-pass x{cycles}",
         f"{cycles} SIGTERMs with loads in flight, file changed between runs",
@@ -101,7 +103,7 @@ async def process_restarts(workdir: Path, cycles: int) -> Row:
         None,
         len(r.unload_violations) + len(r.lost),
         r.converge_seconds,
-        _mib(h.peak_rss_kib()),
+        _mib(peak_rss_kib()),
         0.0,
         f"exit codes {r.exit_codes}; loads of adapters already loaded: {r.redundant_loads}",
         r.violations,
@@ -109,7 +111,7 @@ async def process_restarts(workdir: Path, cycles: int) -> Row:
 
 
 async def proxy_load(workdir: Path, seconds: float) -> Row:
-    r = await h.run_proxy_under_faults(workdir, seconds=seconds, clients=8, split_requests=200)
+    r = await run_proxy_under_faults(workdir, seconds=seconds, clients=8, split_requests=200)
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
     return Row(
         f"proxy under load, {seconds:.0f} s, 8 clients",
@@ -118,7 +120,7 @@ async def proxy_load(workdir: Path, seconds: float) -> Row:
         len(r.wrong),
         0,
         r.converge_seconds,
-        _mib(h.peak_rss_kib()),
+        _mib(peak_rss_kib()),
         0.0,
         f"correct {r.correct}, OpenAI-style errors {r.openai_errors}, streams cut by a restart "
         f"{r.cut_short}, hung {r.hung}, other {len(r.bad_errors)}; statuses {statuses}; "

@@ -2,8 +2,10 @@
 
 - Every async test running in the default function-scoped event loop fails if it leaves asyncio
   tasks behind (servers not stopped, background loops not cancelled).
-- ``free_port`` gives a callable returning an ephemeral port on 127.0.0.1 for servers that must
-  be told a port up front (prefer binding port 0 wherever the server reports its port).
+- The fixtures of tests/support/fixtures.py (``free_port``, ``http``, ``emulator``,
+  ``emulator_factory``, ``emulator_process_factory``, ``volume_factory``) are registered for every
+  tier; their helpers are importable as ``tests.support.*`` (pyproject puts the checkout on
+  pytest's ``pythonpath``).
 - ``real_vllm``: the one real vLLM server of the session. It is defined here, not in
   tests/e2e/conftest.py, only because pytest shows a conftest's fixtures to the tests below it
   and both tests/contract and tests/e2e must share the same server (one ~30 s start-up per run).
@@ -16,29 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
 from lora_syncer.realvllm.launcher import SETUP_HINT, RealVLLM, default_venv, find_venv
 
+pytest_plugins = ("tests.support.fixtures",)
+
 # Loop iterations granted after teardown so tasks that are already finishing can do so.
 _SETTLE_ITERATIONS = 20
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def free_port() -> Callable[[], int]:
-    """A function returning a TCP port on 127.0.0.1 that was free when asked."""
-    return _free_port
 
 
 def _describe(task: asyncio.Task[object]) -> str:

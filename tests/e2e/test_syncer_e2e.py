@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,9 @@ import pytest
 import pytest_asyncio
 
 from lora_syncer.kubelet import ConfigMapVolume
-from lora_syncer.realvllm.launcher import RealVLLM, free_port
+from lora_syncer.realvllm.launcher import RealVLLM
+from tests.support.net import free_port
+from tests.support.wait import eventually as support_eventually
 
 _TIMEOUT = aiohttp.ClientTimeout(total=60)
 
@@ -59,17 +61,13 @@ class Syncer:
         return out
 
 
-async def eventually(check: Callable[[], Any], *, within: float = 60.0, every: float = 0.1) -> Any:
-    """Poll an async check until it returns a truthy value (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    last: Any = None
-    while loop.time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"condition not met within {within}s (last: {last!r})")
+# Real vLLM loads and restarts take seconds on a loaded machine: a longer bound than the default.
+E2E_WAIT = 60.0
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = E2E_WAIT) -> Awaitable[Any]:
+    """tests.support's `eventually` with the e2e tier's bound and a 0.1 s interval."""
+    return support_eventually(check, timeout=timeout, interval=0.1)
 
 
 async def listed(session: aiohttp.ClientSession, server: RealVLLM) -> dict[str, str]:
@@ -112,7 +110,7 @@ async def syncer(vllm: RealVLLM, tmp_path: Path) -> AsyncIterator[Syncer]:
             except aiohttp.ClientError:
                 return False
 
-        await eventually(up, within=30)
+        await eventually(up, timeout=30)
     try:
         yield s
     finally:
@@ -178,7 +176,7 @@ class TestRealVLLM:
         async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
             await eventually(lambda: _has(session, vllm, want))
             await vllm.restart()
-            await eventually(lambda: _has(session, vllm, want), within=60)
+            await eventually(lambda: _has(session, vllm, want), timeout=60)
             st = await status(session, syncer)
             assert st["syncer"]["server"]["reachable"] is True
 

@@ -8,9 +8,10 @@ import http.client
 import json
 from typing import Any
 
-from fuzz_rig import ProxyThread
 from hypothesis import example, given
 from hypothesis import strategies as st
+
+from tests.support.threaded import ProxyThread
 
 TIMEOUT = 10.0
 

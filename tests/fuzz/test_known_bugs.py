@@ -10,11 +10,11 @@ import json
 from typing import Any
 
 import pytest
-from fuzz_rig import ProxyThread
 
 from lora_syncer.config.adapters import parse_adapters
 from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.rules import parse_rules
+from tests.support.threaded import ProxyThread
 
 PARSERS = [pytest.param(parse_adapters, id="adapters"), pytest.param(parse_rules, id="rules")]
 

@@ -23,9 +23,9 @@ from lora_syncer.demo.steps import (
     with_sources,
 )
 from lora_syncer.demo.walkthrough import DemoOptions
+from tests.support import seeds
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples" / "qwen3-32b-rewrite"
+EXAMPLES = seeds.EXAMPLES / "qwen3-32b-rewrite"
 GUIDE_SPLITS = {
     "alias-v1": {"small-segment-lora-v1": 20, "small-segment-lora-v2": 0},
     "split-90-10": {"small-segment-lora-v1": 18, "small-segment-lora-v2": 2},
@@ -48,7 +48,7 @@ def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         stdin=subprocess.DEVNULL,
         env={**os.environ, "NO_COLOR": "1", **(env or {})},
         check=False,
-        cwd=ROOT,
+        cwd=seeds.ROOT,
     )
 
 
@@ -276,7 +276,7 @@ def test_demo_against_real_vllm() -> None:
         stdin=subprocess.DEVNULL,
         env={**os.environ, "NO_COLOR": "1"},
         check=False,
-        cwd=ROOT,
+        cwd=seeds.ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "small-segment-lora-v1        18    90%" in proc.stdout

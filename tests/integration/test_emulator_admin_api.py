@@ -32,12 +32,6 @@ async def emu() -> AsyncIterator[Emulator]:
         yield e
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
 async def call(
     http: aiohttp.ClientSession, method: str, url: str, body: Any = None, **kw: Any
 ) -> tuple[int, str | None, str]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import Callable
 
 import aiohttp
 import pytest
+
+from tests.support.http import wait_until_answers
+from tests.support.processes import clean_env
 
 
 async def start(*flags: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
@@ -23,22 +25,12 @@ async def start(*flags: str, env: dict[str, str] | None = None) -> asyncio.subpr
         *flags,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+        env=clean_env(**(env or {})),
     )
 
 
 async def wait_healthy(http: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(500):  # ~10 s
-        if proc.returncode is not None:
-            pytest.fail(f"emulator exited early with {proc.returncode}")
-        try:
-            async with http.get(url + "/health") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.02)
-    pytest.fail("emulator did not become healthy")
+    await wait_until_answers(http, url + "/health", proc=proc)
 
 
 async def stop(proc: asyncio.subprocess.Process, sig: signal.Signals) -> int:

@@ -21,12 +21,6 @@ async def emu() -> AsyncIterator[Emulator]:
         yield e
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
 async def request(http: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
     async with http.request(method, url, json=body) as resp:
         if resp.content_type == "application/json":

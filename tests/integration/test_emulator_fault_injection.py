@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from lora_syncer.emulator import Emulator, EmulatorConfig, Faults
+from tests.support.http import client_session
+from tests.support.wait import eventually
 
 LOAD = "/v1/load_lora_adapter"
 CHAT_BODY = {"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -24,8 +26,7 @@ async def emu() -> AsyncIterator[Emulator]:
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     # force_close: a dropped connection must not poison a pooled one for the next request
-    connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with client_session(force_close=True) as session:
         yield session
 
 
@@ -33,15 +34,6 @@ async def status_of(http: aiohttp.ClientSession, method: str, url: str, body: An
     async with http.request(method, url, json=body) as resp:
         await resp.read()
         return resp.status
-
-
-async def eventually(predicate: Callable[[], bool], attempts: int = 500) -> None:
-    """Yield to the loop until `predicate()` holds (bounded: ~10 s)."""
-    for _ in range(attempts):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail("condition not reached")
 
 
 class TestLatency:
@@ -158,9 +150,6 @@ class TestClientGivesUp:
                 timeout=aiohttp.ClientTimeout(total=0.05),
             ):
                 pass
-        for _ in range(200):
-            if emu.loaded():
-                break
-            await asyncio.sleep(0.02)
+        await eventually(emu.loaded)
         assert emu.loaded() == {"late": "org/late"}
         assert [(c.name, c.status) for c in emu.calls] == [("late", 200)]

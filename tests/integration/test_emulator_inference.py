@@ -25,12 +25,6 @@ async def emu() -> AsyncIterator[Emulator]:
         yield e
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
 async def post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     async with http.post(url, json=body) as resp:
         assert resp.headers["Content-Type"] == "application/json"

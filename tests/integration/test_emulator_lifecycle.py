@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from lora_syncer.emulator import Emulator, EmulatorConfig
+from tests.support.http import client_session, status_of
+from tests.support.wait import eventually
 
 LOAD = "/v1/load_lora_adapter"
 
@@ -24,8 +26,7 @@ async def emu() -> AsyncIterator[Emulator]:
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     # No pooled connections: each request shows what a new client would see.
-    connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with client_session(force_close=True) as session:
         yield session
 
 
@@ -39,28 +40,13 @@ async def load(http: aiohttp.ClientSession, url: str, name: str) -> int:
         return resp.status
 
 
-async def wait_until(predicate_url: str, http: aiohttp.ClientSession, up: bool) -> None:
-    """Poll /health until it answers (up=True) or is refused (up=False); bounded to ~10 s."""
-    for _ in range(500):
-        try:
-            async with http.get(predicate_url + "/health") as resp:
-                await resp.read()
-                reachable = True
-        except aiohttp.ClientConnectionError:
-            reachable = False
-        if reachable == up:
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"emulator did not become {'reachable' if up else 'unreachable'}")
+async def wait_until(url: str, http: aiohttp.ClientSession, up: bool) -> None:
+    """Wait until /health answers (up=True) or nothing answers (up=False)."""
 
+    async def reached() -> bool:
+        return (await status_of(http, url + "/health") is not None) == up
 
-async def eventually(predicate: Callable[[], bool], attempts: int = 500) -> None:
-    """Yield to the loop until `predicate()` holds (bounded: ~10 s)."""
-    for _ in range(attempts):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail("condition not reached")
+    await eventually(reached, message=f"emulator did not become {'reachable' if up else 'unreachable'}")
 
 
 class TestInProcess:

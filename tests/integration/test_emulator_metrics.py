@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -10,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lora_syncer.emulator import Emulator, EmulatorConfig
+from tests.support.wait import eventually
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -19,12 +19,6 @@ async def emu() -> AsyncIterator[Emulator]:
     config = EmulatorConfig(served_model_name="base", max_loras=3, lora_modules=(("a1", "org/a1"),))
     async with Emulator(config) as e:
         yield e
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 async def scrape(http: aiohttp.ClientSession, emu: Emulator) -> dict[str, float]:
@@ -100,11 +94,11 @@ class TestMetrics:
         async with http.post(emu.url + "/v1/completions", json=body) as resp:
             await resp.content.readuntil(b"\n\n")
             resp.close()
-        for _ in range(200):  # bounded: the server notices the disconnect at its next write
-            if (await scrape(http, emu))["vllm:num_requests_running{}"] == 0.0:
-                break
-            await asyncio.sleep(0.01)
-        assert (await scrape(http, emu))["vllm:num_requests_running{}"] == 0.0
+
+        async def idle() -> bool:  # the server notices the disconnect at its next write
+            return (await scrape(http, emu))["vllm:num_requests_running{}"] == 0.0
+
+        await eventually(idle)
 
     async def test_restart_starts_from_zero(self, emu: Emulator, http: aiohttp.ClientSession) -> None:
         """A restarted emulator reports zero, like a new vLLM process; an outage alone keeps the counters."""

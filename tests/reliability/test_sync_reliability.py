@@ -9,7 +9,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from rel_harness import KEY, WAIT, poll_until, run_churn, run_process_restarts, run_restart_storm, world
+
+from tests.support.reliability.files import KEY
+from tests.support.reliability.sync_scenarios import run_churn, run_process_restarts, run_restart_storm
+from tests.support.reliability.world import world
+from tests.support.wait import eventually
 
 # Growth allowed between the end of warm-up and the end of the long churn run. Parsing 1 MiB
 # files leaves allocator slack of a few MiB; a leak of one parsed file per swap would be ~100 MiB.
@@ -55,15 +59,17 @@ async def test_deeply_nested_file_at_start_keeps_the_syncer_alive(tmp_path: Path
     async with world(tmp_path) as w:
         w.volume.write({KEY: b"vLLMLoRAConfig: " + b"[" * 5000 + b"]" * 5000})
         sidecar = await w.start_sidecar()
-        assert sidecar.reconciler is not None
-        health = f"http://127.0.0.1:{sidecar.health_port}/healthz"
+        reconciler = sidecar.reconciler
+        assert reconciler is not None
+        base = f"http://127.0.0.1:{sidecar.health_port}"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-
-            async def settled() -> bool:
-                async with http.get(health) as resp:
-                    dead = resp.status != 200
-                return dead or (sidecar.reconciler is not None and sidecar.reconciler.status.passes > 0)
-
-            assert await poll_until(settled, WAIT) is not None
-            async with http.get(health) as resp:
+            await eventually(lambda: reconciler.status.passes > 0)
+            async with http.get(base + "/status") as resp:
+                assert resp.status == 200
+                status = await resp.json()
+            config = status["syncer"]["config"]
+            assert config["generation"] is None  # nothing of the file is in force
+            assert config["error"], config  # the refusal, with its reason
+            assert all(isinstance(issue, dict) and issue for issue in config["error"])
+            async with http.get(base + "/healthz") as resp:
                 assert resp.status == 200, await resp.text()

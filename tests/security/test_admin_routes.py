@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
-from rel_harness import is_openai_error
-from security_rig import Recorder
 from yarl import URL
 
 from lora_syncer.proxy.options import ProxyOptions
 from lora_syncer.proxy.service import ProxyService
+from tests.support.http import is_openai_error
+from tests.support.recorder import Recorder
 
 # vLLM's control routes (0.32), and the SageMaker-style adapter routes.
 CONTROL = [

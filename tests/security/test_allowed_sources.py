@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rel_harness import KEY, WAIT, poll_until, world
-
 from lora_syncer.config.adapters import parse_adapters
+from tests.support.reliability.files import KEY
+from tests.support.reliability.world import world
+from tests.support.wait import eventually
 
 
 def adapter_dir(root: Path, name: str) -> Path:
@@ -29,7 +30,7 @@ def file_with(sources: dict[str, str]) -> str:
 
 
 async def _refused_and_unsent(
-    tmp_path: Path, allowed: str, good: dict[str, str], bad: dict[str, str], within: float = WAIT
+    tmp_path: Path, allowed: str, good: dict[str, str], bad: dict[str, str]
 ) -> None:
     async with world(tmp_path) as w:
         text = file_with({**good, **bad})
@@ -38,6 +39,7 @@ async def _refused_and_unsent(
         sidecar = await w.start_sidecar(allowed_sources=(allowed,))
         assert sidecar.reconciler is not None
         status = sidecar.reconciler.status
+        status_dict = sidecar.reconciler.status_dict
 
         def settled() -> bool:
             states = {a.id: a.state.value for a in status.adapters.values()}
@@ -45,7 +47,7 @@ async def _refused_and_unsent(
                 states.get(n) == "forbidden_source" for n in bad
             )
 
-        assert await poll_until(settled, within) is not None, sidecar.reconciler.status_dict()["adapters"]
+        await eventually(settled, message=lambda: status_dict()["adapters"])
         await sidecar.reconciler.run_pass({"manual"})  # one more pass: still nothing sent for them
         sent = {(c.name, c.path) for c in w.emulator.calls if c.op == "load"}
         assert sent == {(n, s) for n, s in good.items()}
@@ -80,5 +82,4 @@ async def test_traversal_behind_a_hub_prefix_is_refused(tmp_path: Path) -> None:
         "myorg/",
         {"ok": "myorg/good-adapter"},
         {"escape": "myorg/../../tmp/outside", "escape-deeper": "myorg/x/../../../etc"},
-        within=3.0,  # the good adapter loads in milliseconds; the refusals are decided in the same pass
     )

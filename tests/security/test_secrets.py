@@ -9,24 +9,15 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-from rel_harness import (
-    ALIAS,
-    KEY,
-    RULES_KEY,
-    V1,
-    V2,
-    Child,
-    adapters_yaml,
-    free_port,
-    poll_until,
-    rules_yaml,
-    run_args,
-)
 
-from lora_syncer.emulator import Emulator, EmulatorConfig
+from lora_syncer.emulator import EmulatorConfig
 from lora_syncer.kubelet import ConfigMapVolume
-
-WAIT = 30.0
+from tests.support.emulator import running_emulator
+from tests.support.http import wait_until_answers
+from tests.support.net import free_port
+from tests.support.processes import Child, run_args
+from tests.support.reliability.files import KEY, RULES_KEY, adapters_yaml, rules_yaml
+from tests.support.reliability.proxy_scenarios import ALIAS, V1, V2
 
 
 async def test_no_secret_or_prompt_in_outputs_and_logs(tmp_path: Path, http: aiohttp.ClientSession) -> None:
@@ -35,7 +26,7 @@ async def test_no_secret_or_prompt_in_outputs_and_logs(tmp_path: Path, http: aio
     client_secret = f"CLIENT-SECRET-{uuid.uuid4().hex}"
     prompt = f"PROMPT-CANARY-{uuid.uuid4().hex}"
     canaries = (api_key, client_secret, prompt)
-    async with Emulator(EmulatorConfig(seed=1)) as emulator:
+    async with running_emulator(EmulatorConfig(seed=1)) as emulator:
         volume = ConfigMapVolume(tmp_path / "cm")
         volume.write({KEY: adapters_yaml([V1, V2]), RULES_KEY: rules_yaml(ALIAS, [(V1, 50), (V2, 50)])})
         metrics_port, proxy_port = free_port(), free_port()
@@ -51,14 +42,9 @@ async def test_no_secret_or_prompt_in_outputs_and_logs(tmp_path: Path, http: aio
         try:
             base = f"http://127.0.0.1:{metrics_port}"
 
-            async def ready() -> bool:
-                try:
-                    async with http.get(base + "/readyz") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-
-            assert await poll_until(ready, WAIT, 0.05) is not None, child.log_text()[-2000:]
+            await wait_until_answers(
+                http, base + "/readyz", proc=child.proc, detail=lambda: child.log_text()[-2000:]
+            )
             proxy = f"http://127.0.0.1:{proxy_port}"
             auth = {"Authorization": f"Bearer {client_secret}"}
             chat = {

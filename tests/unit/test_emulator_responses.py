@@ -35,11 +35,11 @@ class TestBodies:
         assert body["system_fingerprint"].startswith("vllm-0.32.0-")
 
     def test_completion_body(self) -> None:
-        """A text completion answer names the model and carries the filler text."""
+        """A text completion answer names the model and carries the filler text, one word a token."""
         body = json.loads(responses.completion_body("base", 4, 2, "0.32.0"))
         assert body["id"].startswith("cmpl-")
         assert (body["object"], body["model"]) == ("text_completion", "base")
-        assert body["choices"][0]["text"] == responses.fake_text(4)
+        assert body["choices"][0]["text"] == " the quick brown fox"
 
 
 class TestKeys:
@@ -64,6 +64,14 @@ class TestKeys:
         assert isinstance(first, dict)
         assert (first["prompt_token_ids"], first["prompt_text"]) == (None, None)
         assert all(isinstance(c, dict) and "prompt_text" not in c for c in rest)
+
+
+class TestFiller:
+    def test_filler_words_cycle(self) -> None:
+        """The filler is "the quick brown fox jumps over a lazy dog." one token a word, starting again after the period."""
+        assert responses.fake_text(10) == " the quick brown fox jumps over a lazy dog."
+        assert responses.fake_text(12) == " the quick brown fox jumps over a lazy dog. the quick"
+        assert responses.fake_text(0) == ""
 
 
 class TestStreams:
@@ -97,7 +105,7 @@ class TestStreams:
         out = events(list(responses.completion_stream("a2", 3, 1, False, "0.32.0")))
         assert out[-1] == "[DONE]"
         texts = "".join(c["choices"][0]["text"] for c in out[:-1] if isinstance(c, dict))
-        assert texts == responses.fake_text(3)
+        assert texts == " the quick brown"
         assert all(isinstance(c, dict) and c["object"] == "text_completion" for c in out[:-1])
 
     def test_embeddings_are_deterministic(self) -> None:

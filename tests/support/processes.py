@@ -1,0 +1,121 @@
+"""`python -m lora_syncer ...` as a child process, with a clean environment and its output in a file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.support.wait import WAIT
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without LORA_SYNCER_* and the other variables the CLI reads, the checkout first on PYTHONPATH."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LORA_SYNCER_") and k not in ("DYNAMIC_LORA_ROLLOUT_CONFIG", "VLLM_API_KEY")
+    }
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Child:
+    """One `python -m lora_syncer ...` process; its stdout and stderr (JSON log lines) go to a file."""
+
+    proc: asyncio.subprocess.Process
+    log_path: Path
+    port: int
+
+    @classmethod
+    async def spawn(
+        cls, args: Sequence[str], log_path: Path, port: int, env: dict[str, str] | None = None
+    ) -> Child:
+        """Start `python -m lora_syncer ARGS`; `port` is the one it was told to serve on."""
+        log = await asyncio.to_thread(log_path.open, "wb")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "lora_syncer",
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env if env is not None else clean_env(),
+                cwd=str(log_path.parent),
+            )
+        finally:
+            log.close()
+        return cls(proc, log_path, port)
+
+    @property
+    def metrics_port(self) -> int:
+        """The port of `lora-syncer run`'s health and metrics server (the one it was given)."""
+        return self.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def logs(self) -> list[dict[str, Any]]:
+        """The log lines that are JSON objects."""
+        out = []
+        for line in self.log_text().splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    async def stop(self, sig: int = signal.SIGTERM, within: float = WAIT) -> int:
+        """Send `sig` and wait for the exit code; kill it (and return -9) if it outlives `within`."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout=within)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            return -9
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+def run_args(config: Path, server: str, metrics_port: int, *extra: str) -> list[str]:
+    """`lora-syncer run` flags for a quick syncer on 127.0.0.1 logging JSON."""
+    return [
+        "run",
+        "--config",
+        str(config),
+        "--server",
+        server,
+        "--metrics-host",
+        "127.0.0.1",
+        "--metrics-port",
+        str(metrics_port),
+        "--health-check-interval",
+        "0.05",
+        "--reconcile-trigger",
+        "0.5",
+        "--backoff-initial",
+        "0.2",
+        "--log-format",
+        "json",
+        *extra,
+    ]

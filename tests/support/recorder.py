@@ -1,0 +1,39 @@
+"""An upstream on 127.0.0.1 that answers 200 to anything and records what it received."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Recorder:
+    """The raw request targets (method, and path and query as sent on the wire) an upstream received."""
+
+    url: str = ""
+    seen: list[tuple[str, str]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def recording_upstream() -> AsyncIterator[Recorder]:
+    """An upstream answering `{"object": "list", "data": []}` to every request, recording each one."""
+    rec = Recorder()
+
+    async def anything(request: web.Request) -> web.Response:
+        rec.seen.append((request.method, request.raw_path))
+        return web.json_response({"object": "list", "data": []})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    rec.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield rec
+    finally:
+        await runner.cleanup()
