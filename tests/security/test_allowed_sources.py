@@ -45,13 +45,13 @@ async def _refused_and_unsent(
                 states.get(n) == "forbidden_source" for n in bad
             )
 
-        assert await poll_until(settled, within) is not None, sidecar.reconciler.status_dict()["adapters"]
+        assert await poll_until(settled, within) is not None, sidecar.syncer_status()["adapters"]
         await sidecar.reconciler.run_pass({"manual"})  # one more pass: still nothing sent for them
         sent = {(c.name, c.path) for c in w.emulator.calls if c.op == "load"}
         assert sent == {(n, s) for n, s in good.items()}
-        shown = sidecar.reconciler.status_dict()["adapters"]
+        shown = sidecar.syncer_status()["adapters"]
         for name in bad:
-            assert "allowed-sources" in (shown[name]["last_error"] or ""), shown[name]
+            assert "allowed-sources" in (shown[name]["lastError"] or ""), shown[name]
 
 
 async def test_traversal_out_of_the_allowed_directory_is_refused(tmp_path: Path) -> None:
