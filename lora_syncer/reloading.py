@@ -145,6 +145,11 @@ class ReloadingFile(Generic[T]):
             **extra,
         )
 
+    @property
+    def reload_requested(self) -> bool:
+        """A reload has been asked for and has not started yet."""
+        return self._wanted.is_set()
+
     def request(self) -> None:
         """Ask for a reload (file event, resync). Coalesced; safe to call from any loop callback."""
         self._wanted.set()
