@@ -170,6 +170,7 @@ class Sidecar:
         finally:
             for waiter in (stopper, died):
                 waiter.cancel()
+            await asyncio.gather(stopper, died, return_exceptions=True)
         if stop.is_set():
             return 0
         log.error("a background task stopped; shutting down", tasks=self.supervisor.dead())

@@ -9,7 +9,6 @@ any number arriving during a pass cause exactly one more pass after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -28,6 +27,8 @@ from lora_syncer.sync.errors import (
 )
 from lora_syncer.sync.metrics import SyncMetrics
 from lora_syncer.sync.plan import Action, ObservedModel, Op, Plan, PlanOptions, make_plan
+from lora_syncer.sync.server_probe import ServerProbe
+from lora_syncer.sync.server_probe import supports_inplace as supports_inplace  # re-exported
 from lora_syncer.sync.states import (
     AdapterState,
     Due,
@@ -53,21 +54,6 @@ class AdaptersSource(Protocol):
     def current(self) -> Loaded[AdaptersConfig] | None: ...
 
     async def reload(self) -> str: ...
-
-
-def supports_inplace(version: str | None) -> bool:
-    """`load_inplace` exists from vLLM 0.15.0 on; unknown versions are assumed recent."""
-    if not version:
-        return True
-    parts: list[int] = []
-    for piece in version.split(".")[:2]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            return True
-        parts.append(int(digits))
-    while len(parts) < 2:
-        parts.append(0)
-    return (parts[0], parts[1]) >= (0, 15)
 
 
 @dataclass(frozen=True)
@@ -115,6 +101,7 @@ class Reconciler:
         self.metrics = metrics
         self.status = status or SyncStatus()
         self.status.server.url = client.base_url
+        self.server = ServerProbe(client, self.status, metrics)
         metrics.watch(self.status)
         self._wanted = asyncio.Event()
         self._reasons: set[str] = set()
@@ -158,32 +145,15 @@ class Reconciler:
 
     # --- loop ------------------------------------------------------------------------------
 
-    async def wait_for_server(self) -> bool:
-        """Start-up: poll `/health` up to --health-check-timeout without blocking the loop."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.health_check_timeout
-        while not self._stopping.is_set():
-            if await self.client.health():
-                log.info("vLLM server is healthy", server=self.client.base_url)
-                return True
-            if loop.time() >= deadline:
-                log.warning(
-                    "vLLM server not healthy within --health-check-timeout; will keep retrying with backoff",
-                    server=self.client.base_url,
-                    timeout_seconds=self.options.health_check_timeout,
-                )
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.options.health_check_interval)
-        return False
-
     async def run(self) -> None:
         """The loop: a pass now, then one per trigger or per resync interval."""
         try:
             await self.source.reload()  # the file may name the server to wait for
         except Exception:  # never die at start-up: the file is read again on its next event or resync
             log.exception("reading the adapters file failed unexpectedly")
-        await self.wait_for_server()
+        await self.server.wait_until_healthy(
+            self.options.health_check_timeout, self.options.health_check_interval, self._stopping
+        )
         self.trigger("start")
         down_delay = self.options.health_check_interval
         while not self._stopping.is_set():
@@ -247,35 +217,12 @@ class Reconciler:
                 )
             return result
 
-    async def _observe(self) -> list[ObservedModel] | None:
-        server = self.status.server
-        try:
-            models = await self.client.list_models()
-        except VLLMError as exc:
-            if server.reachable is not False:
-                log.warning("vLLM server unreachable; adapters stay as they are", error=exc.message)
-            server.reachable = False
-            server.last_error = exc.message
-            self.metrics.server_up.set(0)
-            return None
-        if server.reachable is not True:
-            # First contact, or back after a restart: the version may have changed.
-            server.version = await self.client.version()
-            server.supports_inplace = supports_inplace(server.version)
-        server.reachable = True
-        server.last_error = None
-        server.last_seen_at = time.time()
-        server.base_models = tuple(m.id for m in models if not m.is_adapter)
-        self.status.set_served(m.id for m in models)
-        self.metrics.server_up.set(1)
-        return models
-
     async def _pass(self, reasons: set[str]) -> PassResult:
         loaded = self.source.current
         if loaded is None:
             return PassResult("no_config")
         config = loaded.value
-        models = await self._observe()
+        models = await self.server.observe()
         if models is None:
             return PassResult("server_down")
         options = replace(self.options.plan, supports_inplace=self.status.server.supports_inplace)
@@ -432,9 +379,7 @@ class Reconciler:
             # The server went away mid-pass: not this adapter's fault, so no backoff; re-plan when it is back.
             a.apply(ServerLost(exc.message))
             self.metrics.operations.labels(op=action.op.value, result="server_unavailable").inc()
-            self.status.server.reachable = False
-            self.status.server.last_error = exc.message
-            self.metrics.server_up.set(0)
+            self.server.lost(exc.message)
             bound.warning(
                 "vLLM server unreachable during the call; will retry when it is back", error=exc.message
             )
