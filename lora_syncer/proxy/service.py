@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
 from lora_syncer.cliutil import env_default, env_flag
 from lora_syncer.config.errors import ConfigError
@@ -301,13 +301,8 @@ RULES_WORDING = Wording(
 class _RulesReloadMetrics:
     """The rules file's `ReloadMetrics`, on the proxy's metrics."""
 
-    def __init__(self, metrics: ProxyMetrics, registry: CollectorRegistry) -> None:
+    def __init__(self, metrics: ProxyMetrics) -> None:
         self._metrics = metrics
-        self._last_good = Gauge(
-            "lora_syncer_proxy_rules_last_success_timestamp_seconds",
-            "When a good rules file was last taken into force",
-            registry=registry,
-        )
 
     def reloaded(self, outcome: str) -> None:
         self._metrics.rules_reloads.labels(outcome).inc()
@@ -316,7 +311,7 @@ class _RulesReloadMetrics:
         self._metrics.rules_valid.set(1 if ok else 0)
 
     def good(self, at: float) -> None:
-        self._last_good.set(at)
+        self._metrics.rules_last_success.set(at)
 
 
 class ProxyService:
@@ -343,7 +338,7 @@ class ProxyService:
                 lambda raw, name: parse_rules(raw, name, pool_name=pool),
                 name="rules-file",
                 wording=RULES_WORDING,
-                metrics=_RulesReloadMetrics(self.metrics, registry),
+                metrics=_RulesReloadMetrics(self.metrics),
                 options=WatchOptions(
                     mode=options.watch_mode,
                     poll_interval=options.poll_interval,
