@@ -1,8 +1,8 @@
 """The level-triggered reconcile loop.
 
-Every trigger (file event, periodic resync, server back) asks for one pass; a pass re-reads
-the file, takes one fresh `GET /v1/models`, plans (pure) and applies the plan with bounded
-concurrency. Triggers carry no diff: bursts coalesce, the first starts a pass at once, and
+Every trigger (a new good adapters file, periodic resync, server back) asks for one pass; a
+pass takes the file in force (kept current by its `ReloadingFile`), one fresh
+`GET /v1/models`, plans (pure) and applies the plan with bounded concurrency. Triggers carry no diff: bursts coalesce, the first starts a pass at once, and
 any number arriving during a pass cause exactly one more pass after it.
 """
 
