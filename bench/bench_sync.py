@@ -268,7 +268,7 @@ async def wait_sidecar_generation(s: aiohttp.ClientSession, sidecar: Proc, text:
     while time.monotonic() < deadline:
         async with s.get(sidecar.url + "/status") as r:
             body = await r.json()
-        if body["syncer"]["config"]["generation"] == want and body["syncer"]["sync"]["last_pass_result"]:
+        if body["syncer"]["config"]["generation"] == want and body["syncer"]["sync"]["lastPassResult"]:
             return
         await asyncio.sleep(0.02)
     raise RuntimeError("sidecar did not take the file into force")

@@ -1,17 +1,17 @@
 """The sidecar's lifecycle: build the pieces, run them, shut them down in order.
 
-Shutdown phases (each separately bounded): stop watching and triggering; let in-flight vLLM
-calls and proxied requests finish within --shutdown-grace; cancel what is left; close the
-servers and the client. A second SIGTERM/SIGINT exits at once. Nothing is ever unloaded on
-shutdown. Any root task dying unexpectedly shuts the rest down too (exit code 1).
+Every long-lived task (the reconcile loop, the file reloaders, the proxy's pool probes) belongs
+to one `Supervisor`: a task that dies is logged with its exception and turns `/healthz` red,
+and `run` then exits with status 1. Shutdown phases (each separately bounded): stop watching
+and triggering; let in-flight vLLM calls and proxied requests finish within --shutdown-grace;
+cancel what is left; close the servers and the client. A second SIGTERM/SIGINT exits at once
+(see `runtime.StopSignals`). Nothing is ever unloaded on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,17 +20,28 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from lora_syncer.config.adapters import AdaptersConfig, parse_adapters
-from lora_syncer.config.source import WatchedFile
-from lora_syncer.filewatch import FileWatcher
+from lora_syncer.config.source import Loaded
 from lora_syncer.health import HealthSources, build_health_app
+from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
+from lora_syncer.runtime import StopSignals
 from lora_syncer.settings import SyncerSettings
+from lora_syncer.supervisor import Supervisor, cancel_and_wait
 from lora_syncer.sync.metrics import SyncMetrics
 from lora_syncer.sync.plan import PlanOptions
 from lora_syncer.sync.reconciler import Reconciler, SyncOptions
+from lora_syncer.sync.render import readiness, render_status
 from lora_syncer.sync.status import BackoffPolicy
 from lora_syncer.sync.vllm_client import Timeouts, VLLMClient
 
 log = structlog.get_logger("lora_syncer.app")
+
+ADAPTERS_WORDING = Wording(
+    rejected_keeping="adapters file rejected; the last good configuration stays in force",
+    rejected_nothing="adapters file rejected; nothing will be loaded or unloaded until it is fixed",
+    valid_again="adapters file is valid again",
+)
+
+RECONCILER_TASK = "reconciler"
 
 
 def sync_options(settings: SyncerSettings) -> SyncOptions:
@@ -49,6 +60,20 @@ def sync_options(settings: SyncerSettings) -> SyncOptions:
     )
 
 
+def log_adapters_file(loaded: Loaded[AdaptersConfig], path: str) -> None:
+    """The log lines of a new adapters file taken into force."""
+    log.info(
+        "adapters file loaded",
+        file=path,
+        generation=loaded.generation,
+        name=loaded.value.name,
+        ensure_exist=len(loaded.value.ensure_exist),
+        ensure_not_exist=len(loaded.value.ensure_not_exist),
+    )
+    for w in loaded.value.warnings:
+        log.warning(w.message, file=w.file, path=w.path, line=w.line)
+
+
 @dataclass
 class Sidecar:
     """Everything `lora-syncer run` starts; also what integration tests drive in-process."""
@@ -57,35 +82,56 @@ class Sidecar:
     proxy_options: Any = None  # lora_syncer.proxy.service.ProxyOptions when --rules is given
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     reconciler: Reconciler | None = None
+    adapters_file: ReloadingFile[AdaptersConfig] | None = None
     proxy: Any = None
     health_port: int | None = None
+    supervisor: Supervisor = field(default_factory=Supervisor)
     _runner: web.AppRunner | None = None
-    _watcher: FileWatcher | None = None
     _client: VLLMClient | None = None
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         s = self.settings
-        source: WatchedFile[AdaptersConfig] = WatchedFile(s.config, parse_adapters)
+        metrics = SyncMetrics(self.registry)
         self._client = VLLMClient(
             s.server or "http://localhost:8000",
             api_key=s.api_key,
             timeouts=Timeouts(read=s.call_timeout, load=s.load_timeout),
             max_connections=s.max_concurrency + 2,
         )
-        reconciler = Reconciler(source, self._client, sync_options(s), SyncMetrics(self.registry))
+        adapters: ReloadingFile[AdaptersConfig] = ReloadingFile(
+            s.config,
+            parse_adapters,
+            name="adapters-file",
+            wording=ADAPTERS_WORDING,
+            metrics=metrics,
+            options=WatchOptions(
+                mode=s.watch, poll_interval=s.poll_interval, resync_interval=s.reconcile_trigger
+            ),
+        )
+        self.adapters_file = adapters
+        reconciler = Reconciler(adapters, self._client, sync_options(s), metrics)
         self.reconciler = reconciler
+        path = str(s.config)
+
+        def adapters_changed(loaded: Loaded[AdaptersConfig]) -> None:
+            log_adapters_file(loaded, path)
+            reconciler.config_changed(loaded)
+
+        adapters.on_change = adapters_changed
 
         sources = HealthSources(registry=self.registry)
-        sources.sections["syncer"] = reconciler.status_dict
-        sources.ready_checks.append(lambda: reconciler.ready(s.ready_when))
-        sources.live_checks.append(self._alive)
+        sources.sections["syncer"] = self.syncer_status
+        sources.ready_checks.append(lambda: readiness(reconciler.status, adapters, s.ready_when))
+        sources.live_checks.append(self.supervisor.live)
 
         if self.proxy_options is not None:
             from lora_syncer.proxy.service import ProxyService
 
             self.proxy = ProxyService(
-                self.proxy_options, registry=self.registry, loaded=reconciler.status.loaded_names
+                self.proxy_options,
+                registry=self.registry,
+                loaded=reconciler.status.loaded_names,
+                supervisor=self.supervisor,
             )
             await self.proxy.start()
             sources.sections["proxy"] = self.proxy.status
@@ -99,52 +145,53 @@ class Sidecar:
         sockets = getattr(server, "sockets", None) or []
         self.health_port = sockets[0].getsockname()[1] if sockets else s.metrics_port
 
-        self._watcher = FileWatcher(
-            s.config, lambda: reconciler.trigger("file"), mode=s.watch, poll_interval=s.poll_interval
-        )
-        await self._watcher.start()
-        self._tasks.append(asyncio.create_task(reconciler.run(), name="reconciler"))
+        await adapters.start(self.supervisor)
+        self.supervisor.spawn(RECONCILER_TASK, reconciler.run())
         log.info(
             "lora-syncer started",
-            config=str(s.config),
+            config=path,
             server=s.server or "from the adapters file",
             health_port=self.health_port,
             proxy_port=getattr(self.proxy, "port", None),
-            watch=self._watcher.backend,
+            watch=adapters.backend,
         )
 
-    def _alive(self) -> tuple[bool, str]:
-        for task in self._tasks:
-            if task.done():
-                return False, f"task {task.get_name()} has stopped"
-        return True, ""
+    def syncer_status(self) -> dict[str, Any]:
+        """The `syncer` section of `/status`."""
+        assert self.reconciler is not None and self.adapters_file is not None
+        return render_status(self.reconciler.status, self.adapters_file, time.monotonic())
 
     async def wait(self, stop: asyncio.Event) -> int:
-        """Run until `stop` is set (0) or a root task ends on its own (1)."""
-        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
-        done, _ = await asyncio.wait([stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-        if stopper in done:
+        """Run until `stop` is set (0) or a supervised task dies (1)."""
+        stopper = asyncio.ensure_future(stop.wait())
+        died = asyncio.ensure_future(self.supervisor.died.wait())
+        try:
+            await asyncio.wait({stopper, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (stopper, died):
+                waiter.cancel()
+            await asyncio.gather(stopper, died, return_exceptions=True)
+        if stop.is_set():
             return 0
-        stopper.cancel()
-        for task in done:
-            exc = task.exception() if not task.cancelled() else None
-            log.error("a root task stopped; shutting down", task=task.get_name(), error=repr(exc))
+        log.error("a background task stopped; shutting down", tasks=self.supervisor.dead())
         return 1
 
     async def stop(self) -> None:
         grace = self.settings.shutdown_grace
-        if self._watcher is not None:
-            await self._watcher.stop()
+        # Phase 1: no more triggers from the file.
+        if self.adapters_file is not None:
+            await self.adapters_file.stop()
+        # Phase 2: the loop stops after its pass; in-flight vLLM calls get the grace period.
         if self.reconciler is not None:
+            loop_task = self.supervisor.release(RECONCILER_TASK)  # about to end on purpose
             self.reconciler.stop()
             await self.reconciler.drain(grace)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, timeout=max(grace, 0.1))
+            if loop_task is not None:
+                await cancel_and_wait(loop_task, max(grace, 0.1))
+        # Phase 3: the proxy drains its requests; then every task left is cancelled.
         if self.proxy is not None:
             await self.proxy.stop(grace)
+        await self.supervisor.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._client is not None:
@@ -154,27 +201,17 @@ class Sidecar:
 
 async def run_sidecar(settings: SyncerSettings, proxy_options: Any = None) -> int:
     sidecar = Sidecar(settings, proxy_options)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-
-    def on_signal(signame: str) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            log.warning("second signal: exiting now", signal=signame)
-            os._exit(1)
-        log.info("shutting down", signal=signame)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig.name)
+    signals = StopSignals()
+    signals.install()
     try:
-        await sidecar.start()
-    except OSError as exc:
-        log.error("cannot start", error=str(exc))
+        try:
+            await sidecar.start()
+        except OSError as exc:
+            log.error("cannot start", error=str(exc))
+            await sidecar.stop()
+            return 1
+        code = await sidecar.wait(signals.stop)
         await sidecar.stop()
-        return 1
-    code = await sidecar.wait(stop)
-    await sidecar.stop()
-    return code
+        return code
+    finally:
+        signals.remove()

@@ -19,6 +19,8 @@ from typing import Any
 
 import structlog
 
+from lora_syncer.supervisor import Supervisor
+
 log = structlog.get_logger("lora_syncer.filewatch")
 
 Signature = tuple[int, int, int, str] | None
@@ -47,11 +49,13 @@ class FileWatcher:
         *,
         mode: str = "auto",
         poll_interval: float = 1.0,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.path = Path(path)
         self._on_change = on_change
         self._mode = mode
         self._poll_interval = poll_interval
+        self._supervisor = supervisor
         self._observer: Any = None
         self._poll_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -74,7 +78,11 @@ class FileWatcher:
         self.backend = "poll"
         # Taken now, not when the task first runs, so a change made right after start() is seen.
         initial = file_signature(self.path)
-        self._poll_task = asyncio.create_task(self._poll(initial), name=f"filewatch-poll:{self.path}")
+        name = f"filewatch-poll:{self.path}"
+        if self._supervisor is not None:
+            self._poll_task = self._supervisor.spawn(name, self._poll(initial))
+        else:
+            self._poll_task = asyncio.create_task(self._poll(initial), name=name)
 
     def _start_observer(self, directory: Path) -> None:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -117,11 +125,14 @@ class FileWatcher:
                     self._on_change()  # events before the observer started would be lost: re-read once
 
     async def stop(self) -> None:
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
-            self._poll_task = None
+        task, self._poll_task = self._poll_task, None
+        if task is not None:
+            if self._supervisor is not None:
+                await self._supervisor.cancel(task.get_name())
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         observer = self._observer
         self._observer = None
         if observer is not None:

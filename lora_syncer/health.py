@@ -62,7 +62,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     src = request.app[HEALTH_SOURCES]
-    body: dict[str, Any] = {"version": __version__, "uptime_seconds": round(time.time() - src.started_at, 3)}
+    body: dict[str, Any] = {"version": __version__, "uptimeSeconds": round(time.time() - src.started_at, 3)}
     for name, section in src.sections.items():
         body[name] = section()
     return web.json_response(body, dumps=_dumps)

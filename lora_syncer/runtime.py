@@ -1,12 +1,25 @@
-"""Run a coroutine on the fastest event loop available (uvloop when installed)."""
+"""Process plumbing shared by `run` and `proxy`: the event loop, and what SIGTERM/SIGINT do.
+
+First signal: a graceful, phased shutdown (the caller waits on `stop`). Second signal: exit at
+once with status 1, whatever is still running — the operator has asked twice.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import structlog
+
 T = TypeVar("T")
+
+log = structlog.get_logger("lora_syncer.runtime")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -15,3 +28,32 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+class StopSignals:
+    """`stop` is set by the first SIGTERM/SIGINT; the second ends the process at once."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self._seen = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            self._loop.add_signal_handler(sig, self._on_signal, sig.name)
+
+    def remove(self) -> None:
+        if self._loop is not None:
+            for sig in STOP_SIGNALS:
+                self._loop.remove_signal_handler(sig)
+            self._loop = None
+
+    def _on_signal(self, name: str) -> None:
+        self._seen += 1
+        if self._seen > 1:
+            log.warning("second signal: exiting now", signal=name)
+            sys.stderr.flush()
+            os._exit(1)
+        log.info("shutting down", signal=name)
+        self.stop.set()

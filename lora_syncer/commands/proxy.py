@@ -5,14 +5,12 @@
 Every target counts as loaded (there is no syncer in this process). With `--pool NAME=URL[@WEIGHT]`
 (repeatable) or an `HTTPRoute` in the rules file it splits traffic between pools by weight. SIGTERM or SIGINT stops
 it gracefully (exit 0): stop accepting, let in-flight requests finish within
-`--shutdown-grace`, then close; a second signal cancels what is left at once.
+`--shutdown-grace`, then close; a second signal exits at once (status 1), as `run` does.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 
 import structlog
@@ -32,6 +30,7 @@ from lora_syncer.proxy.service import (
     add_proxy_arguments,
     proxy_options_from_args,
 )
+from lora_syncer.runtime import StopSignals
 
 log = structlog.get_logger("lora_syncer.proxy")
 
@@ -75,25 +74,18 @@ async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, gra
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
     service = ProxyService(options, registry=registry)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-
-    def on_signal() -> None:
-        if stop.is_set():
-            log.warning("second signal: cancelling requests still in flight")
-            service.abort_drain()
-        stop.set()
-
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal)
+    signals = StopSignals()
+    signals.install()
     health: web.AppRunner | None = None
     try:
         try:
             await service.start()
             if metrics_port >= 0:
                 sources = HealthSources(
-                    registry=registry, sections={"proxy": service.status}, ready_checks=[service.ready]
+                    registry=registry,
+                    sections={"proxy": service.status},
+                    ready_checks=[service.ready],
+                    live_checks=[service.supervisor.live],
                 )
                 health = web.AppRunner(build_health_app(sources), handle_signals=False, access_log=None)
                 await health.setup()
@@ -112,7 +104,7 @@ async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, gra
             file=sys.stderr,
             flush=True,
         )
-        await stop.wait()
+        await signals.stop.wait()
         log.info("stopping proxy", grace_seconds=grace)
         await service.stop(grace)
         return 0
@@ -120,8 +112,7 @@ async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, gra
         await service.stop(0)
         if health is not None:
             await health.cleanup()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        signals.remove()
 
 
 def run(args: argparse.Namespace) -> int:

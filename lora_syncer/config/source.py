@@ -41,16 +41,15 @@ def read_file(path: Path) -> bytes:
     with open(path, "rb") as fh:
         data = fh.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(
-            str(path),
-            [
-                Issue(
-                    path="",
-                    message=f"file is larger than {MAX_FILE_BYTES} bytes; a ConfigMap holds at most 1 MiB",
-                )
-            ],
+        raise _file_error(
+            str(path), f"file is larger than {MAX_FILE_BYTES} bytes; a ConfigMap holds at most 1 MiB"
         )
     return data
+
+
+def _file_error(name: str, message: str) -> ConfigError:
+    """An error about the whole file, naming it (`configmap.yaml: error: file not found; ...`)."""
+    return ConfigError(name, [Issue(path="", message=message, file=name)])
 
 
 class WatchedFile(Generic[T]):
@@ -64,27 +63,27 @@ class WatchedFile(Generic[T]):
         self.last_attempt_at: float | None = None
         self._last_digest: str | None = None
 
+    @property
+    def rejected_digest(self) -> str | None:
+        """Digest of the file last rejected (None when it could not be read or nothing is rejected)."""
+        return self._last_digest if self.error is not None else None
+
     def _read_and_parse(self) -> tuple[str, T | None, ConfigError | None]:
         name = str(self.path)
+        # At start-up there is nothing in force yet: say so rather than promise a last good file.
+        keeping = (
+            "keeping the last good configuration in force"
+            if self.current is not None
+            else "there is no last good configuration yet"
+        )
         try:
             raw = read_file(self.path)
         except FileNotFoundError:
-            return (
-                "",
-                None,
-                ConfigError(
-                    name,
-                    [Issue(path="", message="file not found; keeping the last good configuration in force")],
-                ),
-            )
+            return "", None, _file_error(name, f"file not found; {keeping}")
         except ConfigError as exc:
             return "", None, exc
         except OSError as exc:
-            return (
-                "",
-                None,
-                ConfigError(name, [Issue(path="", message=f"cannot read file: {exc.strerror or exc}")]),
-            )
+            return "", None, _file_error(name, f"cannot read file: {exc.strerror or exc}; {keeping}")
         digest = hashlib.sha256(raw).hexdigest()[:12]
         if digest == self._last_digest:
             # Same bytes as last time: same verdict, without parsing a big bad file every pass.
@@ -100,9 +99,7 @@ class WatchedFile(Generic[T]):
             return (
                 digest,
                 None,
-                ConfigError(
-                    name, [Issue(path="", message=f"could not parse the file ({type(exc).__name__}: {exc})")]
-                ),
+                _file_error(name, f"could not parse the file ({type(exc).__name__}: {exc})"),
             )
         finally:
             if len(raw) >= _TRIM_ABOVE_BYTES:

@@ -94,7 +94,7 @@ def check_adapters(
         entry = states.get(name) or {}
         state = entry.get("state", "unknown")
         if state != "loaded":
-            detail = f": {entry['last_error']}" if entry.get("last_error") else ""
+            detail = f": {entry['lastError']}" if entry.get("lastError") else ""
             failures.append(f"{name} is {state}, expected loaded{detail}")
         if name not in served:
             failures.append(f"{name} is missing from GET /v1/models")
@@ -102,7 +102,7 @@ def check_adapters(
         entry = states.get(name) or {}
         state = entry.get("state", "unknown")
         if state != "absent":
-            detail = f": {entry['last_error']}" if entry.get("last_error") else ""
+            detail = f": {entry['lastError']}" if entry.get("lastError") else ""
             failures.append(f"{name} is {state}, expected absent{detail}")
         if name in served:
             failures.append(f"{name} is still listed by GET /v1/models")

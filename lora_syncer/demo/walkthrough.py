@@ -240,7 +240,7 @@ class _Run:
             served = await self.served()
             wanted = declared(after)
             rows = [
-                (name, wanted[name], history.get(name, []), (status.get(name) or {}).get("last_error"))
+                (name, wanted[name], history.get(name, []), (status.get(name) or {}).get("lastError"))
                 for name in wanted
             ]
             self.reporter.adapters(rows, served)

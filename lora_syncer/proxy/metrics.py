@@ -109,6 +109,11 @@ class ProxyMetrics:
             "1 when the rules file last read was valid, 0 when the last good rules are kept in force.",
             registry=registry,
         )
+        self.rules_last_success = Gauge(
+            "lora_syncer_proxy_rules_last_success_timestamp_seconds",
+            "When a good rules file was last taken into force",
+            registry=registry,
+        )
         self.rules_in_force = Gauge(
             "lora_syncer_proxy_rules", "Rules in force (one per alias plus the catch-all).", registry=registry
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from lora_syncer.cliutil import env_default, env_flag
 from lora_syncer.config.rules import RuleSet, parse_rules
-from lora_syncer.config.source import WatchedFile
-from lora_syncer.filewatch import FileWatcher
+from lora_syncer.config.source import Loaded
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import (
     DEFAULT_MAX_BODY_SIZE,
@@ -39,6 +37,8 @@ from lora_syncer.proxy.options import (
 )
 from lora_syncer.proxy.pools import PoolSpec, check_unique, parse_pool_flag, split_pools_env
 from lora_syncer.proxy.server import ProxyCore, bind_socket, build_proxy_app
+from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
+from lora_syncer.supervisor import Supervisor
 
 __all__ = [
     "POOL_HEADER",
@@ -288,6 +288,31 @@ def proxy_options_from_args(
     )
 
 
+PROBE_TASK = "proxy-pool-probes"
+
+RULES_WORDING = Wording(
+    rejected_keeping="rules file rejected; keeping the last good rules",
+    rejected_nothing="rules file rejected; serving with no rules",
+    valid_again="rules file is valid again",
+)
+
+
+class _RulesReloadMetrics:
+    """The rules file's `ReloadMetrics`, on the proxy's metrics."""
+
+    def __init__(self, metrics: ProxyMetrics) -> None:
+        self._metrics = metrics
+
+    def reloaded(self, outcome: str) -> None:
+        self._metrics.rules_reloads.labels(outcome).inc()
+
+    def valid(self, ok: bool) -> None:
+        self._metrics.rules_valid.set(1 if ok else 0)
+
+    def good(self, at: float) -> None:
+        self._metrics.rules_last_success.set(at)
+
+
 class ProxyService:
     """The rewrite proxy with its rules file: start, report, stop."""
 
@@ -297,24 +322,32 @@ class ProxyService:
         *,
         registry: CollectorRegistry,
         loaded: Callable[[], frozenset[str]] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.options = options
         self.metrics = ProxyMetrics(registry)
         self.core = ProxyCore(options, self.metrics, loaded)
-        self._source: WatchedFile[RuleSet] | None = None
+        # Owns the rules reloader and the pool probes; shared with the syncer under `run`.
+        self.supervisor = supervisor or Supervisor()
+        self._source: ReloadingFile[RuleSet] | None = None
         if options.rules_path is not None:
             pool = options.pool_name
-            self._source = WatchedFile(
-                options.rules_path, lambda raw, name: parse_rules(raw, name, pool_name=pool)
+            self._source = ReloadingFile(
+                options.rules_path,
+                lambda raw, name: parse_rules(raw, name, pool_name=pool),
+                name="rules-file",
+                wording=RULES_WORDING,
+                metrics=_RulesReloadMetrics(self.metrics),
+                options=WatchOptions(
+                    mode=options.watch_mode,
+                    poll_interval=options.poll_interval,
+                    resync_interval=options.rules_resync_interval,
+                ),
+                on_change=self._rules_changed,
             )
-        self._watcher: FileWatcher | None = None
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
-        self._reload_task: asyncio.Task[None] | None = None
-        self._resync_task: asyncio.Task[None] | None = None
-        self._probe_task: asyncio.Task[None] | None = None
-        self._reload_again = False
-        self._stopping = False
+        self._probing = False
         self._abort_drain = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------
@@ -322,15 +355,8 @@ class ProxyService:
     async def start(self) -> None:
         """Load the rules (a bad file: serve with none, keep retrying), start watching, bind the port."""
         if self._source is not None:
-            await self._reload()
-            self._watcher = FileWatcher(
-                self._source.path,
-                self._on_file_event,
-                mode=self.options.watch_mode,
-                poll_interval=self.options.poll_interval,
-            )
-            await self._watcher.start()
-            self._resync_task = asyncio.create_task(self._resync(), name="proxy-rules-resync")
+            await self._source.reload()
+            await self._source.start(self.supervisor)
         app = build_proxy_app(self.core)
         runner = web.AppRunner(
             app,
@@ -343,7 +369,8 @@ class ProxyService:
         await runner.setup()
         self._runner = runner
         if self.options.pool_mode:
-            self._probe_task = asyncio.create_task(self._probe_loop(), name="proxy-pool-probes")
+            self.supervisor.spawn(PROBE_TASK, self._probe_loop())
+            self._probing = True
         try:
             sock = bind_socket(self.options.host, self.options.port)
             site = web.SockSite(runner, sock)
@@ -371,16 +398,11 @@ class ProxyService:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish within `grace` seconds, then close everything."""
-        self._stopping = True
-        for task in (self._resync_task, self._reload_task, self._probe_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._resync_task = self._reload_task = self._probe_task = None
-        if self._watcher is not None:
-            await self._watcher.stop()
-            self._watcher = None
+        if self._source is not None:
+            await self._source.stop()
+        if self._probing:
+            self._probing = False
+            await self.supervisor.cancel(PROBE_TASK)
         runner = self._runner
         self._runner = None
         if runner is None:
@@ -416,76 +438,39 @@ class ProxyService:
 
     # --- rules file --------------------------------------------------------------------
 
-    def _on_file_event(self) -> None:
-        if self._stopping:
-            return
-        if self._reload_task is not None and not self._reload_task.done():
-            self._reload_again = True  # one more pass after the running one, however many events came
-            return
-        self._reload_task = asyncio.create_task(self._reload_loop(), name="proxy-rules-reload")
-
-    async def _reload_loop(self) -> None:
-        while True:
-            self._reload_again = False
-            await self._reload()
-            if not self._reload_again:
-                return
-
     async def _probe_loop(self) -> None:
         while True:
             await self.core.probe_pools()
             await asyncio.sleep(self.options.pool_health_interval)
 
-    async def _resync(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.rules_resync_interval)
-            self._on_file_event()
-
     async def reload(self) -> str:
         """Re-read the rules file now; returns `changed`, `unchanged` or `error`."""
-        return await self._reload()
-
-    async def _reload(self) -> str:
-        source = self._source
-        if source is None:
+        if self._source is None:
             return "unchanged"
-        outcome = await source.reload()
-        self.metrics.rules_reloads.labels(outcome).inc()
-        if outcome == "error":
-            self.metrics.rules_valid.set(0)
-            error = source.error
-            assert error is not None
-            log.error(
-                "rules file rejected; keeping the last good rules"
-                if source.current
-                else "rules file rejected; serving with no rules",
-                file=str(source.path),
-                issues=[i.format() for i in error.errors][:20],
+        return await self._source.reload()
+
+    def _rules_changed(self, loaded: Loaded[RuleSet]) -> None:
+        """A new good rules file: put it in force and say what it holds."""
+        ruleset = loaded.value
+        pools = self.core.apply_rules(ruleset)
+        table = pools.first.table
+        self.metrics.rules_in_force.set(len(table.exact) + (1 if table.catch_all else 0))
+        for warning in ruleset.warnings:
+            log.warning("rules file warning", issue=warning.format())
+        for name in pools.unknown_pool_refs:
+            log.warning(
+                "rules name a pool this proxy does not route to; they are not used",
+                pool=name,
+                pools=sorted(pools.pools),
             )
-            return outcome
-        self.metrics.rules_valid.set(1)
-        if outcome == "changed" and source.current is not None:
-            ruleset = source.current.value
-            pools = self.core.apply_rules(ruleset)
-            table = pools.first.table
-            self.metrics.rules_in_force.set(len(table.exact) + (1 if table.catch_all else 0))
-            for warning in ruleset.warnings:
-                log.warning("rules file warning", issue=warning.format())
-            for name in pools.unknown_pool_refs:
-                log.warning(
-                    "rules name a pool this proxy does not route to; they are not used",
-                    pool=name,
-                    pools=sorted(pools.pools),
-                )
-            log.info(
-                "rules in force",
-                file=str(source.path),
-                generation=source.current.generation,
-                aliases=sorted(table.exact),
-                catch_all=table.catch_all.rule.id if table.catch_all else None,
-                pools={n: p.spec.weight for n, p in pools.pools.items()} if pools.health_tracked else None,
-            )
-        return outcome
+        log.info(
+            "rules in force",
+            file=str(self.options.rules_path),
+            generation=loaded.generation,
+            aliases=sorted(table.exact),
+            catch_all=table.catch_all.rule.id if table.catch_all else None,
+            pools={n: p.spec.weight for n, p in pools.pools.items()} if pools.health_tracked else None,
+        )
 
     # --- reporting ---------------------------------------------------------------------
 

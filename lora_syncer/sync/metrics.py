@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lora_syncer.sync.status import AdapterState, SyncStatus
+from lora_syncer.sync.states import AdapterState
+from lora_syncer.sync.status import SyncStatus
 
 
 class SyncMetrics:
@@ -64,7 +65,15 @@ class SyncMetrics:
         """Serve `lora_syncer_adapter_status` from this status."""
         self._status = status
 
-    def config_good(self, at: float) -> None:
+    # The adapters file's `ReloadMetrics`.
+
+    def reloaded(self, outcome: str) -> None:
+        self.config_reloads.labels(result=outcome).inc()
+
+    def valid(self, ok: bool) -> None:
+        self.config_valid.set(1 if ok else 0)
+
+    def good(self, at: float) -> None:
         self._last_good_at = at
         self.last_good_reload.set(at)
 

@@ -1,23 +1,22 @@
 """The level-triggered reconcile loop.
 
-Every trigger (file event, periodic resync, server back) asks for one pass; a pass re-reads
-the file, takes one fresh `GET /v1/models`, plans (pure) and applies the plan with bounded
-concurrency. Triggers carry no diff: bursts coalesce, the first starts a pass at once, and
+Every trigger (a new good adapters file, periodic resync, server back) asks for one pass; a
+pass takes the file in force (kept current by its `ReloadingFile`), one fresh
+`GET /v1/models`, plans (pure) and applies the plan with bounded concurrency. Triggers carry no diff: bursts coalesce, the first starts a pass at once, and
 any number arriving during a pass cause exactly one more pass after it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from lora_syncer.config.adapters import AdaptersConfig
-from lora_syncer.config.source import WatchedFile
+from lora_syncer.config.source import Loaded
 from lora_syncer.sync.errors import (
     AdapterRejected,
     AuthenticationFailed,
@@ -27,32 +26,34 @@ from lora_syncer.sync.errors import (
     VLLMError,
 )
 from lora_syncer.sync.metrics import SyncMetrics
-from lora_syncer.sync.plan import Action, ObservedModel, Op, Plan, PlanOptions, SkipReason, make_plan
-from lora_syncer.sync.status import AdapterState, AdapterStatus, BackoffPolicy, Declared, SyncStatus
+from lora_syncer.sync.plan import Action, ObservedModel, Op, Plan, PlanOptions, make_plan
+from lora_syncer.sync.server_probe import ServerProbe
+from lora_syncer.sync.server_probe import supports_inplace as supports_inplace  # re-exported
+from lora_syncer.sync.states import (
+    AdapterState,
+    Due,
+    Failed,
+    Gone,
+    InSync,
+    Redeclared,
+    ServerLost,
+    Skipped,
+    Started,
+    Succeeded,
+)
+from lora_syncer.sync.status import AdapterStatus, BackoffPolicy, Declared, SyncStatus
 from lora_syncer.sync.vllm_client import VLLMClient
 
 log = structlog.get_logger("lora_syncer.sync")
 
-_SKIP_STATE = {
-    SkipReason.CONFLICT: AdapterState.CONFLICT,
-    SkipReason.BASE_MODEL_MISMATCH: AdapterState.BASE_MODEL_MISMATCH,
-    SkipReason.FORBIDDEN_SOURCE: AdapterState.FORBIDDEN_SOURCE,
-}
 
+class AdaptersSource(Protocol):
+    """The adapters file as the loop needs it: the value in force, and a way to re-read it."""
 
-def supports_inplace(version: str | None) -> bool:
-    """`load_inplace` exists from vLLM 0.15.0 on; unknown versions are assumed recent."""
-    if not version:
-        return True
-    parts: list[int] = []
-    for piece in version.split(".")[:2]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            return True
-        parts.append(int(digits))
-    while len(parts) < 2:
-        parts.append(0)
-    return (parts[0], parts[1]) >= (0, 15)
+    @property
+    def current(self) -> Loaded[AdaptersConfig] | None: ...
+
+    async def reload(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,6 @@ class SyncOptions:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     # While the server is unreachable after the start-up timeout, probe at most this far apart.
     down_probe_max: float = 5.0
-    # Re-log a persistent config error at most this often.
-    config_error_relog: float = 60.0
     # Without --server, the file's host/port name the server (as with the old sidecar).
     server_from_config: bool = False
 
@@ -80,11 +79,17 @@ class PassResult:
 
 
 class Reconciler:
-    """Owns the reconcile loop. `trigger()` from anywhere on the loop; `run()` until `stop()`."""
+    """Owns the reconcile loop. `trigger()` from anywhere on the loop; `run()` until `stop()`.
+
+    The adapters file is read (and its errors logged) by its `ReloadingFile`; adapter states
+    change only through `sync.states.transition`; `/status` and readiness are rendered by
+    `sync.render`. What is left here: trigger, coalesce, pass, execute with bounded
+    concurrency and per-adapter backoff.
+    """
 
     def __init__(
         self,
-        source: WatchedFile[AdaptersConfig],
+        source: AdaptersSource,
         client: VLLMClient,
         options: SyncOptions,
         metrics: SyncMetrics,
@@ -96,15 +101,13 @@ class Reconciler:
         self.metrics = metrics
         self.status = status or SyncStatus()
         self.status.server.url = client.base_url
+        self.server = ServerProbe(client, self.status, metrics)
         metrics.watch(self.status)
         self._wanted = asyncio.Event()
         self._reasons: set[str] = set()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[Any]] = set()
-        self._config_error_logged: tuple[str, float] | None = None
         self.pass_lock = asyncio.Lock()
-        # Last value set on each adapter's gauge: with 10,000 adapters, re-setting every gauge on
-        # every pass costs about a fifth of a no-op pass.
 
     # --- triggers --------------------------------------------------------------------------
 
@@ -118,9 +121,15 @@ class Reconciler:
         self._stopping.set()
         self._wanted.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
+    def config_changed(self, loaded: Loaded[AdaptersConfig]) -> None:
+        """A new good adapters file is in force: follow its server address if asked to, and reconcile."""
+        if self.options.server_from_config:
+            url = loaded.value.server_url
+            if url != self.client.base_url:
+                log.info("vLLM server address taken from the adapters file", server=url)
+                self.client.base_url = url
+                self.status.server.url = url
+        self.trigger("file")
 
     async def drain(self, grace: float) -> None:
         """Wait up to `grace` seconds for in-flight vLLM calls, then cancel what is left."""
@@ -136,32 +145,15 @@ class Reconciler:
 
     # --- loop ------------------------------------------------------------------------------
 
-    async def wait_for_server(self) -> bool:
-        """Start-up: poll `/health` up to --health-check-timeout without blocking the loop."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.health_check_timeout
-        while not self._stopping.is_set():
-            if await self.client.health():
-                log.info("vLLM server is healthy", server=self.client.base_url)
-                return True
-            if loop.time() >= deadline:
-                log.warning(
-                    "vLLM server not healthy within --health-check-timeout; will keep retrying with backoff",
-                    server=self.client.base_url,
-                    timeout_seconds=self.options.health_check_timeout,
-                )
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.options.health_check_interval)
-        return False
-
     async def run(self) -> None:
         """The loop: a pass now, then one per trigger or per resync interval."""
         try:
-            await self._reload_config()  # the file may name the server to wait for
-        except Exception:  # never die at start-up: the first pass reads the file again
+            await self.source.reload()  # the file may name the server to wait for
+        except Exception:  # never die at start-up: the file is read again on its next event or resync
             log.exception("reading the adapters file failed unexpectedly")
-        await self.wait_for_server()
+        await self.server.wait_until_healthy(
+            self.options.health_check_timeout, self.options.health_check_interval, self._stopping
+        )
         self.trigger("start")
         down_delay = self.options.health_check_interval
         while not self._stopping.is_set():
@@ -225,78 +217,12 @@ class Reconciler:
                 )
             return result
 
-    async def _reload_config(self) -> AdaptersConfig | None:
-        outcome = await self.source.reload()
-        self.metrics.config_reloads.labels(result=outcome).inc()
-        current = self.source.current
-        if current is not None and self.options.server_from_config:
-            url = current.value.server_url
-            if url != self.client.base_url:
-                log.info("vLLM server address taken from the adapters file", server=url)
-                self.client.base_url = url
-                self.status.server.url = url
-        if outcome == "error":
-            self.metrics.config_valid.set(0)
-            err = self.source.error
-            text = str(err)
-            now = time.monotonic()
-            last = self._config_error_logged
-            if last is None or last[0] != text or now - last[1] >= self.options.config_error_relog:
-                log.error(
-                    "adapters file rejected; the last good configuration stays in force"
-                    if current
-                    else "adapters file rejected; nothing will be loaded or unloaded until it is fixed",
-                    file=str(self.source.path),
-                    errors=[i.format() for i in err.issues] if err else [],
-                )
-                self._config_error_logged = (text, now)
-        else:
-            self.metrics.config_valid.set(1)
-            if self._config_error_logged is not None:
-                log.info("adapters file is valid again", file=str(self.source.path))
-                self._config_error_logged = None
-            if outcome == "changed" and current is not None:
-                self.metrics.config_good(current.loaded_at)
-                log.info(
-                    "adapters file loaded",
-                    file=str(self.source.path),
-                    generation=current.generation,
-                    name=current.value.name,
-                    ensure_exist=len(current.value.ensure_exist),
-                    ensure_not_exist=len(current.value.ensure_not_exist),
-                )
-                for w in current.value.warnings:
-                    log.warning(w.message, file=w.file, path=w.path, line=w.line)
-        return current.value if current is not None else None
-
-    async def _observe(self) -> list[ObservedModel] | None:
-        server = self.status.server
-        try:
-            models = await self.client.list_models()
-        except VLLMError as exc:
-            if server.reachable is not False:
-                log.warning("vLLM server unreachable; adapters stay as they are", error=exc.message)
-            server.reachable = False
-            server.last_error = exc.message
-            self.metrics.server_up.set(0)
-            return None
-        if server.reachable is not True:
-            # First contact, or back after a restart: the version may have changed.
-            server.version = await self.client.version()
-            server.supports_inplace = supports_inplace(server.version)
-        server.reachable = True
-        server.last_error = None
-        server.last_seen_at = time.time()
-        server.base_models = tuple(m.id for m in models if not m.is_adapter)
-        self.status.set_served(m.id for m in models)
-        self.metrics.server_up.set(1)
-        return models
-
     async def _pass(self, reasons: set[str]) -> PassResult:
-        config = await self._reload_config()
-        if config is None:
+        loaded = self.source.current
+        if loaded is None:
             return PassResult("no_config")
-        models = await self._observe()
+        config = loaded.value
+        models = await self.server.observe()
         if models is None:
             return PassResult("server_down")
         options = replace(self.options.plan, supports_inplace=self.status.server.supports_inplace)
@@ -332,7 +258,7 @@ class Reconciler:
                 a.declaration = key
                 a.declared = declared
                 a.source, a.base_model = source, base
-                a.attempts, a.next_retry_at, a.last_error = 0, None, None
+                a.apply(Redeclared())
             a.observed_root = roots.get(adapter_id)
             return a
 
@@ -342,20 +268,16 @@ class Reconciler:
             if d.id not in config.conflicts:
                 entry(d.id, "absent", d.source or None, d.base_model)
         for adapter_id in plan.in_sync:
-            a = st.adapters[adapter_id]
-            a.set_state(AdapterState.LOADED)
-            a.attempts, a.next_retry_at, a.last_error = 0, None, None
+            st.adapters[adapter_id].apply(InSync())
         for adapter_id in plan.absent:
-            a = st.adapters[adapter_id]
-            a.set_state(AdapterState.ABSENT)
-            a.attempts, a.next_retry_at, a.last_error = 0, None, None
+            st.adapters[adapter_id].apply(Gone())
         for skip in plan.skips:
             a = st.adapters[skip.adapter_id]
-            if a.set_state(_SKIP_STATE[skip.reason]) or a.last_error != skip.detail:
+            before = a.last_error
+            if a.apply(Skipped(skip.reason, skip.detail)) or before != skip.detail:
                 log.warning(
                     "adapter skipped", adapter=skip.adapter_id, reason=skip.reason.value, detail=skip.detail
                 )
-            a.last_error = skip.detail
         for warn in plan.base_model_warnings:
             a = st.adapters[warn.adapter_id]
             if a.last_error != warn.detail and a.state != AdapterState.LOADED:
@@ -370,13 +292,9 @@ class Reconciler:
             # --prune of an undeclared adapter has no entry yet.
             a = known if known is not None else entry(action.adapter_id, "undeclared", None, None)
             seen.add(action.adapter_id)
-            if a.backing_off(now):
-                if a.state not in (AdapterState.FAILED,):
-                    a.set_state(AdapterState.PENDING)
-                continue
-            if a.state not in (AdapterState.FAILED, AdapterState.PENDING):
-                a.set_state(AdapterState.PENDING)
-            due.append(action)
+            a.apply(Due())
+            if not a.backing_off(now):
+                due.append(action)
         # Forget adapters no longer declared nor loaded; their gauge (read at scrape time) goes with them.
         for adapter_id in list(st.adapters):
             if adapter_id not in seen and adapter_id not in roots:
@@ -425,25 +343,22 @@ class Reconciler:
         bound = log.bind(adapter=action.adapter_id, op=action.op.value)
         started = time.perf_counter()
         try:
+            a.apply(Started(action.op))
             if action.op == Op.UNLOAD:
-                a.set_state(AdapterState.UNLOADING)
                 outcome = await self.client.unload(action.adapter_id)
-                a.set_state(AdapterState.ABSENT)
                 a.observed_root = None
                 self.status.mark_served(action.adapter_id, False)
             else:
                 assert action.source is not None
-                a.set_state(AdapterState.LOADING)
                 if action.op == Op.RELOAD and not action.inplace:
                     await self.client.unload(action.adapter_id)
                 outcome = await self.client.load(
                     action.adapter_id, action.source, inplace=action.op == Op.RELOAD and action.inplace
                 )
-                a.set_state(AdapterState.LOADED)
                 a.observed_root = action.source
                 self.status.mark_served(action.adapter_id, True)
+            a.apply(Succeeded(action.op))
             self.metrics.operations.labels(op=action.op.value, result="ok").inc()
-            a.attempts, a.next_retry_at, a.last_error = 0, None, None
             if self.status.server.runtime_updating_disabled:
                 self.status.server.runtime_updating_disabled = False
                 log.info("runtime LoRA updating is enabled on the server now")
@@ -462,12 +377,9 @@ class Reconciler:
             self._fail(a, action, exc.message, "runtime_updating_disabled", count_attempt=False)
         except ServerUnavailable as exc:
             # The server went away mid-pass: not this adapter's fault, so no backoff; re-plan when it is back.
-            a.set_state(AdapterState.PENDING)
-            a.last_error = exc.message
+            a.apply(ServerLost(exc.message))
             self.metrics.operations.labels(op=action.op.value, result="server_unavailable").inc()
-            self.status.server.reachable = False
-            self.status.server.last_error = exc.message
-            self.metrics.server_up.set(0)
+            self.server.lost(exc.message)
             bound.warning(
                 "vLLM server unreachable during the call; will retry when it is back", error=exc.message
             )
@@ -479,13 +391,10 @@ class Reconciler:
     def _fail(
         self, a: AdapterStatus, action: Action, message: str, result: str, count_attempt: bool = True
     ) -> None:
-        if count_attempt:
-            a.attempts += 1
-        delay = self.options.backoff.delay(max(1, a.attempts))
-        a.next_retry_at = time.monotonic() + delay
         changed = a.last_error != message
-        a.last_error = message
-        a.set_state(AdapterState.FAILED)
+        now = time.monotonic()
+        a.apply(Failed(message, now, self.options.backoff.delay, count_attempt))
+        delay = (a.next_retry_at or now) - now
         self.metrics.operations.labels(op=action.op.value, result=result).inc()
         if changed or a.attempts <= 1:
             log.error(
@@ -502,49 +411,3 @@ class Reconciler:
                 attempts=a.attempts,
                 retry_in_seconds=round(delay, 1),
             )
-
-    # --- what others read ------------------------------------------------------------------
-
-    def ready(self, mode: str = "synced") -> tuple[bool, str]:
-        if mode == "started":
-            return True, ""
-        if self.source.current is None:
-            err = self.source.error
-            return False, f"no valid adapters file yet: {err.summary() if err else 'not read yet'}"
-        st = self.status
-        if not st.synced_once:
-            return False, "first reconcile pass has not completed"
-        if not st.server.reachable:
-            return False, f"vLLM server unreachable: {st.server.last_error or 'no answer yet'}"
-        # An adapter that already failed and is being retried counts like a failed one, so a broken
-        # adapter's retries do not make readiness flap.
-        missing = [i for i in st.unsynced() if st.adapters[i].attempts == 0]
-        if missing:
-            shown = ", ".join(sorted(missing)[:10])
-            return False, f"{len(missing)} declared adapter(s) not loaded yet: {shown}"
-        return True, ""
-
-    def status_dict(self) -> dict[str, Any]:
-        st = self.status
-        now = time.monotonic()
-        current = self.source.current
-        err = self.source.error
-        return {
-            "config": {
-                "file": str(self.source.path),
-                "name": current.value.name if current else None,
-                "generation": current.generation if current else None,
-                "loaded_at": current.loaded_at if current else None,
-                "error": [i.to_dict() for i in err.issues] if err else None,
-                "warnings": [w.to_dict() for w in current.value.warnings] if current else [],
-            },
-            "server": st.server.to_dict(),
-            "sync": {
-                "passes": st.passes,
-                "last_pass_at": st.last_pass_at,
-                "last_pass_seconds": st.last_pass_seconds,
-                "last_pass_result": st.last_pass_result,
-                "counts": {k: v for k, v in st.counts().items() if v},
-            },
-            "adapters": {a.id: a.to_dict(now) for a in sorted(st.adapters.values(), key=lambda x: x.id)},
-        }

@@ -9,31 +9,9 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
-
-class AdapterState(StrEnum):
-    PENDING = "pending"
-    LOADING = "loading"
-    LOADED = "loaded"
-    UNLOADING = "unloading"
-    ABSENT = "absent"
-    FAILED = "failed"
-    CONFLICT = "conflict"
-    BASE_MODEL_MISMATCH = "base_model_mismatch"
-    FORBIDDEN_SOURCE = "forbidden_source"
-
-
-# States that mean "this adapter will not load until someone edits the file": readiness ignores them.
-BLOCKED_STATES = frozenset(
-    {
-        AdapterState.FAILED,
-        AdapterState.CONFLICT,
-        AdapterState.BASE_MODEL_MISMATCH,
-        AdapterState.FORBIDDEN_SOURCE,
-    }
-)
+from lora_syncer.sync.states import BLOCKED_STATES, AdapterMachine, AdapterState, Event, transition
 
 Declared = Literal["present", "absent", "undeclared"]
 
@@ -57,44 +35,44 @@ class BackoffPolicy:
 
 @dataclass(slots=True)
 class AdapterStatus:
+    """One adapter: what the file declares, what the server shows, and its state machine."""
+
     id: str
     declared: Declared
     source: str | None = None
     base_model: str | None = None
     observed_root: str | None = None
-    state: AdapterState = AdapterState.PENDING
-    last_error: str | None = None
-    attempts: int = 0  # consecutive failed attempts for the current declaration
-    next_retry_at: float | None = None  # monotonic clock
+    machine: AdapterMachine = field(default_factory=AdapterMachine)
     declaration: tuple[str, str | None, str | None] = ("", None, None)
     changed_at: float = field(default_factory=time.time)
 
-    def set_state(self, state: AdapterState) -> bool:
-        """Set the state; True when it changed."""
-        if state == self.state:
+    def apply(self, event: Event) -> bool:
+        """Feed one event to the state machine; True when the state changed."""
+        before = self.machine.state
+        self.machine = transition(self.machine, event)
+        if self.machine.state == before:
             return False
-        self.state = state
         self.changed_at = time.time()
         return True
 
-    def backing_off(self, now: float) -> bool:
-        return self.next_retry_at is not None and now < self.next_retry_at
+    @property
+    def state(self) -> AdapterState:
+        return self.machine.state
 
-    def to_dict(self, now_monotonic: float) -> dict[str, Any]:
-        retry_in = None
-        if self.next_retry_at is not None:
-            retry_in = round(max(0.0, self.next_retry_at - now_monotonic), 3)
-        return {
-            "declared": self.declared,
-            "source": self.source,
-            "base_model": self.base_model,
-            "observed_root": self.observed_root,
-            "state": self.state.value,
-            "last_error": self.last_error,
-            "attempts": self.attempts,
-            "next_retry_in_seconds": retry_in,
-            "state_since": self.changed_at,
-        }
+    @property
+    def last_error(self) -> str | None:
+        return self.machine.reason
+
+    @property
+    def attempts(self) -> int:
+        return self.machine.attempts
+
+    @property
+    def next_retry_at(self) -> float | None:
+        return self.machine.next_retry_at
+
+    def backing_off(self, now: float) -> bool:
+        return self.machine.backing_off(now)
 
 
 @dataclass
@@ -107,18 +85,6 @@ class ServerStatus:
     last_error: str | None = None
     last_seen_at: float | None = None
     base_models: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "reachable": self.reachable,
-            "version": self.version,
-            "supports_load_inplace": self.supports_inplace,
-            "runtime_updating_disabled": self.runtime_updating_disabled,
-            "last_error": self.last_error,
-            "last_seen_at": self.last_seen_at,
-            "base_models": list(self.base_models),
-        }
 
 
 @dataclass

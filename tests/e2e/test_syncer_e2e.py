@@ -204,8 +204,8 @@ class TestRealVLLM:
                 return None
 
             adapters = await eventually(both_failed)
-            assert "No adapter found" in adapters["missing"]["last_error"]
-            assert "max_lora_rank" in adapters["too-big"]["last_error"]
+            assert "No adapter found" in adapters["missing"]["lastError"]
+            assert "max_lora_rank" in adapters["too-big"]["lastError"]
             assert adapters["good"]["state"] == "loaded"
             async with session.get(f"{syncer.health_url}/readyz") as r:
                 assert r.status == 200  # failed adapters do not hold readiness back

@@ -74,7 +74,7 @@ async def test_two_sidecars_share_one_adapters_file_across_base_models(
     await new.wait_loaded({"food-review-llama32": "org/food-review-llama32"})
     for adapter in ("food-review-llama31", "legal-llama31"):
         state = await new.wait_state(adapter, "base_model_mismatch")
-        assert OLD_BASE in state["last_error"] and NEW_BASE in state["last_error"]
+        assert OLD_BASE in state["lastError"] and NEW_BASE in state["lastError"]
         assert new.calls(name=adapter) == []
     state = await old.wait_state("food-review-llama32", "base_model_mismatch")
     assert old.calls(name="food-review-llama32") == []

@@ -104,7 +104,7 @@ class TestChecks:
     def test_failed_adapter_reports_its_error(self) -> None:
         """A failed adapter's last error is part of the failure message."""
         expect = Expectation(loaded=("v1",))
-        failures = check_adapters(expect, {"v1": {"state": "failed", "last_error": "boom"}}, [])
+        failures = check_adapters(expect, {"v1": {"state": "failed", "lastError": "boom"}}, [])
         assert failures[0] == "v1 is failed, expected loaded: boom"
 
     def test_syncer_not_settled_until_declarations_match(self) -> None:

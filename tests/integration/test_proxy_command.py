@@ -86,8 +86,9 @@ async def start_proxy(
             return proc, int(found.group(1))
 
 
-async def stop_process(proc: asyncio.subprocess.Process) -> int:
-    if proc.returncode is None:
+async def stop_process(proc: asyncio.subprocess.Process, *, signalled: bool = False) -> int:
+    """Stop with SIGTERM (unless the test `signalled` already: a second signal exits at once, status 1)."""
+    if proc.returncode is None and not signalled:
         proc.send_signal(signal.SIGTERM)
     try:
         await asyncio.wait_for(proc.communicate(), WAIT)
@@ -127,7 +128,7 @@ class TestProxyCommand:
                         in text
                     )
             proc.send_signal(sig)
-            assert await stop_process(proc) == 0
+            assert await stop_process(proc, signalled=True) == 0
         finally:
             if proc.returncode is None:
                 proc.kill()

@@ -212,6 +212,25 @@ class TestRun:
 
 
 class TestSigterm:
+    async def test_second_signal_exits_at_once(
+        self, emulator: Emulator, spawn: Any, tmp_path: Path, free_port: Any
+    ) -> None:
+        """A second SIGTERM during the graceful shutdown ends the process at once, with status 1."""
+        vol = ConfigMapVolume(tmp_path / "cm")
+        vol.write({"configmap.yaml": adapters_yaml(ADAPTERS)})
+        emulator.faults.load_delay = 10.0  # in-flight loads hold the graceful shutdown (grace 120 s)
+        port = free_port()
+        args = _run_args(vol.path("configmap.yaml"), emulator.url, port, "--shutdown-grace", "120")
+        child = await spawn(args, metrics_port=port)
+        await eventually(lambda: emulator.call_log.admin_in_flight >= 1, "loads in flight", within=30)
+        child.proc.send_signal(signal.SIGTERM)
+        await eventually(lambda: child.events("shutting down"), "the graceful shutdown started", within=30)
+        child.proc.send_signal(signal.SIGTERM)
+        assert await child.wait_exit() == 1
+        assert [e["signal"] for e in child.events("second signal: exiting now")] == ["SIGTERM"]
+        assert not child.events("lora-syncer stopped")  # it did not wait for the grace period
+        emulator.faults.load_delay = 0.0
+
     async def test_sigterm_mid_pass_then_restart_resumes_from_the_server(
         self, emulator: Emulator, http: aiohttp.ClientSession, spawn: Any, tmp_path: Path, free_port: Any
     ) -> None:

@@ -28,10 +28,10 @@ async def test_one_failing_adapter_among_many(sync_env: SyncEnv, tmp_path: Path)
     await env.wait_loaded({**dict(GOOD), "local": str(ok_local)})
 
     bad_path = await env.wait_state("bad-path", "failed")
-    assert "No adapter found" in bad_path["last_error"]
+    assert "No adapter found" in bad_path["lastError"]
     bad = await env.wait_state("bad-rank", "failed")
-    assert "max_lora_rank" in bad["last_error"]
-    assert bad_path["attempts"] >= 1 and bad_path["next_retry_in_seconds"] is not None
+    assert "max_lora_rank" in bad["lastError"]
+    assert bad_path["attempts"] >= 1 and bad_path["nextRetryInSeconds"] is not None
 
     # Per-adapter backoff: count calls over a bounded window. With a 0.1 s resync a syncer
     # without backoff would try ~20 times; doubling from 0.2 s allows about 4 attempts in 2 s.
@@ -61,7 +61,7 @@ async def test_backoff_resets_when_the_declaration_changes(sync_env: SyncEnv, tm
     env.write(adapters_yaml([*GOOD[:2], ("fixme", "/nonexistent/v1")]))
     await env.start(reconcile_trigger=0.2, backoff_initial=60.0, backoff_max=300.0)
     failed = await env.wait_state("fixme", "failed")
-    assert failed["attempts"] == 1 and failed["next_retry_in_seconds"] > 30
+    assert failed["attempts"] == 1 and failed["nextRetryInSeconds"] > 30
     assert len(env.calls("load", "fixme")) == 1
 
     fixed = write_adapter_dir(tmp_path / "adapters", "fixme-v2")
@@ -69,7 +69,7 @@ async def test_backoff_resets_when_the_declaration_changes(sync_env: SyncEnv, tm
     # The old backoff has about a minute to run: only a reset lets the new declaration load now.
     await env.wait_loaded({**dict(GOOD[:2]), "fixme": str(fixed)})
     a = await env.wait_state("fixme", "loaded")
-    assert a["attempts"] == 0 and a["last_error"] is None and a["next_retry_in_seconds"] is None
+    assert a["attempts"] == 0 and a["lastError"] is None and a["nextRetryInSeconds"] is None
 
 
 async def test_allowed_sources_refuse_before_the_server(sync_env: SyncEnv, tmp_path: Path) -> None:
@@ -94,7 +94,7 @@ async def test_allowed_sources_refuse_before_the_server(sync_env: SyncEnv, tmp_p
     await env.wait_loaded({"hub-ok": "org/ok", "local-ok": str(inside), "regex-ok": "team-a/x"})
     for name in ("hub-evil", "traversal"):
         a = await env.wait_state(name, "forbidden_source")
-        assert "--allowed-sources" in a["last_error"]
+        assert "--allowed-sources" in a["lastError"]
         assert env.calls(name=name) == []
     # Nothing about them ever reached the server, in any pass.
     assert {c.name for c in env.calls()} == {"hub-ok", "local-ok", "regex-ok"}
@@ -115,7 +115,7 @@ async def test_base_model_policy_enforce_skips_other_base_models(sync_env: SyncE
     await env.start(base_model_policy="enforce")
     await env.wait_loaded({"qwen-lora": "org/qwen-lora"})
     a = await env.wait_state("llama-lora", "base_model_mismatch")
-    assert "meta-llama/Llama-3.1-8B-Instruct" in a["last_error"] and "Qwen/Qwen3-32B" in a["last_error"]
+    assert "meta-llama/Llama-3.1-8B-Instruct" in a["lastError"] and "Qwen/Qwen3-32B" in a["lastError"]
     assert env.calls(name="llama-lora") == []
     await eventually(lambda: _ready(env), "/readyz 200: a skipped adapter does not hold readiness back")
 

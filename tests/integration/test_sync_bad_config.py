@@ -134,7 +134,7 @@ async def test_bad_file_at_start_loads_nothing_until_fixed(sync_env: SyncEnv) ->
     assert env.calls() == [call for call in env.calls() if call.name == "old"]  # only our own preload
     assert env.emulator.loaded() == {"old": "org/old"}  # even --prune does nothing without a good file
     st = await env.status()
-    assert st["sync"]["last_pass_result"] == "no_config"
+    assert st["sync"]["lastPassResult"] == "no_config"
 
     env.write(adapters_yaml([("old", "org/old"), ("new", "org/new")]))
     await env.wait_loaded({"old": "org/old", "new": "org/new"})

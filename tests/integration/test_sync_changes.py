@@ -34,7 +34,7 @@ class TestSourceChange:
         assert env.calls("unload") == []
         assert (await env.adapter("b")) is not None
         b = await env.wait_state("b", "loaded")
-        assert b["observed_root"] == V2 and b["source"] == V2
+        assert b["observedRoot"] == V2 and b["source"] == V2
 
     async def test_new_source_is_unload_then_load_on_an_old_server(
         self, env_factory: Callable[..., Awaitable[SyncEnv]]
@@ -46,7 +46,7 @@ class TestSourceChange:
         await env.start(reconcile_trigger=60.0)
         await env.wait_loaded({"a": V1, "b": V1})
         st = await env.status()
-        assert st["server"]["version"] == "0.14.0" and st["server"]["supports_load_inplace"] is False
+        assert st["server"]["version"] == "0.14.0" and st["server"]["supportsLoadInplace"] is False
 
         env.write(adapters_yaml([("a", V1), ("b", V2)]))
         await env.wait_loaded({"a": V1, "b": V2})
@@ -65,7 +65,7 @@ async def test_id_in_both_lists_is_left_alone(sync_env: SyncEnv) -> None:
     env.write(adapters_yaml([("kept", V1), ("torn", V1), ("fresh", V2)], not_exist=["torn", "fresh"]))
     torn = await env.wait_state("torn", "conflict")
     fresh = await env.wait_state("fresh", "conflict")
-    assert "both" in (torn["last_error"] or "") and "both" in (fresh["last_error"] or "")
+    assert "both" in (torn["lastError"] or "") and "both" in (fresh["lastError"] or "")
     passes = await env.passes()
     await eventually(lambda: _more_passes(env, passes + 2), "two more resync passes")
     assert env.calls("unload") == []

@@ -116,30 +116,30 @@ async def test_status_json_shape(sync_env: SyncEnv) -> None:
     await env.wait_state("old", "absent")
     code, body = await env.get("/status")
     assert code == 200
-    assert isinstance(body["version"], str) and body["uptime_seconds"] >= 0
+    assert isinstance(body["version"], str) and body["uptimeSeconds"] >= 0
     st: dict[str, Any] = body["syncer"]
     assert set(st) >= {"config", "server", "sync", "adapters"}
     cfg = st["config"]
     assert cfg["file"] == str(env.config_path) and cfg["name"] == "shape"
     assert isinstance(cfg["generation"], str) and len(cfg["generation"]) == 12
-    assert cfg["loaded_at"] > 0 and cfg["error"] is None and cfg["warnings"] == []
+    assert cfg["loadedAt"] > 0 and cfg["error"] is None and cfg["warnings"] == []
     server = st["server"]
     assert server["url"] == env.emulator.url and server["reachable"] is True
-    assert server["version"] == "0.32.0" and server["supports_load_inplace"] is True
-    assert server["runtime_updating_disabled"] is False and server["base_models"] == ["Qwen/Qwen3-32B"]
-    assert st["sync"]["passes"] >= 1 and st["sync"]["last_pass_result"] == "ok"
+    assert server["version"] == "0.32.0" and server["supportsLoadInplace"] is True
+    assert server["runtimeUpdatingDisabled"] is False and server["baseModels"] == ["Qwen/Qwen3-32B"]
+    assert st["sync"]["passes"] >= 1 and st["sync"]["lastPassResult"] == "ok"
     assert st["sync"]["counts"] == {"loaded": 2, "absent": 1}
     m0 = st["adapters"]["m-0"]
     assert m0 == {
         **m0,
         "declared": "present",
         "source": "org/m-0",
-        "base_model": "Qwen/Qwen3-32B",
-        "observed_root": "org/m-0",
+        "baseModel": "Qwen/Qwen3-32B",
+        "observedRoot": "org/m-0",
         "state": "loaded",
-        "last_error": None,
+        "lastError": None,
         "attempts": 0,
-        "next_retry_in_seconds": None,
+        "nextRetryInSeconds": None,
     }
     assert st["adapters"]["old"]["declared"] == "absent" and st["adapters"]["old"]["state"] == "absent"
 

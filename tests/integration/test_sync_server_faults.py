@@ -32,10 +32,10 @@ async def test_server_down_at_start_beyond_health_timeout(sync_env: SyncEnv) -> 
 
     # The first pass only runs once the start-up wait gave up: seeing it means the timeout passed.
     st = await eventually(
-        lambda: _status_where(env, lambda s: s["sync"]["last_pass_result"] == "server_down"),
+        lambda: _status_where(env, lambda s: s["sync"]["lastPassResult"] == "server_down"),
         "a pass finding the server down",
     )
-    assert st["server"]["reachable"] is False and st["server"]["last_error"]
+    assert st["server"]["reachable"] is False and st["server"]["lastError"]
     code, _ = await env.get("/healthz")
     assert code == 200  # the process is alive and keeps trying
     code, body = await env.get("/readyz")
@@ -140,7 +140,7 @@ async def test_slow_loads_beyond_the_call_timeout(sync_env: SyncEnv) -> None:
 
     async def timed_out() -> dict[str, Any] | None:
         a = await env.adapter("ad-0")
-        return a if a is not None and "in time" in (a["last_error"] or "") else None
+        return a if a is not None and "in time" in (a["lastError"] or "") else None
 
     a = await eventually(timed_out, "a load timeout reported")
     assert a["state"] == "failed" and a["attempts"] >= 1
@@ -160,7 +160,7 @@ async def test_runtime_updating_disabled_is_reported_clearly(
     with capture_logs() as logs:
         await env.start(reconcile_trigger=0.2)
         st = await eventually(
-            lambda: _status_where(env, lambda s: s["server"]["runtime_updating_disabled"] is True),
+            lambda: _status_where(env, lambda s: s["server"]["runtimeUpdatingDisabled"] is True),
             "runtime updating disabled in /status",
         )
         before = len(env.calls("load"))
@@ -173,16 +173,16 @@ async def test_runtime_updating_disabled_is_reported_clearly(
         st = await env.status()
     messages = [e["event"] for e in logs if e["log_level"] == "error"]
     assert any("VLLM_ALLOW_RUNTIME_LORA_UPDATING=true" in m for m in messages), (messages, logs[:20])
-    assert st["sync"]["last_pass_result"] == "runtime_updating_disabled"
-    failed = [a for a in st["adapters"].values() if a["last_error"]]
-    assert failed and all("runtime LoRA updating is disabled" in a["last_error"] for a in failed)
+    assert st["sync"]["lastPassResult"] == "runtime_updating_disabled"
+    failed = [a for a in st["adapters"].values() if a["lastError"]]
+    assert failed and all("runtime LoRA updating is disabled" in a["lastError"] for a in failed)
     # One probe per pass at most, not one call per adapter per pass.
     assert len(env.calls("load")) - before <= (await env.passes()) - passes + 1
 
     env.emulator.faults.runtime_lora_updating = True
     await env.wait_loaded(ALL)
     st = await env.status()
-    assert st["server"]["runtime_updating_disabled"] is False
+    assert st["server"]["runtimeUpdatingDisabled"] is False
 
 
 async def _ready(env: SyncEnv) -> bool:

@@ -39,7 +39,6 @@ async def _refused_and_unsent(
         sidecar = await w.start_sidecar(allowed_sources=(allowed,))
         assert sidecar.reconciler is not None
         status = sidecar.reconciler.status
-        status_dict = sidecar.reconciler.status_dict
 
         def settled() -> bool:
             states = {a.id: a.state.value for a in status.adapters.values()}
@@ -47,13 +46,13 @@ async def _refused_and_unsent(
                 states.get(n) == "forbidden_source" for n in bad
             )
 
-        await eventually(settled, message=lambda: status_dict()["adapters"])
+        await eventually(settled, message=lambda: sidecar.syncer_status()["adapters"])
         await sidecar.reconciler.run_pass({"manual"})  # one more pass: still nothing sent for them
         sent = {(c.name, c.path) for c in w.emulator.calls if c.op == "load"}
         assert sent == {(n, s) for n, s in good.items()}
-        shown = sidecar.reconciler.status_dict()["adapters"]
+        shown = sidecar.syncer_status()["adapters"]
         for name in bad:
-            assert "allowed-sources" in (shown[name]["last_error"] or ""), shown[name]
+            assert "allowed-sources" in (shown[name]["lastError"] or ""), shown[name]
 
 
 async def test_traversal_out_of_the_allowed_directory_is_refused(tmp_path: Path) -> None:

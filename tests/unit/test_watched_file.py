@@ -63,3 +63,36 @@ class TestWatchedFile:
         vol.write({"configmap.yaml": GOOD})
         assert wf.reload_sync() == "changed"
         assert wf.reload_sync() == "unchanged"
+
+
+class TestFileErrors:
+    async def test_missing_file_names_the_file_and_says_nothing_is_in_force_yet(self, tmp_path: Path) -> None:
+        """At start-up there is no last good file to keep: the message says so, and names the file."""
+        _, wf = make(tmp_path)
+        assert await wf.reload() == "error"
+        assert wf.error is not None
+        assert wf.error.summary() == (
+            f"{wf.path}: error: file not found; there is no last good configuration yet"
+        )
+
+    async def test_missing_after_a_good_file_keeps_the_last_good(self, tmp_path: Path) -> None:
+        vol, wf = make(tmp_path)
+        vol.write({"configmap.yaml": GOOD})
+        await wf.reload()
+        vol.remove_key("configmap.yaml")
+        assert await wf.reload() == "error"
+        assert wf.error is not None
+        assert wf.error.summary() == (
+            f"{wf.path}: error: file not found; keeping the last good configuration in force"
+        )
+
+    async def test_unreadable_file_names_the_file(self, tmp_path: Path) -> None:
+        """A directory where the file should be cannot be read: `<file>: error: cannot read file: ...`."""
+        (tmp_path / "cm").mkdir()
+        target = tmp_path / "cm" / "configmap.yaml"
+        target.mkdir()
+        wf = WatchedFile(target, parse_adapters)
+        assert await wf.reload() == "error"
+        assert wf.error is not None
+        summary = wf.error.summary()
+        assert summary.startswith(f"{target}: error: cannot read file: ") and "<input>" not in summary
