@@ -18,13 +18,6 @@ from lora_syncer.config.source import read_file
 from lora_syncer.config.yamldoc import YamlSyntaxError, decode_text, load_documents
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "files", nargs="+", metavar="FILE", help="adapters files, rules files or ConfigMap manifests"
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print problems only")
-
-
 def _describe_adapters(cfg: AdaptersConfig) -> str:
     parts = [f"{len(cfg.ensure_exist)} to keep loaded", f"{len(cfg.ensure_not_exist)} to keep unloaded"]
     if cfg.conflicts:
