@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lora_syncer.options.setting import Setting
 from lora_syncer.options.values import (
     HEADER_NAME,
@@ -26,7 +28,7 @@ DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 CONFIG = Setting(
     "--config",
     PATH,
-    default=DEFAULT_CONFIG,
+    default=Path(DEFAULT_CONFIG),
     legacy_env=("DYNAMIC_LORA_ROLLOUT_CONFIG",),
     metavar="FILE",
     help="adapters file (vLLMLoRAConfig)",
