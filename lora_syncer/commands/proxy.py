@@ -88,13 +88,13 @@ async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, gra
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `lora-syncer proxy`."""
-    configure_logging(args.log_format, args.log_level)
     if not args.rules:
         fail("--rules / LORA_SYNCER_RULES: is required: the rules file to serve")
     try:
         options = proxy_options_from_args(args, args.server, pools_from_rules=True)
     except ValueError as exc:  # settings that contradict each other
         fail(str(exc))
+    configure_logging(args.log_format, args.log_level)  # after the checks: a usage error logs nothing
     from lora_syncer.runtime import run_async
 
     return run_async(serve(options, args.metrics_host, args.metrics_port, args.shutdown_grace))
