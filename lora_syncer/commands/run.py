@@ -25,7 +25,6 @@ def _server_from_file(path: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = syncer_settings_from_args(args)
-    configure_logging(settings.log_format, settings.log_level)
     proxy_options: Any = None
     if args.rules:
         from lora_syncer.proxy.options import proxy_options_from_args
@@ -36,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:  # settings that contradict each other
             fail(str(exc))
+    configure_logging(settings.log_format, settings.log_level)  # after the checks: a usage error logs nothing
     from lora_syncer.app import run_sidecar
     from lora_syncer.runtime import run_async
 
