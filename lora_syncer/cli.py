@@ -1,8 +1,9 @@
 """The `lora-syncer` command line.
 
 Each subcommand lives in its own module under `lora_syncer.commands` and exposes
-`add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their
-command runs, so `lora-syncer check` does not pay for the proxy or the emulator.
+`run(args) -> int`; its flags are declared in `lora_syncer.options`, which builds the parser
+and reads the environment. Command modules are imported only when their command runs, so
+`lora-syncer check` does not pay for the proxy or the emulator.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol, cast
 
 from lora_syncer import __version__
+from lora_syncer.options.parser import SettingsParser, add_command_settings
 
 # name -> (module, one-line help). Order is the order `--help` shows.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,8 +33,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class CommandModule(Protocol):
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
-
     def run(self, args: argparse.Namespace) -> int: ...
 
 
@@ -41,17 +41,16 @@ def _load(name: str) -> CommandModule:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SettingsParser(
         prog="lora-syncer",
         description="Keep vLLM's LoRA adapters in line with a ConfigMap, and split traffic across them.",
     )
     parser.add_argument("--version", action="version", version=f"lora-syncer {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SettingsParser)
     for name, (_, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        # Only the chosen command's module is imported; the others show in --help by name.
         if only is None or only == name:
-            _load(name).add_arguments(sp)
+            add_command_settings(sp, name)
     return parser
 
 
@@ -78,7 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list = ["run", *args_list]
         chosen = "run"
     parser = build_parser(only=chosen or "__none__")
-    args = parser.parse_args(args_list)
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # usage errors (already printed, one line) and --help
+        return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2
@@ -86,3 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _load(args.command).run(args)
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:  # a usage error found after parsing (printed already, one line)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 1
+        return exc.code or 0

@@ -1,1 +1,1 @@
-"""One module per `lora-syncer` subcommand: `add_arguments(parser)` and `run(args) -> int`."""
+"""One module per `lora-syncer` subcommand: `run(args) -> int` (flags: `lora_syncer.options`)."""

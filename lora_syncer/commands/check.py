@@ -25,17 +25,6 @@ from lora_syncer.config.yamldoc import YamlSyntaxError, decode_text, load_docume
 STDIN = "-"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "files",
-        nargs="+",
-        metavar="FILE",
-        help="adapters files, rules files or ConfigMap manifests ('-' reads standard input)",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print problems only")
-    parser.add_argument("--json", action="store_true", help="print one JSON document with every result")
-
-
 @dataclass(frozen=True)
 class Found:
     """A valid file found while checking, with what locates its lines in what the user gave."""

@@ -12,49 +12,12 @@ import contextlib
 import sys
 from typing import TextIO
 
-from lora_syncer.cliutil import env_default, env_flag
 from lora_syncer.demo.render import ColorMode, TerminalReporter, use_color
 from lora_syncer.demo.walkthrough import DemoOptions, DemoResult, walk
 from lora_syncer.logs import configure_logging
 from lora_syncer.realvllm.launcher import SETUP_HINT, default_venv, find_venv
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `lora-syncer demo`."""
-    parser.add_argument(
-        "--real-vllm",
-        action=argparse.BooleanOptionalAction,
-        default=env_flag("--real-vllm", False),
-        help=f"walk against a real CPU vLLM (needs the environment from {SETUP_HINT}) instead of the emulator",
-    )
-    parser.add_argument(
-        "--step",
-        action=argparse.BooleanOptionalAction,
-        default=env_flag("--step", False),
-        help="pause before each step until Enter is pressed (no pause without a terminal on stdin)",
-    )
-    parser.add_argument(
-        "--color",
-        choices=["auto", "always", "never"],
-        default=env_default("--color", "auto"),
-        help="colour output: auto = on a terminal unless NO_COLOR is set (default: auto)",
-    )
-    parser.add_argument(
-        "--converge-timeout",
-        type=float,
-        default=env_default("--converge-timeout"),  # argparse applies `type` to a string default
-        help="seconds each step may take to be acted on (default: 10, or 180 with --real-vllm)",
-    )
-    parser.add_argument(
-        "--verbose",
-        action=argparse.BooleanOptionalAction,
-        default=env_flag("--verbose", False),
-        help="also print the sidecar's own log lines (to stderr)",
-    )
-    # Tests only: make the model server fail every call during the named step.
-    parser.add_argument("--inject-fault", metavar="STEP", default=None, help=argparse.SUPPRESS)
 
 
 async def _press_enter(out: TextIO) -> None:
@@ -88,11 +51,9 @@ async def _press_enter(out: TextIO) -> None:
 
 
 def _converge_timeout(args: argparse.Namespace) -> float:
-    value: float | None = args.converge_timeout
+    value: float | None = args.converge_timeout  # positive when given (checked at parsing)
     if value is None:
         return 180.0 if args.real_vllm else 10.0
-    if value <= 0:
-        raise SystemExit("lora-syncer demo: --converge-timeout must be positive")
     return value
 
 

@@ -9,40 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lora_syncer.cliutil import env_default, env_flag
 from lora_syncer.config.adapters import AdaptersConfig, parse_adapters, parse_adapters_text
 from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.manifest import configmaps_in
 from lora_syncer.config.source import read_file
 from lora_syncer.config.yamldoc import YamlSyntaxError, decode_text, load_documents
-from lora_syncer.settings import DEFAULT_CONFIG
 from lora_syncer.sync.errors import VLLMError
 from lora_syncer.sync.plan import ObservedModel, Plan, PlanOptions, make_plan
 from lora_syncer.sync.reconciler import supports_inplace
 from lora_syncer.sync.vllm_client import VLLMClient
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        default=env_default("--config", DEFAULT_CONFIG, "DYNAMIC_LORA_ROLLOUT_CONFIG"),
-        help="adapters file (vLLMLoRAConfig), or a ConfigMap manifest carrying one",
-    )
-    parser.add_argument(
-        "--server", default=env_default("--server"), help="vLLM base URL (default: the file's host/port)"
-    )
-    parser.add_argument(
-        "--api-key", default=env_default("--api-key", None, "VLLM_API_KEY"), help="vLLM API key"
-    )
-    parser.add_argument("--offline", action="store_true", default=env_flag("--offline"),
-                        help="plan against an empty server instead of asking vLLM")  # fmt: skip
-    parser.add_argument("--prune", action="store_true", default=env_flag("--prune"),
-                        help="plan unloading undeclared adapters too")  # fmt: skip
-    parser.add_argument("--base-model-policy", choices=["ignore", "warn", "enforce"],
-                        default=env_default("--base-model-policy", "warn"), help="as for `run`")  # fmt: skip
-    parser.add_argument("--allowed-sources", action="append", default=None, help="as for `run`")
-    parser.add_argument("--output", choices=["text", "json"], default=env_default("--output", "text"),
-                        help="text for people, json for tools")  # fmt: skip
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -112,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    server = (args.server or config.server_url).rstrip("/")
-    if "://" not in server:
-        server = "http://" + server
+    server: str = (args.server or config.server_url).rstrip("/")
     version: str | None = None
     observed: list[ObservedModel] = []
     if not args.offline:
@@ -124,16 +97,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"cannot ask {server} what it has loaded: {exc.message}\n(use --offline to plan against an empty server)",
                   file=sys.stderr)  # fmt: skip
             return 2
-    sources: list[str] = []
-    allowed = args.allowed_sources
-    if allowed is None:
-        allowed = [env_default("--allowed-sources") or ""]
-    for item in allowed:
-        sources.extend(p.strip() for p in item.split(",") if p.strip())
     options = PlanOptions(
         prune=args.prune,
         base_model_policy=args.base_model_policy,
-        allowed_sources=tuple(sources),
+        allowed_sources=tuple(args.allowed_sources),
         supports_inplace=supports_inplace(version),
     )
     plan = make_plan(config, observed, options)

@@ -20,52 +20,14 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from lora_syncer.cliutil import env_default
 from lora_syncer.health import HealthSources, build_health_app
 from lora_syncer.logs import configure_logging
-from lora_syncer.proxy.options import ProxyOptions
-from lora_syncer.proxy.service import (
-    ProxyService,
-    add_pool_arguments,
-    add_proxy_arguments,
-    proxy_options_from_args,
-)
+from lora_syncer.options.parser import fail
+from lora_syncer.proxy.options import ProxyOptions, proxy_options_from_args
+from lora_syncer.proxy.service import ProxyService
 from lora_syncer.runtime import StopSignals
 
 log = structlog.get_logger("lora_syncer.proxy")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `lora-syncer proxy` (each also LORA_SYNCER_<FLAG>)."""
-    parser.add_argument(
-        "--server",
-        default=env_default("--server", "http://localhost:8000"),
-        help="base URL of the vLLM server to forward to (default http://localhost:8000); unused with --pool "
-        "or an HTTPRoute in the rules file",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(env_default("--metrics-port", "8080") or 8080),
-        help="port of /healthz /readyz /status /metrics (default 8080; 0 picks a free port; -1 disables)",
-    )
-    parser.add_argument(
-        "--metrics-host",
-        default=env_default("--metrics-host", "0.0.0.0"),
-        help="address of the metrics server",
-    )
-    parser.add_argument(
-        "--shutdown-grace",
-        type=float,
-        default=float(env_default("--shutdown-grace", "10") or 10),
-        help="seconds in-flight requests get to finish on SIGTERM (default 10)",
-    )
-    parser.add_argument(
-        "--log-format", choices=["auto", "json", "console"], default=env_default("--log-format", "auto")
-    )
-    parser.add_argument("--log-level", default=env_default("--log-level", "info"))
-    add_proxy_arguments(parser)
-    add_pool_arguments(parser)
 
 
 async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, grace: float) -> int:
@@ -117,15 +79,13 @@ async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, gra
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `lora-syncer proxy`."""
-    configure_logging(args.log_format, args.log_level)
     if not args.rules:
-        print("lora-syncer proxy: --rules FILE is required (or LORA_SYNCER_RULES)", file=sys.stderr)
-        return 2
+        fail("--rules / LORA_SYNCER_RULES: is required: the rules file to serve")
     try:
         options = proxy_options_from_args(args, args.server, pools_from_rules=True)
-    except ValueError as exc:
-        print(f"lora-syncer proxy: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # settings that contradict each other
+        fail(str(exc))
+    configure_logging(args.log_format, args.log_level)  # after the checks: a usage error logs nothing
     from lora_syncer.runtime import run_async
 
     return run_async(serve(options, args.metrics_host, args.metrics_port, args.shutdown_grace))

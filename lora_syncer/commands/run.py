@@ -7,15 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from lora_syncer.logs import configure_logging
-from lora_syncer.settings import add_serving_arguments, add_syncer_arguments, syncer_settings_from_args
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_syncer_arguments(parser)
-    add_serving_arguments(parser)
-    from lora_syncer.proxy.service import add_proxy_arguments
-
-    add_proxy_arguments(parser)
+from lora_syncer.options.parser import fail
+from lora_syncer.settings import syncer_settings_from_args
 
 
 def _server_from_file(path: Path) -> str:
@@ -32,12 +25,17 @@ def _server_from_file(path: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = syncer_settings_from_args(args)
-    configure_logging(settings.log_format, settings.log_level)
     proxy_options: Any = None
-    if getattr(args, "rules", None):
-        from lora_syncer.proxy.service import proxy_options_from_args
+    if args.rules:
+        from lora_syncer.proxy.options import proxy_options_from_args
 
-        proxy_options = proxy_options_from_args(args, settings.server or _server_from_file(settings.config))
+        try:
+            proxy_options = proxy_options_from_args(
+                args, settings.server or _server_from_file(settings.config)
+            )
+        except ValueError as exc:  # settings that contradict each other
+            fail(str(exc))
+    configure_logging(settings.log_format, settings.log_level)  # after the checks: a usage error logs nothing
     from lora_syncer.app import run_sidecar
     from lora_syncer.runtime import run_async
 

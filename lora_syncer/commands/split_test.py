@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from lora_syncer.cliutil import env_default
+from lora_syncer.options.parser import fail
 
 SERVED_HEADER = "x-lora-syncer-served-model"
 
@@ -72,60 +71,6 @@ def format_table(result: SplitResult, model: str, url: str) -> str:
     for reason, count in result.failures.most_common():
         lines.append(f"  {count} x {reason}")
     return "\n".join(lines)
-
-
-def _header(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"header {text!r} must look like 'Name: value'")
-    return name.strip(), value.strip()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `lora-syncer split-test` (each also LORA_SYNCER_<FLAG>)."""
-    parser.add_argument(
-        "--url", default=env_default("--url"), help="base URL of the proxy (or any OpenAI-compatible server)"
-    )
-    parser.add_argument("--model", default=env_default("--model"), help="client-facing model name to request")
-    parser.add_argument(
-        "-n",
-        "--requests",
-        type=int,
-        default=int(env_default("--requests", "20") or 20),
-        help="number of requests (default 20)",
-    )
-    parser.add_argument(
-        "-c",
-        "--concurrency",
-        type=int,
-        default=int(env_default("--concurrency", "1") or 1),
-        help="requests in flight at once (default 1, like the guide's script)",
-    )
-    parser.add_argument(
-        "--path", default=env_default("--path", "/v1/chat/completions"), help="endpoint (chat or completions)"
-    )
-    parser.add_argument("--prompt", default=env_default("--prompt", "test"), help="message content to send")
-    parser.add_argument(
-        "--max-tokens",
-        type=int,
-        default=int(env_default("--max-tokens", "1") or 1),
-        help="max_completion_tokens (max_tokens for /v1/completions)",
-    )
-    parser.add_argument(
-        "-H",
-        "--header",
-        type=_header,
-        action="append",
-        default=[],
-        help="extra request header, e.g. 'Authorization: Bearer ...' or 'x-user-id: 42' (repeatable)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=float(env_default("--timeout", "60") or 60),
-        help="seconds per request (default 60)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
 
 
 def _body(path: str, model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
@@ -197,11 +142,7 @@ async def split_test(
 def run(args: argparse.Namespace) -> int:
     """Entry point of `lora-syncer split-test`."""
     if not args.url or not args.model:
-        print("lora-syncer split-test: --url and --model are required", file=sys.stderr)
-        return 2
-    if args.requests < 1 or args.concurrency < 1:
-        print("lora-syncer split-test: -n and --concurrency must be at least 1", file=sys.stderr)
-        return 2
+        fail("--url / LORA_SYNCER_URL and --model / LORA_SYNCER_MODEL are required")
     from lora_syncer.runtime import run_async
 
     result = run_async(

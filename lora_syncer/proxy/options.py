@@ -1,11 +1,13 @@
-"""Settings of the rewrite proxy, validated once at the edge (flags and environment)."""
+"""Settings of the rewrite proxy: `ProxyOptions`, built from the flags `lora_syncer.options` declares."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from lora_syncer.options.shared import DEFAULT_MAX_BODY_SIZE, DEFAULT_PROXY_PORT, POOLS, PROXY
 from lora_syncer.proxy.pools import PoolSpec, check_unique, check_url
 
 ResponseModel = Literal["served", "requested"]
@@ -15,13 +17,21 @@ SERVED_MODEL_HEADER = "x-lora-syncer-served-model"
 # The answer header naming the pool that served the request (only when the proxy splits between pools).
 POOL_HEADER = "x-lora-syncer-pool"
 
-DEFAULT_PORT = 8081
-DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
+DEFAULT_PORT = DEFAULT_PROXY_PORT
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_PORT",
+    "POOL_HEADER",
+    "SERVED_MODEL_HEADER",
+    "ProxyOptions",
+    "ResponseModel",
+    "proxy_options_from_args",
+]
 
 
 @dataclass(frozen=True)
 class ProxyOptions:
-    """Everything the proxy needs; see `lora_syncer.proxy.service.add_proxy_arguments` for meanings."""
+    """Everything the proxy needs; the flags' help (`lora_syncer.options.shared`) gives the meanings."""
 
     upstream: str
     rules_path: Path | None = None
@@ -88,3 +98,21 @@ class ProxyOptions:
                 raise ValueError(f"{name} must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0..65535")
+
+
+def proxy_options_from_args(
+    args: argparse.Namespace, upstream: str, *, pools_from_rules: bool = False
+) -> ProxyOptions:
+    """ProxyOptions from resolved flags (`run`'s or `proxy`'s); `upstream` is the model server's URL.
+
+    Every declared proxy setting the command has is copied by name; `pools_from_rules`: route
+    by the rules file's HTTPRoute (the standalone proxy; a sidecar fronts its own vLLM).
+    Raises ValueError when settings contradict each other (e.g. --pool-name with --pool).
+    """
+    values: dict[str, Any] = {
+        s.target: getattr(args, s.dest) for s in (*PROXY, *POOLS) if hasattr(args, s.dest)
+    }
+    values["pools"] = tuple(values.get("pools") or ())
+    for name in ("sticky_header", "pool_name"):
+        values[name] = values.get(name) or None  # an empty flag means none, like an empty variable
+    return ProxyOptions(upstream=upstream, pools_from_rules=pools_from_rules, **values)

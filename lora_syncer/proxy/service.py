@@ -1,4 +1,4 @@
-"""The proxy as a service: flags, the rules file kept in force, the listening server, shutdown.
+"""The proxy as a service: the rules file kept in force, the listening server, shutdown.
 
 `ProxyService` is what `lora-syncer run` and `lora-syncer proxy` start. With pools (`--pool`,
 or an HTTPRoute in the rules file for `lora-syncer proxy`) it also health-probes them every
@@ -12,30 +12,19 @@ grace period, cancel the rest, close the upstream session.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from lora_syncer.cliutil import env_default, env_flag
 from lora_syncer.config.rules import RuleSet, parse_rules
 from lora_syncer.config.source import Loaded
 from lora_syncer.proxy.metrics import ProxyMetrics
-from lora_syncer.proxy.options import (
-    DEFAULT_MAX_BODY_SIZE,
-    DEFAULT_PORT,
-    POOL_HEADER,
-    SERVED_MODEL_HEADER,
-    ProxyOptions,
-    ResponseModel,
-)
-from lora_syncer.proxy.pools import PoolSpec, check_unique, parse_pool_flag, split_pools_env
+from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER, ProxyOptions
 from lora_syncer.proxy.server import ProxyCore, bind_socket, build_proxy_app
 from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
 from lora_syncer.supervisor import Supervisor
@@ -45,247 +34,9 @@ __all__ = [
     "SERVED_MODEL_HEADER",
     "ProxyOptions",
     "ProxyService",
-    "add_pool_arguments",
-    "add_proxy_arguments",
-    "proxy_options_from_args",
 ]
 
 log = structlog.get_logger("lora_syncer.proxy")
-
-
-_UNITS = (
-    ("kib", 1024),
-    ("mib", 1024**2),
-    ("gib", 1024**3),
-    ("kb", 1000),
-    ("mb", 1000**2),
-    ("gb", 1000**3),
-    ("k", 1024),
-    ("m", 1024**2),
-    ("g", 1024**3),
-    ("b", 1),
-)
-
-
-def _size(text: str) -> int:
-    """`32MiB`, `10MB`, `512k`, `1048576` -> bytes."""
-    raw = text.strip().lower().replace(" ", "")
-    suffix, factor = next(((s, f) for s, f in _UNITS if raw.endswith(s)), ("", 1))
-    number = raw[: len(raw) - len(suffix)]
-    try:
-        value = int(float(number) * factor)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 32MiB or 1048576)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("size must be positive")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
-def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
-    """The proxy's flags (each also settable as LORA_SYNCER_<FLAG>). `--server`/`--metrics-port` belong to the caller."""
-    group = parser.add_argument_group("rewrite proxy")
-    group.add_argument(
-        "--rules",
-        type=Path,
-        default=env_default("--rules"),
-        help="rules file: InferenceModelRewrite / InferenceModel documents (ConfigMap key rules.yaml); hot-reloaded",
-    )
-    group.add_argument(
-        "--proxy-port",
-        type=int,
-        default=int(env_default("--proxy-port", str(DEFAULT_PORT)) or DEFAULT_PORT),
-        help=f"port the proxy listens on (default {DEFAULT_PORT}; 0 picks a free port)",
-    )
-    group.add_argument(
-        "--proxy-host", default=env_default("--proxy-host", "0.0.0.0"), help="address the proxy listens on"
-    )
-    group.add_argument(
-        "--sticky-header",
-        default=env_default("--sticky-header"),
-        metavar="NAME",
-        help="request header (e.g. x-user-id) whose value pins a client to one target while weights are unchanged",
-    )
-    group.add_argument(
-        "--response-model",
-        choices=("served", "requested"),
-        default=env_default("--response-model", "served"),
-        help="`model` in answers: the target that served it (default, as vLLM says) or the name the client asked for",
-    )
-    group.add_argument(
-        "--max-body-size",
-        type=_size,
-        default=_size(
-            env_default("--max-body-size", str(DEFAULT_MAX_BODY_SIZE)) or str(DEFAULT_MAX_BODY_SIZE)
-        ),
-        help="largest request body accepted (413 above it); e.g. 32MiB",
-    )
-    group.add_argument(
-        "--pool-name",
-        default=env_default("--pool-name"),
-        help="InferencePool this proxy fronts; rules whose poolRef names another pool are rejected",
-    )
-    group.add_argument(
-        "--allow-admin-routes",
-        action=argparse.BooleanOptionalAction,
-        default=env_flag("--allow-admin-routes", False),
-        help="let clients reach vLLM's adapter and control routes through the proxy (default: refused with 403)",
-    )
-    group.add_argument(
-        "--upstream-timeout",
-        type=_positive,
-        default=_positive(env_default("--upstream-timeout", "600") or "600"),
-        help="seconds the model server may stay silent before an answer (or between chunks) fails with 504",
-    )
-    group.add_argument(
-        "--upstream-connect-timeout",
-        type=_positive,
-        default=_positive(env_default("--upstream-connect-timeout", "10") or "10"),
-        help="seconds to wait for a connection to the model server",
-    )
-    group.add_argument(
-        "--upstream-connections",
-        type=int,
-        default=int(env_default("--upstream-connections", "512") or "512"),
-        help="most connections open to the model server at once (others wait)",
-    )
-    group.add_argument(
-        "--client-idle-timeout",
-        type=_positive,
-        default=_positive(env_default("--client-idle-timeout", "75") or "75"),
-        help="seconds an idle keep-alive client connection stays open",
-    )
-    group.add_argument(
-        "--client-body-timeout",
-        type=_positive,
-        default=_positive(env_default("--client-body-timeout", "60") or "60"),
-        help="seconds a client may take to send its request body (408 after)",
-    )
-
-
-def _pool(text: str) -> PoolSpec:
-    try:
-        return parse_pool_flag(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _threshold(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the standalone proxy's upstream pools (`lora-syncer proxy` only; each also LORA_SYNCER_<FLAG>)."""
-    group = parser.add_argument_group("upstream pools")
-    env_pools = env_default("--pools")
-    group.add_argument(
-        "--pool",
-        dest="pool",
-        action="append",
-        type=_pool,
-        default=None,
-        metavar="NAME=URL[@WEIGHT]",
-        help="an upstream pool (repeatable; env LORA_SYNCER_POOLS, comma-separated): traffic is split between "
-        "pools by weight (default 1); an HTTPRoute in the rules file overrides the weights and these "
-        "flags then only map its backendRefs names to URLs; replaces --server",
-    )
-    parser.set_defaults(pool_env=split_pools_env(env_pools) if env_pools else [])
-    group.add_argument(
-        "--pool-failure-threshold",
-        type=_threshold,
-        default=_threshold(env_default("--pool-failure-threshold", "3") or "3"),
-        help="failures in a row (connection errors, 5xx answers) that take a pool out of the rotation",
-    )
-    group.add_argument(
-        "--pool-backoff",
-        type=_positive,
-        default=_positive(env_default("--pool-backoff", "1") or "1"),
-        help="seconds a failed pool stays out before a health probe may bring it back (doubles while it keeps failing)",
-    )
-    group.add_argument(
-        "--pool-backoff-max",
-        type=_positive,
-        default=_positive(env_default("--pool-backoff-max", "30") or "30"),
-        help="longest time a failed pool stays out between health probes",
-    )
-    group.add_argument(
-        "--pool-health-interval",
-        type=_positive,
-        default=_positive(env_default("--pool-health-interval", "2") or "2"),
-        help="seconds between health probes (GET /health) of each pool",
-    )
-    group.add_argument(
-        "--pool-health-timeout",
-        type=_positive,
-        default=_positive(env_default("--pool-health-timeout", "2") or "2"),
-        help="seconds a pool's /health may take before the probe counts as failed",
-    )
-
-
-def pools_from_args(args: argparse.Namespace) -> tuple[PoolSpec, ...]:
-    """The `--pool` flags, or else LORA_SYNCER_POOLS. Raises ValueError on a bad or repeated entry."""
-    flags: list[PoolSpec] | None = getattr(args, "pool", None)
-    if flags:
-        pools = tuple(flags)
-    else:
-        pools = tuple(parse_pool_flag(entry) for entry in getattr(args, "pool_env", None) or [])
-    check_unique(pools)
-    return pools
-
-
-def proxy_options_from_args(
-    args: argparse.Namespace, upstream: str, *, pools_from_rules: bool = False
-) -> ProxyOptions:
-    """ProxyOptions from parsed flags; `upstream` is the model server's base URL.
-
-    `pools_from_rules`: route by the rules file's HTTPRoute (the standalone proxy; a sidecar
-    fronts its own vLLM and ignores it).
-    """
-    response_model: ResponseModel = "requested" if args.response_model == "requested" else "served"
-    rules = args.rules
-    pool_flags: dict[str, Any] = {}
-    if hasattr(args, "pool_failure_threshold"):
-        pool_flags = {
-            "pool_failure_threshold": args.pool_failure_threshold,
-            "pool_backoff": args.pool_backoff,
-            "pool_backoff_max": args.pool_backoff_max,
-            "pool_health_interval": args.pool_health_interval,
-            "pool_health_timeout": args.pool_health_timeout,
-        }
-    return ProxyOptions(
-        pools=pools_from_args(args),
-        pools_from_rules=pools_from_rules,
-        **pool_flags,
-        upstream=upstream,
-        rules_path=Path(rules) if rules else None,
-        host=args.proxy_host,
-        port=args.proxy_port,
-        sticky_header=args.sticky_header or None,
-        response_model=response_model,
-        max_body_size=args.max_body_size,
-        pool_name=args.pool_name or None,
-        allow_admin_routes=bool(args.allow_admin_routes),
-        upstream_timeout=args.upstream_timeout,
-        upstream_connect_timeout=args.upstream_connect_timeout,
-        upstream_connections=args.upstream_connections,
-        client_idle_timeout=args.client_idle_timeout,
-        client_body_timeout=args.client_body_timeout,
-    )
 
 
 PROBE_TASK = "proxy-pool-probes"

@@ -96,7 +96,8 @@ async def test_bad_flags_exit_2(flags: list[str]) -> None:
     proc = await start("--port", "0", *flags)
     _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
     assert proc.returncode == 2
-    assert b"lora-syncer emulator:" in stderr
+    assert stderr.startswith(b"lora-syncer: error: " + flags[0].encode()), stderr
+    assert stderr.count(b"\n") == 1 and b"Traceback" not in stderr
     assert b"Traceback" not in stderr
 
 

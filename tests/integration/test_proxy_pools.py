@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from lora_syncer.cli import build_parser
 from lora_syncer.emulator import Emulator, EmulatorConfig
 from lora_syncer.kubelet import ConfigMapVolume
-from lora_syncer.proxy.options import POOL_HEADER, ProxyOptions
+from lora_syncer.proxy.options import POOL_HEADER, ProxyOptions, proxy_options_from_args
 from lora_syncer.proxy.pools import PoolSpec
-from lora_syncer.proxy.service import ProxyService, proxy_options_from_args
+from lora_syncer.proxy.service import ProxyService
 
 OLD, NEW = "vllm-llama3-8b-instruct", "vllm-llama3-8b-instruct-new"
 OLD_BASE, NEW_BASE = "meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.2-3B-Instruct"

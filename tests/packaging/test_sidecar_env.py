@@ -27,7 +27,7 @@ from packaging_support import (
 
 from lora_syncer.cli import build_parser
 from lora_syncer.cliutil import ENV_PREFIX
-from lora_syncer.proxy.service import proxy_options_from_args
+from lora_syncer.proxy.options import proxy_options_from_args
 from lora_syncer.settings import SyncerSettings, syncer_settings_from_args
 
 

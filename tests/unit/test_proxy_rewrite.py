@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lora_syncer.options.parser import command_parser
+from lora_syncer.proxy.options import proxy_options_from_args
 from lora_syncer.proxy.policy import is_admin_path, model_required, normalize_path
 from lora_syncer.proxy.rewrite import (
     SSEModelRewriter,
@@ -17,7 +18,6 @@ from lora_syncer.proxy.rewrite import (
     models_with_aliases,
     with_model,
 )
-from lora_syncer.proxy.service import add_proxy_arguments, proxy_options_from_args
 
 SSE = (
     b'data: {"id":"c1","object":"chat.completion.chunk","model":"alias-v2","choices":[{"delta":{"content":"hi"}}]}\n\n'
@@ -183,9 +183,7 @@ class TestFlags:
         monkeypatch.setenv("LORA_SYNCER_STICKY_HEADER", "x-user")
         monkeypatch.setenv("LORA_SYNCER_MAX_BODY_SIZE", "1MiB")
         monkeypatch.setenv("LORA_SYNCER_ALLOW_ADMIN_ROUTES", "true")
-        parser = argparse.ArgumentParser()
-        add_proxy_arguments(parser)
-        args = parser.parse_args(["--rules", "/etc/rules/rules.yaml", "--proxy-port", "0"])
+        args = command_parser("proxy").parse_args(["--rules", "/etc/rules/rules.yaml", "--proxy-port", "0"])
         opts = proxy_options_from_args(args, "http://127.0.0.1:8000")
         assert opts.sticky_header == "x-user"
         assert opts.max_body_size == 1024 * 1024
@@ -196,7 +194,5 @@ class TestFlags:
 
     def test_bad_size(self) -> None:
         """A size that is not a size is a usage error."""
-        parser = argparse.ArgumentParser()
-        add_proxy_arguments(parser)
         with pytest.raises(SystemExit):
-            parser.parse_args(["--max-body-size", "lots"])
+            command_parser("proxy").parse_args(["--max-body-size", "lots"])
