@@ -255,7 +255,8 @@ def _json(reports: list[tuple[str, Report]], pairing: Pairing | str | None, ok: 
 
 
 def run(args: argparse.Namespace) -> int:
-    reports = [("<stdin>" if f == STDIN else f, inspect_file(f)) for f in args.files]
+    files = [str(f) for f in args.files]  # the declaration types them as paths; `-` stays a name
+    reports = [("<stdin>" if f == STDIN else f, inspect_file(f)) for f in files]
     ok = not any(i.severity == "error" for _, r in reports for i in r.issues)
     pairing = pair([f for _, r in reports for f in r.found])
     if args.json:

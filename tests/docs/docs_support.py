@@ -27,6 +27,7 @@ from unittest import mock
 
 from lora_syncer.cli import COMMANDS, build_parser
 from lora_syncer.cliutil import ENV_PREFIX, env_name
+from lora_syncer.options.commands import COMMAND_SECTIONS, command_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "lora_syncer"
@@ -346,12 +347,14 @@ class _RecordingEnviron(dict[str, str]):
 
 
 def _looked_up_by_the_parsers() -> set[str]:
-    """The variables each subcommand's parser looks up while it is built (its flags' defaults)."""
+    """The variables the settings' declarations read, for every subcommand, plus any a parser
+    looks up while it is built."""
+    names = {v for command in COMMAND_SECTIONS for s in command_settings(command) for v in s.variables}
     recording = _RecordingEnviron()
     with mock.patch.object(os, "environ", recording):
         for name in COMMANDS:
             build_parser(only=name)
-    return {n for n in recording.asked if n.startswith(ENV_PREFIX)}
+    return names | {n for n in recording.asked if n.startswith(ENV_PREFIX)}
 
 
 @cache
