@@ -82,7 +82,14 @@ def test_the_issue_example_parses_every_field() -> None:
         "small-segment-lora-v2",
     )
     assert s.start_time == 1796119200.0
-    assert s.steps == (SetWeight(10), Pause(300), SetWeight(50), Pause(None), SetWeight(100), Mirror(20, 5400))
+    assert s.steps == (
+        SetWeight(10),
+        Pause(300),
+        SetWeight(50),
+        Pause(None),
+        SetWeight(100),
+        Mirror(20, 5400),
+    )
     assert s.progress_deadline == 1800
     assert s.analysis == Analysis(
         interval=30,
@@ -130,7 +137,9 @@ def test_defaults() -> None:
     )
     (with_analysis,) = parse(MINIMAL + "  analysis: {maxErrorRate: 0.1}\n")
     assert with_analysis.spec is not None
-    assert with_analysis.spec.analysis == Analysis(interval=30, min_requests=50, failure_limit=0, max_error_rate=0.1)
+    assert with_analysis.spec.analysis == Analysis(
+        interval=30, min_requests=50, failure_limit=0, max_error_rate=0.1
+    )
 
 
 def test_a_bare_pause_is_a_manual_gate() -> None:
@@ -142,23 +151,71 @@ def test_a_bare_pause_is_a_manual_gate() -> None:
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (("  - setWeight: 100\n", "  - setWeight: 101\n"), "rules.yaml:8: error: spec.steps[0].setWeight: is out of range: weights are whole numbers from 0 to 100"),
-        (("  - setWeight: 100\n", "  - setWeight: -1\n"), "rules.yaml:8: error: spec.steps[0].setWeight: is out of range"),
-        (("  - setWeight: 100\n", "  - setWeight: '10'\n"), "rules.yaml:8: error: spec.steps[0].setWeight: must be a whole number"),
+        (
+            ("  - setWeight: 100\n", "  - setWeight: 101\n"),
+            "rules.yaml:8: error: spec.steps[0].setWeight: is out of range: weights are whole numbers from 0 to 100",
+        ),
+        (
+            ("  - setWeight: 100\n", "  - setWeight: -1\n"),
+            "rules.yaml:8: error: spec.steps[0].setWeight: is out of range",
+        ),
+        (
+            ("  - setWeight: 100\n", "  - setWeight: '10'\n"),
+            "rules.yaml:8: error: spec.steps[0].setWeight: must be a whole number",
+        ),
         (("  steps:\n  - setWeight: 100\n", "  steps: []\n"), "rules.yaml:7: error: spec.steps: is empty"),
-        (("  canary: m-v2\n", "  canary: m-v1\n"), "rules.yaml:6: error: spec.canary: is the same adapter as stable"),
-        (("  stable: m-v1\n", "  stable: m\n"), "rules.yaml:5: error: spec.stable: is the client-facing model name"),
-        (("  - setWeight: 100\n", "  - pause: {duration: 0s}\n"), "rules.yaml:8: error: spec.steps[0].pause.duration: must be a positive duration"),
-        (("  - setWeight: 100\n", "  - pause: {duration: 5 minutes}\n"), "rules.yaml:8: error: spec.steps[0].pause.duration: '5 minutes' is not a duration"),
-        (("  - setWeight: 100\n", "  - pause: {duraton: 5m}\n"), "rules.yaml:8: error: spec.steps[0].pause.duraton: unknown key"),
-        (("  - setWeight: 100\n", "  - wait: 5m\n"), "rules.yaml:8: error: spec.steps[0]: a step is one of setWeight, pause or mirror (found wait)"),
-        (("  - setWeight: 100\n", "  - {setWeight: 5, pause: {}}\n"), "rules.yaml:8: error: spec.steps[0]: a step is one of"),
-        (("  - setWeight: 100\n", "  - mirror: {percent: 0, duration: 1m}\n"), "rules.yaml:8: error: spec.steps[0].mirror.percent: is out of range"),
-        (("  - setWeight: 100\n", "  - mirror: {percent: 5}\n"), "rules.yaml:8: error: spec.steps[0].mirror.duration: is required"),
-        (("  model: m\n", "  model: m\n  startTime: yesterday\n"), "rules.yaml:5: error: spec.startTime: must be a timestamp"),
-        (("  model: m\n", "  model: m\n  progressDeadline: 0\n"), "rules.yaml:5: error: spec.progressDeadline: must be a positive duration"),
-        (("  model: m\n", "  model: m\n  paused: yes please\n"), "rules.yaml:5: error: spec.paused: must be true or false"),
-        (("  model: m\n", "  model: m\n  promotedStep: -1\n"), "rules.yaml:5: error: spec.promotedStep: is out of range"),
+        (
+            ("  canary: m-v2\n", "  canary: m-v1\n"),
+            "rules.yaml:6: error: spec.canary: is the same adapter as stable",
+        ),
+        (
+            ("  stable: m-v1\n", "  stable: m\n"),
+            "rules.yaml:5: error: spec.stable: is the client-facing model name",
+        ),
+        (
+            ("  - setWeight: 100\n", "  - pause: {duration: 0s}\n"),
+            "rules.yaml:8: error: spec.steps[0].pause.duration: must be a positive duration",
+        ),
+        (
+            ("  - setWeight: 100\n", "  - pause: {duration: 5 minutes}\n"),
+            "rules.yaml:8: error: spec.steps[0].pause.duration: '5 minutes' is not a duration",
+        ),
+        (
+            ("  - setWeight: 100\n", "  - pause: {duraton: 5m}\n"),
+            "rules.yaml:8: error: spec.steps[0].pause.duraton: unknown key",
+        ),
+        (
+            ("  - setWeight: 100\n", "  - wait: 5m\n"),
+            "rules.yaml:8: error: spec.steps[0]: a step is one of setWeight, pause or mirror (found wait)",
+        ),
+        (
+            ("  - setWeight: 100\n", "  - {setWeight: 5, pause: {}}\n"),
+            "rules.yaml:8: error: spec.steps[0]: a step is one of",
+        ),
+        (
+            ("  - setWeight: 100\n", "  - mirror: {percent: 0, duration: 1m}\n"),
+            "rules.yaml:8: error: spec.steps[0].mirror.percent: is out of range",
+        ),
+        (
+            ("  - setWeight: 100\n", "  - mirror: {percent: 5}\n"),
+            "rules.yaml:8: error: spec.steps[0].mirror.duration: is required",
+        ),
+        (
+            ("  model: m\n", "  model: m\n  startTime: yesterday\n"),
+            "rules.yaml:5: error: spec.startTime: must be a timestamp",
+        ),
+        (
+            ("  model: m\n", "  model: m\n  progressDeadline: 0\n"),
+            "rules.yaml:5: error: spec.progressDeadline: must be a positive duration",
+        ),
+        (
+            ("  model: m\n", "  model: m\n  paused: yes please\n"),
+            "rules.yaml:5: error: spec.paused: must be true or false",
+        ),
+        (
+            ("  model: m\n", "  model: m\n  promotedStep: -1\n"),
+            "rules.yaml:5: error: spec.promotedStep: is out of range",
+        ),
         (("  model: m\n", "  model: m\n  weight: 5\n"), "rules.yaml:5: error: spec.weight: unknown key"),
         (("  canary: m-v2\n", ""), "rules.yaml:3: error: spec.canary: is required"),
         (("metadata: {name: r}\n", ""), "rules.yaml:1: error: metadata: is required: name the rollout"),
@@ -181,7 +238,10 @@ ANALYSIS_ERRORS = [
     ("maxLengthRatio: -2", "spec.analysis.maxLengthRatio: is out of range"),
     ("maxErrorRate: '0.02'", "spec.analysis.maxErrorRate: must be a number"),
     ("maxErrorRate: .nan", "spec.analysis.maxErrorRate: must be a finite number"),
-    ("webhook: {url: ftp://evals/check}", "spec.analysis.webhook.url: 'ftp://evals/check' is not an http:// or https:// URL"),
+    (
+        "webhook: {url: ftp://evals/check}",
+        "spec.analysis.webhook.url: 'ftp://evals/check' is not an http:// or https:// URL",
+    ),
     ("webhook: {url: evals:8080}", "spec.analysis.webhook.url: 'evals:8080' is not an http"),
     (
         "{maxErrorRate: 0.1, prometheus: {url: 'http://p', errorRateQuery: 'x{a=\"{{pod}}\"}'}}",
@@ -191,7 +251,10 @@ ANALYSIS_ERRORS = [
         "{maxErrorRate: 0.1, prometheus: {url: 'http://p', errorRateQuery: 'x{a=\"{{model\"}'}}",
         "spec.analysis.prometheus.errorRateQuery: has unbalanced {{ }}",
     ),
-    ("{prometheus: {url: 'http://p', errorRateQuery: 'x'}}", "spec.analysis.prometheus.errorRateQuery: needs analysis.maxErrorRate"),
+    (
+        "{prometheus: {url: 'http://p', errorRateQuery: 'x'}}",
+        "spec.analysis.prometheus.errorRateQuery: needs analysis.maxErrorRate",
+    ),
     ("{maxLatencyRatio: 2, prometheus: {url: 'https://p'}}", "spec.analysis.prometheus: names no query"),
 ]
 
@@ -264,7 +327,10 @@ def test_format_duration_round_trips() -> None:
 
 
 def test_render_template() -> None:
-    out = render_template("a{{model}}b{{ canary }}c{{interval}}", {"model": "m", "canary": "c2", "stable": "s", "interval": "30s"})
+    out = render_template(
+        "a{{model}}b{{ canary }}c{{interval}}",
+        {"model": "m", "canary": "c2", "stable": "s", "interval": "30s"},
+    )
     assert out == "amb" + "c2c30s"
 
 
@@ -272,7 +338,9 @@ def test_identity_ignores_hand_controls_and_tuning_only() -> None:
     (result,) = parse(ISSUE_EXAMPLE)
     s = result.spec
     assert s is not None
-    same = replace(s, paused=True, abort=True, promoted_step=3, analysis=None, progress_deadline=None, line=99)
+    same = replace(
+        s, paused=True, abort=True, promoted_step=3, analysis=None, progress_deadline=None, line=99
+    )
     assert identity(same) == identity(s)
     for changed in (
         replace(s, name="x"),

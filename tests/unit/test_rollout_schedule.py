@@ -223,9 +223,21 @@ def _rank(phase: Phase, step: int) -> tuple[int, int]:
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)
-@given(steps_st, outcomes_st, holds_st, st.integers(0, 6), st.integers(0, 3), st.lists(st.integers(0, 3000), min_size=2, max_size=6))
+@given(
+    steps_st,
+    outcomes_st,
+    holds_st,
+    st.integers(0, 6),
+    st.integers(0, 3),
+    st.lists(st.integers(0, 3000), min_size=2, max_size=6),
+)
 def test_progress_is_monotone_in_time(
-    steps: tuple[Step, ...], outcomes: list[Outcome], holds: tuple[Hold, ...], promoted: int, limit: int, nows: list[int]
+    steps: tuple[Step, ...],
+    outcomes: list[Outcome],
+    holds: tuple[Hold, ...],
+    promoted: int,
+    limit: int,
+    nows: list[int],
 ) -> None:
     s = _spec_for(steps, promoted, limit)
     history = WindowHistory.from_outcomes(outcomes)
@@ -246,7 +258,9 @@ def test_progress_is_monotone_in_time(
 
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(steps_st, st.integers(0, 80), st.integers(0, 80), st.integers(0, 3000), st.integers(0, 6))
-def test_never_ahead_of_its_verdicts(steps: tuple[Step, ...], fewer: int, more: int, now: int, promoted: int) -> None:
+def test_never_ahead_of_its_verdicts(
+    steps: tuple[Step, ...], fewer: int, more: int, now: int, promoted: int
+) -> None:
     s = _spec_for(steps, promoted, 0)
     lo, hi = sorted((fewer, more))
     p_lo = position(s, at(s, now, history=WindowHistory(lo)))
@@ -279,4 +293,9 @@ def test_replicas_agree_whenever_they_started(
     newcomer = replace(observe(newcomer, s, end, canary_loaded=True), gates_opened=watcher.gates_opened)
     a = position(s, observed(watcher, s, end, canary_loaded=True))
     b = position(s, observed(newcomer, s, end, canary_loaded=True))
-    assert (a.phase, a.step, a.canary_weight, a.mirror_percent) == (b.phase, b.step, b.canary_weight, b.mirror_percent)
+    assert (a.phase, a.step, a.canary_weight, a.mirror_percent) == (
+        b.phase,
+        b.step,
+        b.canary_weight,
+        b.mirror_percent,
+    )

@@ -73,7 +73,10 @@ def test_stable_checks_are_skipped_while_the_stable_gets_no_traffic() -> None:
     assert v.outcome is Outcome.PASS
     assert "skipped" in v.checks[0].reason
     both = Analysis(max_error_rate=0.02, max_latency_ratio=1.5)
-    assert judge(window(TargetCounts(requests=100, errors=5), idle_stable, weight=100), both).outcome is Outcome.FAIL
+    assert (
+        judge(window(TargetCounts(requests=100, errors=5), idle_stable, weight=100), both).outcome
+        is Outcome.FAIL
+    )
 
 
 def test_a_step_where_the_canary_gets_no_traffic_has_no_gate() -> None:
@@ -90,7 +93,10 @@ def test_a_sick_stable_gives_no_verdict() -> None:
     assert v.outcome is Outcome.NO_VERDICT
     assert "server is sick" in v.reason
     few_but_failing = TargetCounts(requests=5, errors=2)
-    assert judge(window(TargetCounts(requests=100, errors=10), few_but_failing), ERRORS).outcome is Outcome.NO_VERDICT
+    assert (
+        judge(window(TargetCounts(requests=100, errors=10), few_but_failing), ERRORS).outcome
+        is Outcome.NO_VERDICT
+    )
 
 
 def test_latency_ratio_uses_p95_of_both() -> None:
@@ -113,13 +119,21 @@ def test_empty_rate() -> None:
 
 @pytest.mark.parametrize(
     ("canary_tokens", "outcome"),
-    [(1000, Outcome.PASS), (1500, Outcome.PASS), (1600, Outcome.FAIL), (700, Outcome.PASS), (600, Outcome.FAIL)],
+    [
+        (1000, Outcome.PASS),
+        (1500, Outcome.PASS),
+        (1600, Outcome.FAIL),
+        (700, Outcome.PASS),
+        (600, Outcome.FAIL),
+    ],
 )
 def test_length_ratio_is_bounded_both_ways(canary_tokens: int, outcome: Outcome) -> None:
     a = Analysis(max_length_ratio=1.5)
     assert judge(window(TargetCounts(requests=100, completion_tokens=canary_tokens)), a).outcome is outcome
     inverse = Analysis(max_length_ratio=1 / 1.5)
-    assert judge(window(TargetCounts(requests=100, completion_tokens=canary_tokens)), inverse).outcome is outcome
+    assert (
+        judge(window(TargetCounts(requests=100, completion_tokens=canary_tokens)), inverse).outcome is outcome
+    )
 
 
 PROM = Analysis(
@@ -145,7 +159,9 @@ def test_prometheus_nan_or_empty_is_no_verdict_for_that_check(value: float | Non
     error_check = next(c for c in v.checks if c.name == "errorRate")
     assert error_check.outcome is Outcome.NO_VERDICT
     # Another check failing still fails the window.
-    failing = judge(window(HEALTHY), PROM, External(prometheus_error_rate=value, prometheus_latency_ratio=3.0))
+    failing = judge(
+        window(HEALTHY), PROM, External(prometheus_error_rate=value, prometheus_latency_ratio=3.0)
+    )
     assert failing.outcome is Outcome.FAIL
 
 
