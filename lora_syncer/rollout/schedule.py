@@ -342,8 +342,12 @@ def position(spec: RolloutSpec, obs: Observed) -> RolloutPosition:
     if walk.due is not None and walk.due > now:
         wake.append(walk.due)
     elif walk.due is not None and spec.analysis is not None:
+        # Waiting for verdicts: the window covering the due instant, or (if the pod is behind and
+        # that window's end has passed) the next window end, when the next verdict is recorded.
         interval = spec.analysis.interval
-        wake.append(obs.start + math.ceil((walk.due - obs.start) / interval) * interval)
+        covering = obs.start + math.ceil((walk.due - obs.start) / interval) * interval
+        upcoming = obs.start + (math.floor((now - obs.start) / interval) + 1) * interval
+        wake.append(max(covering, upcoming))
     deadline = spec.progress_deadline
     if deadline is not None:
         user = _Clock(obs.start, now, _holds(spec, obs, now, ("paused",)))

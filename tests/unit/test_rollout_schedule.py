@@ -131,6 +131,9 @@ def test_a_timed_step_waits_for_the_verdicts_of_every_window_up_to_its_end() -> 
     behind = position(s, at(s, 400, history=WindowHistory(9)))  # windows to 270s judged; step 1 ends 300s
     assert (behind.step, behind.phase) == (1, Phase.PROGRESSING)
     assert "analysis windows" in behind.reason
+    assert behind.next_transition == T0 + 420  # the next window end, when the next verdict comes
+    waiting = position(s, at(s, 290, history=WindowHistory(9)))
+    assert waiting.next_transition == T0 + 300
     caught_up = position(s, at(s, 400, history=WindowHistory(10)))
     assert caught_up.step == 3
     # Verdicts for windows that have not ended yet are not evidence.
