@@ -220,7 +220,14 @@ def _walk(spec: RolloutSpec, obs: Observed, now: float) -> _Walk:
             expected = float(duration or 0)
         exit_ = clock.real(x)
         if exit_ is None or exit_ > now:
-            return _Walk(i, None, True, weight, mirror, entry, exit_, "its duration", expected, False)
+            why = (
+                "its duration"
+                if not clock.held_now
+                else "the canary to load"
+                if not obs.canary_loaded
+                else "the hold to end"
+            )
+            return _Walk(i, None, True, weight, mirror, entry, exit_, why, expected, False)
         carries_traffic = weight > 0 or mirror > 0
         if carries_traffic and exit_ > judged_until:
             return _Walk(

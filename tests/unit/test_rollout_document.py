@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -121,6 +122,15 @@ spec:
   steps:
   - setWeight: 100
 """
+
+
+def test_the_reference_example_parses_and_its_gate_is_step_3() -> None:
+    reference = Path(__file__).resolve().parents[2] / "docs" / "rollout-reference.md"
+    block = reference.read_text(encoding="utf-8").split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert "promotedStep >= 3" in block
+    (result,) = parse(block)
+    assert result.spec is not None
+    assert result.spec.steps[3] == Pause(None)
 
 
 def test_defaults() -> None:

@@ -90,6 +90,15 @@ def test_canary_not_loaded_holds_its_step_and_sends_it_nothing() -> None:
     assert (q.step, q.since, q.next_transition) == (1, T0 + 60, T0 + 360)
 
 
+def test_a_canary_unloaded_mid_step_holds_the_step_clock() -> None:
+    s = spec()
+    p = position(s, at(s, 500, canary_loaded=False, holds=(Hold(T0 + 100, None, "canary-loading"),)))
+    assert (p.phase, p.step, p.next_transition) == (Phase.PROGRESSING, 1, None)
+    assert "canary to load" in p.reason
+    assert position(s, at(s, 500, holds=(Hold(T0 + 100, T0 + 450, "canary-loading"),))).step == 1
+    assert position(s, at(s, 650, holds=(Hold(T0 + 100, T0 + 450, "canary-loading"),))).step == 3
+
+
 def test_canary_failing_to_load_aborts() -> None:
     s = spec()
     p = position(s, at(s, 100, canary_failed_at=T0 + 50))
