@@ -252,6 +252,9 @@ def position(spec: RolloutSpec, obs: Observed) -> RolloutPosition:
     """The phase, step, weights and next wake-up of `spec` at `obs.now`."""
     now = obs.now
     if now < obs.start:
+        if spec.abort or obs.abort_at is not None or obs.canary_failed_at is not None:
+            why = f"aborted before the start; traffic stays on {spec.stable!r}"
+            return RolloutPosition(Phase.ABORTED, 0, 0, 0, why, now)
         return RolloutPosition(
             Phase.PROGRESSING, 0, 0, 0, "not started: startTime is in the future", now, obs.start
         )

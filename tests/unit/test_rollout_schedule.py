@@ -200,6 +200,8 @@ def test_start_time_in_the_future() -> None:
     s = spec()
     p = position(s, Observed(start=T0, now=T0 - 10))
     assert (p.phase, p.step, p.canary_weight, p.next_transition) == (Phase.PROGRESSING, 0, 0, T0)
+    aborted = position(replace(s, abort=True), Observed(start=T0, now=T0 - 10))
+    assert (aborted.phase, aborted.canary_weight) == (Phase.ABORTED, 0)
 
 
 # --- properties -------------------------------------------------------------------------------
