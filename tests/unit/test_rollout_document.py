@@ -6,6 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lora_syncer.config.errors import with_file
 from lora_syncer.config.yamldoc import load_documents
@@ -362,3 +364,23 @@ def test_identity_ignores_hand_controls_and_tuning_only() -> None:
         replace(s, start_time=None),
     ):
         assert identity(changed) != identity(s)
+
+
+_yamlish = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 200) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+_keys = st.sampled_from(
+    ["model", "stable", "canary", "steps", "analysis", "startTime", "progressDeadline", "paused"]
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.dictionaries(_keys, _yamlish, max_size=6))
+def test_any_spec_gives_a_spec_or_located_errors_never_an_exception(raw: dict[str, object]) -> None:
+    (doc,) = load_documents("kind: AdapterRollout\nmetadata: {name: r}\nspec: {}\n")
+    doc.data["spec"] = raw
+    result = parse_adapter_rollout(doc)
+    if result.spec is None:
+        assert any(i.severity == "error" and i.line is not None for i in result.issues)
