@@ -1,0 +1,1 @@
+"""Automated adapter rollouts: the pure core (document, verdicts, schedule, state, route weights)."""
