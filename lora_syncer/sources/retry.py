@@ -28,7 +28,7 @@ async def with_retries(policy: RetryPolicy, call: Callable[[], Awaitable[T]]) ->
     """Run `call`, retrying transient DownloadErrors; the last error is raised as is."""
     async for attempt in AsyncRetrying(
         stop=stop_after_attempt(policy.attempts),
-        wait=wait_exponential_jitter(initial=policy.initial, max=policy.max_delay),
+        wait=wait_exponential_jitter(multiplier=policy.initial, max=policy.max_delay, jitter=policy.initial),
         retry=retry_if_exception(_transient),
         reraise=True,
     ):
