@@ -24,7 +24,9 @@ from lora_syncer.sources.uri import ArchiveSource, S3Source, parse_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="PATH|URL", help="a local directory or archive, s3://… or https://…")
+    parser.add_argument(
+        "source", metavar="PATH|URL", help="a local directory or archive, s3://… or https://…"
+    )
     parser.add_argument(
         "--allowed-sources",
         action="append",

@@ -37,7 +37,12 @@ def _awkward_tree(root: Path) -> None:
 
 def _shell_digest(root: Path) -> str:
     out = subprocess.run(
-        ["bash", "-c", PIPELINE], cwd=root, capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]}
+        ["bash", "-c", PIPELINE],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": os.environ["PATH"]},
     ).stdout
     return "sha256:" + out.split()[0]
 
@@ -87,7 +92,9 @@ def test_digest_command_prints_the_checksum(tmp_path: Path, capsys: pytest.Captu
         tf.add(tree, arcname=".")
     assert main(["digest", str(archive)]) == 0
     out = capsys.readouterr().out.strip()
-    sha = subprocess.run(["sha256sum", str(archive)], capture_output=True, text=True, check=True).stdout.split()[0]
+    sha = subprocess.run(
+        ["sha256sum", str(archive)], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
     assert out == f"sha256:{sha}" == str(archive_checksum(archive))
 
 
