@@ -25,7 +25,9 @@ from lora_syncer.sources.uri import ArchiveSource, S3Source, parse_source
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "source", metavar="PATH|URL", help="a local directory or archive, s3://… or https://…"
+        "source",
+        metavar="SOURCE",
+        help="a local directory or archive, an s3:// prefix or an http(s):// archive",
     )
     parser.add_argument(
         "--allowed-sources",
@@ -48,7 +50,7 @@ async def _remote(source: S3Source | ArchiveSource, rules: list[str]) -> Checksu
     with tempfile.TemporaryDirectory(prefix="lora-syncer-digest-") as tmp:
         if isinstance(source, S3Source):
             (Path(tmp) / "content").mkdir()
-            return (await S3Fetcher().download(source, Path(tmp) / "content")).checksum
+            return (await S3Fetcher(allowed_sources=rules).download(source, Path(tmp) / "content")).checksum
         async with aiohttp.ClientSession() as session:
             got = await HttpFetcher(session, allowed_sources=rules).download(source, Path(tmp) / "archive")
             return got.checksum

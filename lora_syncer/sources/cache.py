@@ -228,8 +228,14 @@ class AdapterCache:
         if task is None:
             task = asyncio.create_task(self._download(parsed, source, expected, progress))
             self._flights[key] = task
-            task.add_done_callback(lambda _t: self._flights.pop(key, None))
+            task.add_done_callback(lambda t: self._landed(key, t))
         return await asyncio.shield(task)
+
+    def _landed(self, key: tuple[str, str | None], task: asyncio.Task[CachedVersion]) -> None:
+        self._flights.pop(key, None)
+        if not task.cancelled():
+            # Retrieved here so a failure whose callers all went away is not reported as unhandled.
+            task.exception()
 
     async def _download(
         self, parsed: RemoteSource, source: str, expected: Checksum | None, progress: ProgressCallback | None

@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lora_syncer.sources.digest import Checksum, DirectoryDigest, check_relative_name
-from lora_syncer.sources.errors import DownloadError, SourceError, TooLarge, UnsafeContent
+from lora_syncer.sources.errors import DownloadError, ForbiddenSource, SourceError, TooLarge, UnsafeContent
 from lora_syncer.sources.retry import RetryPolicy, with_retries
-from lora_syncer.sources.uri import S3Source
+from lora_syncer.sources.uri import S3Source, remote_source_allowed
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -94,7 +94,9 @@ class S3Fetcher:
         max_files: int = 10_000,
         retry: RetryPolicy | None = None,
         client_factory: Callable[[], S3Client] | None = None,
+        allowed_sources: Sequence[str] = (),
     ) -> None:
+        self._rules = tuple(allowed_sources)
         self._concurrency = max(1, concurrency)
         self._max_bytes = max_bytes
         self._max_files = max_files
@@ -116,6 +118,9 @@ class S3Fetcher:
             return self._client
 
     async def list_objects(self, source: S3Source) -> list[S3Object]:
+        # Checked here too, not only in the plan: a fetcher never reads what the rules refuse.
+        if not remote_source_allowed(source, self._rules):
+            raise ForbiddenSource(f"source {source.text} is not allowed by --allowed-sources")
         return await with_retries(self._retry, lambda: asyncio.to_thread(self._list_blocking, source))
 
     def _list_blocking(self, source: S3Source) -> list[S3Object]:

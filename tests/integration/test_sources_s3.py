@@ -15,7 +15,13 @@ from sources_servers import ACCESS_KEY, SECRET_KEY, moto_server, s3_env
 from lora_syncer.cli import main
 from lora_syncer.sources.cache import MARKER_SUFFIX, TMP_DIR, AdapterCache
 from lora_syncer.sources.digest import directory_checksum
-from lora_syncer.sources.errors import ChecksumMismatch, DownloadError, TooLarge, UnsafeContent
+from lora_syncer.sources.errors import (
+    ChecksumMismatch,
+    DownloadError,
+    ForbiddenSource,
+    TooLarge,
+    UnsafeContent,
+)
 from lora_syncer.sources.fetch import RemoteFetcher
 from lora_syncer.sources.fetch_s3 import S3Fetcher
 from lora_syncer.sources.retry import RetryPolicy
@@ -163,6 +169,13 @@ async def test_limits_and_unsafe_keys(s3: S3Client, tmp_path: Path) -> None:
     s3.put_object(Bucket=BUCKET, Key="hostile/v1/a\\b", Body=b"x")
     with pytest.raises(UnsafeContent, match="newline or a backslash"):
         await S3Fetcher(retry=FAST_RETRY).download(_src(f"s3://{BUCKET}/hostile/v1/"), tmp_path)
+    assert _files(tmp_path) == []
+
+
+async def test_fetcher_refuses_what_the_rules_refuse(s3: S3Client, tmp_path: Path) -> None:
+    fetcher = S3Fetcher(allowed_sources=[f"s3://{BUCKET}/other"], retry=FAST_RETRY)
+    with pytest.raises(ForbiddenSource, match=f"source s3://{BUCKET}/team/v1/ is not allowed"):
+        await fetcher.download(_src(f"s3://{BUCKET}/team/v1/"), tmp_path)
     assert _files(tmp_path) == []
 
 
