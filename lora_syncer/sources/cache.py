@@ -296,6 +296,17 @@ class AdapterCache:
         )
         return version
 
+    async def close(self) -> None:
+        """Cancel downloads in flight (on shutdown); their temp dirs are removed as they unwind."""
+        tasks = list(self._flights.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def downloading(self) -> list[str]:
+        """Sources being downloaded now (for the `downloading` state)."""
+        return sorted({source for source, _ in self._flights})
+
     # --- GC -----------------------------------------------------------------------------------
 
     def versions(self) -> list[CachedVersion]:

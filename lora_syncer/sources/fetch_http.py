@@ -65,7 +65,11 @@ class HttpFetcher:
         check_url_allowed(url, self._rules)
         for _hop in range(self._max_redirects + 1):
             try:
-                async with self._session.get(url, allow_redirects=False) as resp:
+                # The bytes as stored: a .tar.gz served with Content-Encoding: gzip must not be
+                # unpacked on the way, or its sha256 would not be the file's.
+                async with self._session.get(
+                    url, allow_redirects=False, auto_decompress=False, headers={"Accept-Encoding": "identity"}
+                ) as resp:
                     if resp.status in _REDIRECTS:
                         url = self._next_hop(url, resp)
                         continue

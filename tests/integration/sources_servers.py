@@ -80,6 +80,7 @@ class FileServer:
     redirects: dict[str, str] = field(default_factory=dict)
     failures: Counter[str] = field(default_factory=Counter)  # path -> 500s still to answer
     chunked: set[str] = field(default_factory=set)  # paths sent without Content-Length
+    gzip_encoded: set[str] = field(default_factory=set)  # paths labelled Content-Encoding: gzip
     hold: asyncio.Event | None = None  # when set: the body is sent only once the event is set
     requests: Counter[str] = field(default_factory=Counter)
     etag: str = '"v1"'
@@ -101,6 +102,8 @@ class FileServer:
             return web.Response(status=404, text="no such file")
         data = self.files[path]
         resp = web.StreamResponse(headers={"ETag": self.etag})
+        if path in self.gzip_encoded:
+            resp.headers["Content-Encoding"] = "gzip"
         if path not in self.chunked:
             resp.content_length = len(data)
         await resp.prepare(request)

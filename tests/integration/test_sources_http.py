@@ -95,6 +95,17 @@ async def test_download_reports_progress_and_checksum(
     assert seen[-1] == (len(TGZ), len(TGZ))
 
 
+async def test_gzip_content_encoding_is_not_undone(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    server.gzip_encoded.add("/a/adapter.tar.gz")
+    got = await HttpFetcher(session, retry=FAST_RETRY).download(
+        _archive(server.url("/a/adapter.tar.gz")), tmp_path / "f"
+    )
+    assert str(got.checksum) == _sha(TGZ)
+    assert (tmp_path / "f").read_bytes() == TGZ
+
+
 async def test_redirect_within_allowed_sources_is_followed(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
@@ -304,3 +315,23 @@ async def test_gc_never_touches_declared_or_listed_versions(
     assert (await cache.collect([declared.name], now=now[0] + 59)).deleted == ()
     assert (await cache.collect([declared.name], now=now[0] + 60)).deleted == (listed.name,)
     assert declared.path.is_dir()
+
+
+async def test_close_cancels_downloads_and_leaves_no_partial(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    server.hold = asyncio.Event()
+    cache = _cache(tmp_path / "cache", session)
+    url = server.url("/a/adapter.tar.gz")
+    waiter = asyncio.create_task(cache.ensure(url))
+    for _ in range(500):
+        if server.requests["/a/adapter.tar.gz"] >= 1:
+            break
+        await asyncio.sleep(0.02)
+    assert cache.downloading() == [url]
+    await cache.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert cache.downloading() == []
+    assert list((tmp_path / "cache" / TMP_DIR).iterdir()) == []
+    assert cache.versions() == []
