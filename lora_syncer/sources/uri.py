@@ -4,8 +4,8 @@
 - a local directory (`/adapters/x`, `./x`) and a plain hub id (`org/name`) are handed to vLLM
   as they are; their `--allowed-sources` rules stay in `lora_syncer.sync.plan`;
 - `s3://bucket/prefix/`: every object under the prefix, as one adapter directory;
-- `https://host[:port]/path/adapter.tar.gz` (`.tgz`, `.zip`): an archive; `http://` too, when
-  an `--allowed-sources` rule admits it.
+- `https://host[:port]/path/adapter.tar.gz` (`.tgz`, `.zip`): an archive; `http://` too, but
+  only when an `--allowed-sources` rule admits it (never by default).
 
 Rules for the remote schemes: a rule `https://host[:port][/path]` admits a URL with the same
 scheme, the same host and (effective) port, and a path equal to the rule's path or below it on
@@ -253,9 +253,9 @@ def rule_allows_url(rule: str, url: str) -> bool:
 
 
 def remote_source_allowed(source: RemoteSource, rules: Sequence[str]) -> bool:
-    """True when no rules are set, or one rule admits the source."""
+    """True when one rule admits the source, or no rules are set (plain http:// then needs a rule)."""
     if not rules:
-        return True
+        return not (isinstance(source, ArchiveSource) and source.scheme == "http")
     if isinstance(source, S3Source):
         return any(
             re.fullmatch(r[3:], source.text) is not None
@@ -268,7 +268,10 @@ def remote_source_allowed(source: RemoteSource, rules: Sequence[str]) -> bool:
 
 def check_url_allowed(url: str, rules: Sequence[str], *, what: str = "source") -> None:
     """Raise ForbiddenSource unless `url` is an allowed http(s) URL (used for every redirect hop)."""
-    parse_http_url(url)  # userinfo, `..` and friends are refused whatever the rules
+    scheme = parse_http_url(url)[0]  # userinfo, `..` and friends are refused whatever the rules
+    if not rules and scheme == "http":
+        # Unencrypted downloads of weights only where an operator admitted them by name.
+        raise ForbiddenSource(f"{what} {redact_url(url)}: plain http:// needs an --allowed-sources rule")
     if rules and not any(rule_allows_url(r, url) for r in rules):
         raise ForbiddenSource(f"{what} {redact_url(url)} is not allowed by --allowed-sources")
 

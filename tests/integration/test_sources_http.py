@@ -74,9 +74,7 @@ def _archive(url: str) -> ArchiveSource:
     return src
 
 
-def _cache(
-    root: Path, session: aiohttp.ClientSession, rules: tuple[str, ...] = (), **kw: object
-) -> AdapterCache:
+def _cache(root: Path, session: aiohttp.ClientSession, rules: tuple[str, ...], **kw: object) -> AdapterCache:
     http = HttpFetcher(session, allowed_sources=rules, retry=FAST_RETRY)
     cache = AdapterCache(root, RemoteFetcher(http=http, s3=None), **kw)  # type: ignore[arg-type]
     cache.open()
@@ -87,7 +85,7 @@ async def test_download_reports_progress_and_checksum(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     seen: list[tuple[int, int | None]] = []
-    got = await HttpFetcher(session, retry=FAST_RETRY).download(
+    got = await HttpFetcher(session, allowed_sources=[server.url("/")], retry=FAST_RETRY).download(
         _archive(server.url("/a/adapter.tar.gz")), tmp_path / "f", lambda d, t: seen.append((d, t))
     )
     assert str(got.checksum) == _sha(TGZ) == str(archive_checksum(tmp_path / "f"))
@@ -99,7 +97,7 @@ async def test_gzip_content_encoding_is_not_undone(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     server.gzip_encoded.add("/a/adapter.tar.gz")
-    got = await HttpFetcher(session, retry=FAST_RETRY).download(
+    got = await HttpFetcher(session, allowed_sources=[server.url("/")], retry=FAST_RETRY).download(
         _archive(server.url("/a/adapter.tar.gz")), tmp_path / "f"
     )
     assert str(got.checksum) == _sha(TGZ)
@@ -149,7 +147,9 @@ async def test_size_limit(
 ) -> None:
     if chunked:
         server.chunked.add("/a/adapter.tar.gz")
-    fetcher = HttpFetcher(session, max_bytes=len(TGZ) - 1, retry=FAST_RETRY)
+    fetcher = HttpFetcher(
+        session, allowed_sources=[server.url("/")], max_bytes=len(TGZ) - 1, retry=FAST_RETRY
+    )
     with pytest.raises(TooLarge, match=f"{len(TGZ) - 1}-byte limit"):
         await fetcher.download(_archive(server.url("/a/adapter.tar.gz")), tmp_path / "f")
     assert server.requests["/a/adapter.tar.gz"] == 1
@@ -159,7 +159,7 @@ async def test_transient_errors_are_retried_and_404_is_not(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     server.failures["/a/adapter.tar.gz"] = 2
-    fetcher = HttpFetcher(session, retry=FAST_RETRY)
+    fetcher = HttpFetcher(session, allowed_sources=[server.url("/")], retry=FAST_RETRY)
     got = await fetcher.download(_archive(server.url("/a/adapter.tar.gz")), tmp_path / "f")
     assert str(got.checksum) == _sha(TGZ)
     assert server.requests["/a/adapter.tar.gz"] == 3
@@ -172,7 +172,7 @@ async def test_transient_errors_are_retried_and_404_is_not(
 async def test_cache_publishes_with_a_marker_beside_the_directory(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    cache = _cache(tmp_path / "cache", session)
+    cache = _cache(tmp_path / "cache", session, (server.url("/"),))
     url = server.url("/a/adapter.zip")
     v = await cache.ensure(url, _sha(server.files["/a/adapter.zip"]))
     assert v.path == tmp_path / "cache" / version_name(url, Checksum(v.checksum.hex))
@@ -190,7 +190,7 @@ async def test_cache_publishes_with_a_marker_beside_the_directory(
 async def test_checksum_mismatch_publishes_nothing(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    cache = _cache(tmp_path / "cache", session)
+    cache = _cache(tmp_path / "cache", session, (server.url("/"),))
     wrong = "sha256:" + "0" * 64
     with pytest.raises(ChecksumMismatch) as info:
         await cache.ensure(server.url("/a/adapter.tar.gz"), wrong)
@@ -200,6 +200,15 @@ async def test_checksum_mismatch_publishes_nothing(
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [TMP_DIR]
     assert list((tmp_path / "cache" / TMP_DIR).iterdir()) == []
     assert cache.versions() == []
+
+
+async def test_plain_http_needs_a_rule(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    cache = _cache(tmp_path / "cache", session, ())
+    with pytest.raises(ForbiddenSource, match="plain http:// needs an --allowed-sources rule"):
+        await cache.ensure(server.url("/a/adapter.tar.gz"))
+    assert server.requests["/a/adapter.tar.gz"] == 0
 
 
 async def test_forbidden_source_through_the_cache(
@@ -215,7 +224,7 @@ async def test_two_concurrent_declarations_share_one_download(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     server.hold = asyncio.Event()
-    cache = _cache(tmp_path / "cache", session)
+    cache = _cache(tmp_path / "cache", session, (server.url("/"),))
     url = server.url("/a/adapter.tar.gz")
     first = asyncio.create_task(cache.ensure(url))
     second = asyncio.create_task(cache.ensure(url))
@@ -236,12 +245,12 @@ async def test_unpinned_source_is_not_resolved_again_until_gone(
 ) -> None:
     root = tmp_path / "cache"
     url = server.url("/a/adapter.tar.gz")
-    v1 = await _cache(root, session).ensure(url)
+    v1 = await _cache(root, session, (server.url("/"),)).ensure(url)
     assert (v1.checksum, v1.revision, v1.pinned) == (Checksum(_sha(TGZ)[7:]), '"v1"', False)
     # Content changes upstream; a restarted cache still serves the recorded version, no request.
     server.files["/a/adapter.tar.gz"] = _tar_gz({"adapter_config.json": b'{"r": 16}'})
     server.etag = '"v2"'
-    restarted = _cache(root, session)
+    restarted = _cache(root, session, (server.url("/"),))
     assert await restarted.ensure(url) == v1
     assert server.requests["/a/adapter.tar.gz"] == 1
     # Gone from the cache: resolved again, to a new path (vLLM must never see new files at an old path).
@@ -259,7 +268,7 @@ async def test_start_removes_partials_and_unmarked_directories(
 ) -> None:
     root = tmp_path / "cache"
     url = server.url("/a/adapter.tar.gz")
-    good = await _cache(root, session).ensure(url, _sha(TGZ))
+    good = await _cache(root, session, (server.url("/"),)).ensure(url, _sha(TGZ))
     # What a kill mid-download leaves: a temp dir with a partial file, a renamed dir whose
     # marker was never written, and a marker whose directory is gone.
     partial = root / TMP_DIR / "dl-killed" / "content"
@@ -273,7 +282,9 @@ async def test_start_removes_partials_and_unmarked_directories(
     foreign = root / "lost+found"
     foreign.mkdir()
 
-    cache = AdapterCache(root, RemoteFetcher(http=HttpFetcher(session), s3=None))
+    cache = AdapterCache(
+        root, RemoteFetcher(http=HttpFetcher(session, allowed_sources=[server.url("/")]), s3=None)
+    )
     report = cache.open()
     assert sorted(report.removed) == sorted([TMP_DIR, unmarked.name, orphan.name])
     assert report.versions == 1
@@ -291,7 +302,7 @@ async def test_gc_never_touches_declared_or_listed_versions(
     root = tmp_path / "cache"
     for i in range(3):
         server.files[f"/v{i}.tar.gz"] = _tar_gz({"w": bytes([i]) * 1000})
-    cache = _cache(root, session, max_bytes=1500, gc_grace=60.0, clock=lambda: now[0])
+    cache = _cache(root, session, (server.url("/"),), max_bytes=1500, gc_grace=60.0, clock=lambda: now[0])
     declared = await cache.ensure(server.url("/v0.tar.gz"))
     listed = await cache.ensure(server.url("/v1.tar.gz"))
     idle = await cache.ensure(server.url("/v2.tar.gz"))
@@ -321,7 +332,7 @@ async def test_close_cancels_downloads_and_leaves_no_partial(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     server.hold = asyncio.Event()
-    cache = _cache(tmp_path / "cache", session)
+    cache = _cache(tmp_path / "cache", session, (server.url("/"),))
     url = server.url("/a/adapter.tar.gz")
     waiter = asyncio.create_task(cache.ensure(url))
     for _ in range(500):

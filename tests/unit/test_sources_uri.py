@@ -96,8 +96,13 @@ def _allowed(source: str, *rules: str) -> bool:
     return remote_source_allowed(parsed, rules)
 
 
-def test_no_rules_allows_everything() -> None:
+def test_no_rules_allows_https_and_s3_but_not_plain_http() -> None:
     assert _allowed("https://anything/a.zip")
+    assert _allowed("s3://bucket/x/")
+    assert not _allowed("http://anything/a.zip")
+    with pytest.raises(ForbiddenSource, match=r"plain http:// needs an --allowed-sources rule"):
+        check_url_allowed("http://anything/a.zip", [])
+    check_url_allowed("http://anything/a.zip", ["http://anything"])
 
 
 @pytest.mark.parametrize(
