@@ -68,6 +68,11 @@ def _describe(exc: BaseException, where: str) -> DownloadError:
     return DownloadError(f"{where}: {type(exc).__name__} talking to S3", transient=True)
 
 
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 def default_client_factory(concurrency: int) -> Callable[[], S3Client]:
     def make() -> S3Client:
         import boto3
@@ -174,27 +179,45 @@ class S3Fetcher:
             loop.call_soon_threadsafe(on_bytes, n)
 
         limit = asyncio.Semaphore(self._concurrency)
+        # Threads cannot be cancelled: when one object fails, the others stop at their next chunk.
+        abort = threading.Event()
 
         async def one(obj: S3Object) -> None:
             async with limit:
                 file_hex = await with_retries(
-                    self._retry, lambda: asyncio.to_thread(self._get_blocking, source, obj, dest, report)
+                    self._retry,
+                    lambda: asyncio.to_thread(self._get_blocking, source, obj, dest, report, abort),
                 )
             digest.add(obj.rel, file_hex)
 
-        async with asyncio.TaskGroup() as group:
-            for obj in objects:
-                group.create_task(one(obj))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for obj in objects:
+                    group.create_task(one(obj))
+        except BaseExceptionGroup as group_error:
+            abort.set()
+            # Callers expect one SourceError, as from the HTTP fetcher: raise the first failure.
+            raise _first_leaf(group_error) from None
+        except BaseException:
+            abort.set()
+            raise
         return S3Download(
             checksum=digest.result(), files=len(digest), size=total, revision=listing.hexdigest()
         )
 
     def _get_blocking(
-        self, source: S3Source, obj: S3Object, dest: Path, report: Callable[[int], None]
+        self,
+        source: S3Source,
+        obj: S3Object,
+        dest: Path,
+        report: Callable[[int], None],
+        abort: threading.Event,
     ) -> str:
         where = f"s3://{source.bucket}/{obj.key}"
         target = dest.joinpath(*obj.rel.split("/"))
         try:
+            if abort.is_set():
+                raise DownloadError(f"{where}: download abandoned")
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.parent.is_symlink():
                 raise UnsafeContent(f"{where}: refusing to write through a symlink")
@@ -209,6 +232,8 @@ class S3Fetcher:
             try:
                 with target.open("wb") as out:
                     while chunk := body.read(_CHUNK):
+                        if abort.is_set():
+                            raise DownloadError(f"{where}: download abandoned")
                         written += len(chunk)
                         if written > obj.size:
                             raise DownloadError(f"{where}: larger than listed ({obj.size} bytes)")

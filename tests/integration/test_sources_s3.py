@@ -23,7 +23,7 @@ from lora_syncer.sources.errors import (
     UnsafeContent,
 )
 from lora_syncer.sources.fetch import RemoteFetcher
-from lora_syncer.sources.fetch_s3 import S3Fetcher
+from lora_syncer.sources.fetch_s3 import S3Fetcher, S3Object
 from lora_syncer.sources.retry import RetryPolicy
 from lora_syncer.sources.uri import S3Source, parse_source, remote_source_allowed
 
@@ -198,3 +198,21 @@ def test_digest_command_downloads_an_s3_prefix(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
     assert printed == _shell_digest(target)
+
+
+async def test_an_object_replaced_after_listing_fails_instead_of_mixing_versions(
+    s3: S3Client, tmp_path: Path
+) -> None:
+    s3.put_object(Bucket=BUCKET, Key="race/v1/a", Body=b"first")
+    s3.put_object(Bucket=BUCKET, Key="race/v1/b", Body=b"first")
+
+    class Racing(S3Fetcher):
+        async def list_objects(self, source: S3Source) -> list[S3Object]:
+            listed = await super().list_objects(source)
+            s3.put_object(Bucket=BUCKET, Key="race/v1/a", Body=b"second")
+            return listed
+
+    with pytest.raises(
+        DownloadError, match=r"s3://adapters/race/v1/a: S3 error PreconditionFailed \(HTTP 412\)"
+    ):
+        await Racing(retry=FAST_RETRY).download(_src(f"s3://{BUCKET}/race/v1/"), tmp_path)
