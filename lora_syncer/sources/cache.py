@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ class AdapterCache:
         self._entries: dict[str, _Entry] = {}
         self._by_declaration: dict[tuple[str, str | None], str] = {}
         self._flights: dict[tuple[str, str | None], asyncio.Task[CachedVersion]] = {}
+        self._publish_lock = threading.Lock()
 
     # --- start-up ------------------------------------------------------------------------------
 
@@ -259,6 +261,11 @@ class AdapterCache:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
     def _publish(self, dest: Path, version: CachedVersion) -> CachedVersion:
+        # Two declarations of one content (pinned and unpinned) may finish together: one at a time.
+        with self._publish_lock:
+            return self._publish_locked(dest, version)
+
+    def _publish_locked(self, dest: Path, version: CachedVersion) -> CachedVersion:
         marker = self.root / (version.name + MARKER_SUFFIX)
         now = self._clock()
         if version.path.is_dir() and marker.exists():

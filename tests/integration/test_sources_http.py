@@ -346,3 +346,17 @@ async def test_close_cancels_downloads_and_leaves_no_partial(
     assert cache.downloading() == []
     assert list((tmp_path / "cache" / TMP_DIR).iterdir()) == []
     assert cache.versions() == []
+
+
+async def test_pinned_and_unpinned_declarations_of_one_content_share_one_version(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    cache = _cache(tmp_path / "cache", session, (server.url("/"),))
+    url = server.url("/a/adapter.tar.gz")
+    pinned, unpinned = await asyncio.gather(cache.ensure(url, _sha(TGZ)), cache.ensure(url))
+    assert pinned.path == unpinned.path
+    assert (pinned.path / "adapter_config.json").is_file()
+    assert [v.name for v in cache.versions()] == [pinned.name]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [TMP_DIR, pinned.name, pinned.name + MARKER_SUFFIX]
+    )
