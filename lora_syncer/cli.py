@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("lora_syncer.commands.emulator", "run a vLLM-compatible emulator with fault injection"),
     "split-test": ("lora_syncer.commands.split_test", "send N chat requests and count the served model"),
     "demo": ("lora_syncer.commands.demo", "walk a whole LoRA canary rollout against an emulator"),
+    "digest": (
+        "lora_syncer.commands.digest",
+        "print the sha256: checksum of an adapter directory or archive",
+    ),
 }
 
 

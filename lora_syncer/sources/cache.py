@@ -1,0 +1,382 @@
+"""The `--adapter-cache DIR` directory: one directory per adapter version, shared with vLLM.
+
+Layout:
+
+    DIR/.tmp/<random>/            downloads in progress (removed at start)
+    DIR/<slug>-<32 hex>/          a published version: the path handed to vLLM
+    DIR/<slug>-<32 hex>.complete  its completion marker (JSON), beside it, written last
+
+A version's name comes from the source and its content checksum (declared, or computed after
+download), so different content always gets a different path (vLLM keeps stale prefix-cache
+blocks when one path is reloaded with new files). Downloads are single-flight per declaration
+(source + checksum): every caller waits on the same task. A finished download is verified,
+then published by a rename that never replaces an existing version; the marker is written
+after the rename, so a directory without one is a leftover and is removed at start.
+
+An unpinned source (no checksum) is fetched again only when its declaration is new or its
+version has left the cache. GC: see `gc.plan_gc`; this module feeds it and applies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from lora_syncer.sources.digest import Checksum, parse_checksum, tree_size
+from lora_syncer.sources.errors import InvalidSource
+from lora_syncer.sources.fetch import Fetched
+from lora_syncer.sources.fetch_http import ProgressCallback
+from lora_syncer.sources.gc import GcDecision, VersionUsage, plan_gc
+from lora_syncer.sources.uri import ArchiveSource, RemoteSource, S3Source, parse_source, redact_url
+
+log = structlog.get_logger(__name__)
+
+TMP_DIR = ".tmp"
+MARKER_SUFFIX = ".complete"
+_SLUG_MAX = 48
+_VERSION_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*-[0-9a-f]{32}")
+
+
+class Fetcher(Protocol):
+    async def fetch(
+        self,
+        source: RemoteSource,
+        dest: Path,
+        expected: Checksum | None,
+        progress: ProgressCallback | None = None,
+    ) -> Fetched: ...
+
+
+def version_name(source: str, checksum: Checksum) -> str:
+    """`<slug>-<32 hex>`: filesystem-safe, at most 81 characters, unique per (source, content)."""
+    shown = redact_url(source) if "://" in source else source
+    slug = re.sub(r"[^a-z0-9._-]+", "-", shown.split("://", 1)[-1].lower()).strip("-._")[:_SLUG_MAX]
+    key = hashlib.sha256(f"{source}\n{checksum}".encode()).hexdigest()[:32]
+    return f"{slug.rstrip('-._') or 'adapter'}-{key}"
+
+
+@dataclass(frozen=True)
+class CachedVersion:
+    name: str
+    path: Path
+    source: str
+    checksum: Checksum
+    pinned: bool  # the declaration carried this checksum
+    revision: str | None
+    size: int
+
+
+@dataclass
+class _Entry:
+    version: CachedVersion
+    last_used: float
+    listed: bool = False
+    unlisted_since: float | None = None
+
+
+@dataclass(frozen=True)
+class StartupReport:
+    versions: int
+    removed: tuple[str, ...]  # leftovers removed: temp dirs, unmarked dirs, orphan markers
+
+
+@dataclass(frozen=True)
+class GcReport:
+    deleted: tuple[str, ...]
+    total_bytes: int
+    kept_bytes: int
+    overflow_bytes: int  # for /status and a metric: bytes over budget that could not be freed
+    max_bytes: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "deleted": list(self.deleted),
+            "total_bytes": self.total_bytes,
+            "kept_bytes": self.kept_bytes,
+            "overflow_bytes": self.overflow_bytes,
+            "max_bytes": self.max_bytes,
+        }
+
+
+class AdapterCache:
+    def __init__(
+        self,
+        root: Path,
+        fetcher: Fetcher,
+        *,
+        max_bytes: int | None = None,
+        gc_grace: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = root
+        self._fetcher = fetcher
+        self._max_bytes = max_bytes
+        self._grace = gc_grace
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._by_declaration: dict[tuple[str, str | None], str] = {}
+        self._flights: dict[tuple[str, str | None], asyncio.Task[CachedVersion]] = {}
+        self._publish_lock = threading.Lock()
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    def open(self) -> StartupReport:
+        """Create the cache, remove leftovers of an interrupted run and load the published versions."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        removed: list[str] = []
+        tmp = self.root / TMP_DIR
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(TMP_DIR)
+        tmp.mkdir()
+        names = {p.name for p in self.root.iterdir()}
+        for name in sorted(names):
+            base = name.removesuffix(MARKER_SUFFIX)
+            if not _VERSION_NAME.fullmatch(base):
+                continue  # not ours (lost+found, files an operator put there): leave it alone
+            path = self.root / name
+            if name.endswith(MARKER_SUFFIX):
+                if base not in names or not self._load_marker(base):
+                    path.unlink(missing_ok=True)
+                    removed.append(name)
+            elif name + MARKER_SUFFIX not in names:
+                self._remove_tree(path)
+                removed.append(name)
+        for name in [n for n in self._entries if not (self.root / n).is_dir()]:
+            self._forget(name)
+        if removed:
+            log.info("adapter_cache_cleaned", removed=removed)
+        return StartupReport(versions=len(self._entries), removed=tuple(removed))
+
+    def _load_marker(self, name: str) -> bool:
+        marker = self.root / (name + MARKER_SUFFIX)
+        try:
+            data = json.loads(marker.read_text())
+            version = CachedVersion(
+                name=name,
+                path=self.root / name,
+                source=str(data["source"]),
+                checksum=parse_checksum(str(data["checksum"])),
+                pinned=bool(data["pinned"]),
+                revision=data.get("revision"),
+                size=int(data["size"]),
+            )
+            last_used = float(data.get("last_used", marker.stat().st_mtime))
+        except (OSError, ValueError, KeyError, TypeError, InvalidSource):
+            # A torn or foreign marker: the version cannot be trusted, drop both.
+            self._remove_tree(self.root / name)
+            return False
+        self._add(version, last_used)
+        return True
+
+    # --- lookups and downloads -----------------------------------------------------------------
+
+    def _add(self, version: CachedVersion, last_used: float) -> None:
+        self._entries[version.name] = _Entry(version, last_used)
+        self._by_declaration[(version.source, str(version.checksum))] = version.name
+        if not version.pinned:
+            self._by_declaration[(version.source, None)] = version.name
+
+    def _forget(self, name: str) -> None:
+        self._entries.pop(name, None)
+        for key in [k for k, v in self._by_declaration.items() if v == name]:
+            del self._by_declaration[key]
+
+    def lookup(self, source: str, checksum: str | None) -> CachedVersion | None:
+        """The cached version for this declaration, without any download."""
+        expected = parse_checksum(checksum) if checksum else None
+        key = (source, str(expected) if expected else None)
+        name = self._by_declaration.get(key)
+        if name is None and expected is not None:
+            name = version_name(source, expected)
+        entry = self._entries.get(name) if name else None
+        if entry is None or not entry.version.path.is_dir():
+            if entry is not None:
+                self._forget(entry.version.name)
+            return None
+        return entry.version
+
+    async def ensure(
+        self, source: str, checksum: str | None = None, progress: ProgressCallback | None = None
+    ) -> CachedVersion:
+        """The local directory holding this declaration's content, downloading it if needed.
+
+        Raises InvalidSource for a source that is not remote, ChecksumMismatch, and the other
+        SourceErrors of the fetchers. Cancelling one caller does not cancel a shared download.
+        """
+        parsed = parse_source(source)
+        if not isinstance(parsed, S3Source | ArchiveSource):
+            raise InvalidSource(f"{source}: only s3:// and http(s):// sources go through the cache")
+        expected = parse_checksum(checksum) if checksum else None
+        found = self.lookup(source, checksum)
+        if found is not None:
+            self._entries[found.name].last_used = self._clock()
+            return found
+        key = (source, str(expected) if expected else None)
+        task = self._flights.get(key)
+        if task is None:
+            task = asyncio.create_task(self._download(parsed, source, expected, progress))
+            self._flights[key] = task
+            task.add_done_callback(lambda t: self._landed(key, t))
+        return await asyncio.shield(task)
+
+    def _landed(self, key: tuple[str, str | None], task: asyncio.Task[CachedVersion]) -> None:
+        self._flights.pop(key, None)
+        if not task.cancelled():
+            # Retrieved here so a failure whose callers all went away is not reported as unhandled.
+            task.exception()
+
+    async def _download(
+        self, parsed: RemoteSource, source: str, expected: Checksum | None, progress: ProgressCallback | None
+    ) -> CachedVersion:
+        work = Path(tempfile.mkdtemp(prefix="dl-", dir=self.root / TMP_DIR))
+        dest = work / "content"
+        dest.mkdir()
+        try:
+            got = await self._fetcher.fetch(parsed, dest, expected, progress)
+            version = CachedVersion(
+                name=version_name(source, got.checksum),
+                path=self.root / version_name(source, got.checksum),
+                source=source,
+                checksum=got.checksum,
+                pinned=expected is not None,
+                revision=got.revision,
+                size=await asyncio.to_thread(tree_size, dest),
+            )
+            return await asyncio.to_thread(self._publish, dest, version)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+    def _publish(self, dest: Path, version: CachedVersion) -> CachedVersion:
+        # Two declarations of one content (pinned and unpinned) may finish together: one at a time.
+        with self._publish_lock:
+            return self._publish_locked(dest, version)
+
+    def _publish_locked(self, dest: Path, version: CachedVersion) -> CachedVersion:
+        marker = self.root / (version.name + MARKER_SUFFIX)
+        now = self._clock()
+        if version.path.is_dir() and marker.exists():
+            # Same content already published (e.g. declared pinned and unpinned): keep the existing one.
+            existing = self._entries.get(version.name)
+            if existing is None:
+                self._load_marker(version.name)
+                existing = self._entries.get(version.name)
+            if existing is not None:
+                if not version.pinned:
+                    self._by_declaration[(version.source, None)] = version.name
+                existing.last_used = now
+                return existing.version
+        if os.path.lexists(version.path):
+            self._remove_tree(version.path)  # unmarked: a leftover, never a published version
+        os.rename(dest, version.path)
+        payload = {
+            "source": version.source,
+            "checksum": str(version.checksum),
+            "pinned": version.pinned,
+            "revision": version.revision,
+            "size": version.size,
+            "last_used": now,
+        }
+        tmp_marker = self.root / TMP_DIR / (version.name + MARKER_SUFFIX)
+        tmp_marker.write_text(json.dumps(payload))
+        os.replace(tmp_marker, marker)
+        self._add(version, now)
+        log.info(
+            "adapter_version_published",
+            version=version.name,
+            source=redact_url(version.source),
+            checksum=str(version.checksum),
+            bytes=version.size,
+        )
+        return version
+
+    async def close(self) -> None:
+        """Cancel downloads in flight (on shutdown); their temp dirs are removed as they unwind."""
+        tasks = list(self._flights.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def downloading(self) -> list[str]:
+        """Sources being downloaded now (for the `downloading` state)."""
+        return sorted({source for source, _ in self._flights})
+
+    # --- GC -----------------------------------------------------------------------------------
+
+    def versions(self) -> list[CachedVersion]:
+        return [e.version for e in self._entries.values()]
+
+    def observe(self, listed_roots: Collection[str], now: float | None = None) -> None:
+        """Record which versions vLLM lists now (its `/v1/models` roots)."""
+        now = self._clock() if now is None else now
+        listed = {Path(r).name for r in listed_roots if Path(r).parent == self.root}
+        for name, entry in self._entries.items():
+            if name in listed:
+                entry.listed, entry.unlisted_since, entry.last_used = True, None, now
+            else:
+                if entry.listed or entry.unlisted_since is None:
+                    entry.unlisted_since = now
+                entry.listed = False
+
+    def usage(self, declared: Collection[str]) -> list[VersionUsage]:
+        return [
+            VersionUsage(
+                name=name,
+                size=e.version.size,
+                last_used=e.last_used,
+                declared=name in declared,
+                listed=e.listed,
+                unlisted_since=e.unlisted_since,
+            )
+            for name, e in self._entries.items()
+        ]
+
+    async def collect(self, declared: Collection[str], now: float | None = None) -> GcReport:
+        """Delete what `plan_gc` allows. `declared`: the version names the adapters file needs now.
+
+        Call `observe` first with vLLM's current list.
+        """
+        now = self._clock() if now is None else now
+        decision: GcDecision = plan_gc(
+            self.usage(declared), max_bytes=self._max_bytes, grace=self._grace, now=now
+        )
+        for name in decision.delete:
+            # Marker first: a crash half-way leaves an unmarked directory, removed at next start.
+            (self.root / (name + MARKER_SUFFIX)).unlink(missing_ok=True)
+            self._forget(name)
+            await asyncio.to_thread(self._remove_tree, self.root / name)
+        if decision.delete:
+            log.info("adapter_cache_gc", deleted=list(decision.delete), kept_bytes=decision.kept_bytes)
+        if decision.overflow_bytes:
+            log.warning(
+                "adapter_cache_over_budget",
+                overflow_bytes=decision.overflow_bytes,
+                max_bytes=self._max_bytes,
+            )
+        return GcReport(
+            deleted=decision.delete,
+            total_bytes=decision.total_bytes,
+            kept_bytes=decision.kept_bytes,
+            overflow_bytes=decision.overflow_bytes,
+            max_bytes=self._max_bytes,
+        )
+
+    @staticmethod
+    def _remove_tree(path: Path) -> None:
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
