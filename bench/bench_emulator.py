@@ -20,9 +20,9 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import sys
 import textwrap
-import statistics
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -206,7 +206,7 @@ async def main(seconds: float, concurrency: int, adapters: int, json_out: Path |
             "seconds": seconds,
             "concurrency": concurrency,
         }
-        json_out.write_text(json.dumps(figures, indent=2))
+        await asyncio.to_thread(json_out.write_text, json.dumps(figures, indent=2))
 
 
 def _has(module: str) -> bool:

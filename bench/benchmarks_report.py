@@ -9,7 +9,7 @@ Each benchmark runs at its default flags, `RUNS` times, each run writing its fig
 `--json FILE`; a benchmark script added later is picked up as long as it accepts `--json FILE`.
 The raw runs go to bench/results/<script>.json, and bench/results/report.json records the
 commit, the machine, the load average, the exact command and a content hash of every file in
-`SCOPE`. The tables in bench/README.md are rendered from those files only (median and min–max of
+`SCOPE`. The tables in bench/README.md are rendered from those files only (median and min-max of
 the runs, never the best run), so `tests/docs/test_reports.py` can re-render and compare them.
 
 `--quick` runs each benchmark once with small settings and writes to a temporary directory
@@ -92,7 +92,11 @@ def _accepts(script: str, flag: str) -> bool:
 def run_benchmark(script: str, quick: bool, out_dir: Path) -> dict[str, Any]:
     bench = BENCHES.get(script, Bench())
     if quick:
-        args = list(bench.quick_args) if script in BENCHES else (["--quick"] if _accepts(script, "--quick") else [])
+        args = (
+            list(bench.quick_args)
+            if script in BENCHES
+            else (["--quick"] if _accepts(script, "--quick") else [])
+        )
         runs = 1
     else:
         args, runs = [], bench.runs
@@ -144,7 +148,9 @@ def flatten(value: Any, prefix: str = "") -> dict[str, float]:
             label = str(i)
             if isinstance(item, dict):
                 # A name labels the record by itself; a number (`n`) says what it counts.
-                label = next((str(item[k]) if k != "n" else f"n {item[k]}" for k in _LABEL_KEYS if k in item), label)
+                label = next(
+                    (str(item[k]) if k != "n" else f"n {item[k]}" for k in _LABEL_KEYS if k in item), label
+                )
             out.update(flatten(item, f"{prefix} / {label}" if prefix else label))
     return out
 
@@ -161,7 +167,7 @@ def _table(script: str, record: dict[str, Any]) -> list[str]:
         f"{len(runs)} run(s) of `{record['command']}` (RUN.json: one file per run, all kept in "
         f"`bench/results/{script}.json`).",
         "",
-        "| figure | median | min–max |",
+        "| figure | median | min-max |",
         "|---|---|---|",
     ]
     for key in keys:
@@ -205,7 +211,11 @@ def rule_violations(index: dict[str, Any] | None, records: dict[str, dict[str, A
                 if bench.min_requests and key.endswith("/ requests") and value < bench.min_requests:
                     out.append(f"{script} run {i}, {key}: {value:.0f} requests (< {bench.min_requests:,})")
             if script == "bench_proxy":
-                out += [f"{script} run {i}, {sc['name']}: no nginx" for sc in run["scenarios"] if "nginx" not in sc["paths"]]
+                out += [
+                    f"{script} run {i}, {sc['name']}: no nginx"
+                    for sc in run["scenarios"]
+                    if "nginx" not in sc["paths"]
+                ]
     return out
 
 

@@ -166,7 +166,7 @@ def render(data: dict[str, Any] | None) -> str:
     out += [
         rs.machine_line(data) + quick,
         "",
-        f"{len(runs)} run(s); each cell with a figure is the median of the runs, min–max in brackets.",
+        f"{len(runs)} run(s); each cell with a figure is the median of the runs, min-max in brackets.",
         "",
         "| scenario | runs | runs with a violation | wrong answers (max) | lost or spurious unloads (max) "
         "| converged after faults stop | peak RSS | run time |",
@@ -189,7 +189,9 @@ def render(data: dict[str, Any] | None) -> str:
     for name, rows in by_scenario.items():
         out.append(f"- **{name}**")
         for i, r in enumerate(rows, 1):
-            verdict = "No violation" if not r["violations"] else "VIOLATIONS: " + "; ".join(r["violations"][:5])
+            verdict = (
+                "No violation" if not r["violations"] else "VIOLATIONS: " + "; ".join(r["violations"][:5])
+            )
             out.append(f"  - run {i}: faults: {r['faults']}; sent: {r['requests']}; {r['notes']}. {verdict}.")
     return "\n".join([*out, "", rs.END])
 

@@ -132,11 +132,11 @@ def fmt_number(value: float) -> str:
 
 
 def fmt_spread(values: Sequence[float]) -> tuple[str, str]:
-    """(median, "min–max") as table cells."""
+    """(median, "min-max") as table cells."""
     s = spread(values)
     if len(values) == 1:
         return fmt_number(s["median"]), "one run"
-    return fmt_number(s["median"]), f"{fmt_number(s['min'])}–{fmt_number(s['max'])}"
+    return fmt_number(s["median"]), f"{fmt_number(s['min'])}-{fmt_number(s['max'])}"
 
 
 def machine_line(meta: dict[str, Any]) -> str:

@@ -24,7 +24,14 @@ import pytest
 
 from bench import benchmarks_report, reliability_report
 from bench import report_support as rs
-from tests.docs.docs_support import ROOT, checked_lines, command_problem, commands, metric_names, variables_read
+from tests.docs.docs_support import (
+    ROOT,
+    checked_lines,
+    command_problem,
+    commands,
+    metric_names,
+    variables_read,
+)
 from tests.docs.test_docs import LINKS, METRICS, PATHS, VARIABLES, Found
 
 
@@ -91,12 +98,16 @@ def test_generated_block_matches_the_json(report: Report) -> None:
 def test_flatten_keys_records_by_their_label() -> None:
     """Numeric leaves of a benchmark's JSON become rows; samples and text stay out."""
     run = {"machine": "x", "a": {"median_ms": 6.5, "samples": [1.0, 2.0]}, "b": [{"n": 200, "seconds": 0.1}]}
-    assert benchmarks_report.flatten(run) == {"a / median_ms": 6.5, "b / n 200 / n": 200.0, "b / n 200 / seconds": 0.1}
+    assert benchmarks_report.flatten(run) == {
+        "a / median_ms": 6.5,
+        "b / n 200 / n": 200.0,
+        "b / n 200 / seconds": 0.1,
+    }
 
 
 def test_spread_is_the_median_and_range_never_the_best() -> None:
     assert rs.spread([3.0, 1.0, 10.0, 2.0, 4.0]) == {"median": 3.0, "min": 1.0, "max": 10.0}
-    assert rs.fmt_spread([1500.0, 1200.0, 1300.0]) == ("1,300", "1,200–1,500")
+    assert rs.fmt_spread([1500.0, 1200.0, 1300.0]) == ("1,300", "1,200-1,500")
 
 
 # --- (b) what the reports name exists -----------------------------------------------------------
@@ -164,7 +175,10 @@ def test_problems_are_found() -> None:
     """The checks above fail on names that do not exist."""
     doc = benchmarks_report.README
     assert _problem("variable", Found(doc, 1, "LORA_SYNCER_NO_SUCH")) == "nothing reads LORA_SYNCER_NO_SUCH"
-    assert _problem("metric", Found(doc, 1, "lora_syncer_no_such")) == "no metric lora_syncer_no_such is declared"
+    assert (
+        _problem("metric", Found(doc, 1, "lora_syncer_no_such"))
+        == "no metric lora_syncer_no_such is declared"
+    )
     assert _problem("link", Found(doc, 1, "../nowhere.md")) == "../nowhere.md does not exist"
     assert _problem("path", Found(doc, 1, "tests/docs/nope.py")) == "tests/docs/nope.py does not exist"
     assert _problem("module", Found(doc, 1, "bench.nope")) == "bench.nope is not a module of this checkout"

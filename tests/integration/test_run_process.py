@@ -95,18 +95,6 @@ class Child:
 
 
 @pytest_asyncio.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator() as emu:
-        yield emu
-
-
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-@pytest_asyncio.fixture
 async def spawn(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """`await spawn(args, env=..., metrics_port=...)` -> Child; every child is killed at teardown."""
     children: list[Child] = []

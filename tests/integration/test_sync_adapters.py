@@ -3,6 +3,7 @@ refused before reaching the server when policy says so."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from sync_harness import SyncEnv, adapters_yaml, eventually, write_adapter_dir
@@ -38,7 +39,7 @@ async def test_one_failing_adapter_among_many(sync_env: SyncEnv, tmp_path: Path)
     # pass, well inside the first bound.
     await eventually(lambda: len(env.calls("load", "bad-path")) >= 4, "four load calls of bad-path")
     times = [c.t for c in env.calls("load", "bad-path")][:4]
-    for failures, (earlier, later) in enumerate(zip(times, times[1:], strict=False), start=1):
+    for failures, (earlier, later) in enumerate(itertools.pairwise(times), start=1):
         due = 0.2 * 2 ** (failures - 1)
         assert later - earlier >= 0.8 * due, (failures, times)
     assert all(len(env.calls("load", name)) == 1 for name, _ in GOOD)  # the good ones loaded once

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from lora_syncer.config.rules import parse_rules
 from lora_syncer.proxy.matching import RouteTable, decide
-from lora_syncer.proxy.select import SmoothWeightedRoundRobin, key_point, pick_sticky, reduce_weights
+from lora_syncer.proxy.select import SmoothWeightedRoundRobin, pick_sticky, reduce_weights
 
 V1, V2 = "small-segment-lora-v1", "small-segment-lora-v2"
 
