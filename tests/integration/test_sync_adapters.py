@@ -24,7 +24,7 @@ async def test_one_failing_adapter_among_many(sync_env: SyncEnv, tmp_path: Path)
         *GOOD[5:],
     ]
     env.write(adapters_yaml(declared))
-    await env.start(reconcile_trigger=0.1, backoff_initial=0.2, backoff_max=5.0)
+    await env.start(reconcile_trigger=0.1, backoff_initial=1.0, backoff_max=5.0)
     await env.wait_loaded({**dict(GOOD), "local": str(ok_local)})
 
     bad_path = await env.wait_state("bad-path", "failed")
@@ -34,13 +34,14 @@ async def test_one_failing_adapter_among_many(sync_env: SyncEnv, tmp_path: Path)
     assert bad_path["attempts"] >= 1 and bad_path["nextRetryInSeconds"] is not None
 
     # Per-adapter backoff: wait for four load calls of bad-path (a 404, not retried within a
-    # pass), then check each gap against the schedule (0.2 s doubling, at most 10% early by
-    # jitter). A loaded machine only widens gaps; a syncer without backoff retries on every 0.1 s
-    # pass, well inside the first bound.
+    # pass), then check each gap against the schedule (1 s doubling, at most 10% early by
+    # jitter): a loaded machine only widens gaps. A syncer without backoff retries on every pass,
+    # about 1 s apart here (bad-rank's in-pass retries make the passes long): far inside the
+    # last bound (3.2 s).
     await eventually(lambda: len(env.calls("load", "bad-path")) >= 4, "four load calls of bad-path")
     times = [c.t for c in env.calls("load", "bad-path")][:4]
     for failures, (earlier, later) in enumerate(itertools.pairwise(times), start=1):
-        due = 0.2 * 2 ** (failures - 1)
+        due = 1.0 * 2 ** (failures - 1)
         assert later - earlier >= 0.8 * due, (failures, times)
     assert all(len(env.calls("load", name)) == 1 for name, _ in GOOD)  # the good ones loaded once
 
