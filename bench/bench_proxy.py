@@ -1,11 +1,12 @@
 """Benchmark: the rewrite proxy against the upstream alone and against nginx, in one run.
 
-    .venv/bin/python bench/bench_proxy.py [--duration 8] [--concurrency 32] [--upstream emulator|minimal] [--json FILE]
+    .venv/bin/python -m bench.bench_proxy [--duration 8] [--concurrency 32] [--upstream emulator|minimal] [--json FILE]
 
 Processes: the upstream (`lora-syncer emulator` serving two adapters, or `--upstream minimal`,
 a bare aiohttp server answering like vLLM), nginx in front of it (temporary config: 1 worker,
 upstream keep-alive 64, no buffering), and `lora-syncer proxy` in front of it with a 90/10
-rule, at its default flags (metrics served on a free port, logs at info). Load comes from wrk (one thread). wrk and nginx are required: scripts/setup-bench-tools.sh
+rule, at its default flags (metrics served on a free port, logs at info). Load comes from wrk
+(one thread). wrk and nginx are required: scripts/setup-bench-tools.sh
 installs them when run as root; without them the benchmark exits naming what to install, and
 `--no-nginx` is the only way to leave the nginx comparison out. Straight and nginx requests name
 the target model, proxy requests the alias, so all three get the same answers.
