@@ -196,6 +196,15 @@ def render(data: dict[str, Any] | None) -> str:
     return "\n".join([*out, "", rs.END])
 
 
+def rule_violations(data: dict[str, Any]) -> list[str]:
+    """How a recorded (non-quick) run breaks the report's rules: every scenario, `RUNS` times."""
+    runs = data["runs"]
+    out = [f"{len(runs)} runs recorded, {RUNS} wanted"] if len(runs) != RUNS else []
+    return out + [
+        f"run {i}: {len(rows)} scenarios, 5 wanted" for i, rows in enumerate(runs, 1) if len(rows) != 5
+    ]
+
+
 async def run_once(quick: bool) -> list[Row]:
     scale = 0.4 if quick else 1.0
     plans: list[tuple[str, Callable[[Path], Awaitable[Row]]]] = [
@@ -222,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help="the raw JSON (default: docs/reliability-results.json)")
     parser.add_argument("--quick", action="store_true", help="one shorter run, to a temporary directory")
     parser.add_argument("--render-only", action="store_true", help="re-render the Markdown from the JSON")
+    parser.add_argument("--runs", type=int, help=f"runs of every scenario (default {RUNS}; 1 with --quick)")
     args = parser.parse_args(argv)
     if args.quick and (args.out is None or args.results is None):
         scratch = Path(tempfile.mkdtemp(prefix="reliability-quick-"))
@@ -246,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             "scope": rs.scope_hashes(SCOPE),
             "runs": [],
         }
-        for i in range(1 if args.quick else RUNS):
+        for i in range(args.runs or (1 if args.quick else RUNS)):
             print(f"run {i + 1}", flush=True)
             rows = asyncio.run(run_once(args.quick))
             data["runs"].append([dataclasses.asdict(r) for r in rows])

@@ -202,6 +202,8 @@ def stale_reasons(report: Report) -> list[str]:
         reasons += [f"bench/{m}.py is not in the report" for m in sorted(missing)]
         if not data["quick"]:
             reasons += benchmarks_report.rule_violations(*benchmarks_report.load(benchmarks_report.RESULTS))
+    elif not data["quick"]:
+        reasons += reliability_report.rule_violations(data)
     return reasons + rs.changed_since(data["scope"], report.scope)
 
 
@@ -239,6 +241,16 @@ def test_stale_when_a_file_in_scope_changes(tmp_path: Path) -> None:
 
 def _proxy_run(requests: int, paths: tuple[str, ...] = ("direct", "nginx", "proxy")) -> dict[str, Any]:
     return {"scenarios": [{"name": "latency", "paths": {p: {"requests": requests} for p in paths}}]}
+
+
+def test_reliability_rule_violations() -> None:
+    """A reliability report of other than three full runs breaks the rules."""
+    row: dict[str, Any] = {"scenario": "churn"}
+    assert reliability_report.rule_violations({"runs": [[row] * 5] * 3}) == []
+    assert reliability_report.rule_violations({"runs": [[row] * 5, [row] * 4]}) == [
+        "2 runs recorded, 3 wanted",
+        "run 2: 4 scenarios, 5 wanted",
+    ]
 
 
 def test_rule_violations_of_a_recorded_run() -> None:
