@@ -86,14 +86,30 @@ def command_line(module: str, argv: Sequence[str]) -> str:
     return shlex.join([".venv/bin/python", "-m", module, *argv])
 
 
+def _git_ignored(paths: list[str]) -> set[str]:
+    """Those of `paths` git ignores (build output, editor files); none outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "check-ignore", "--stdin"],
+            input="\n".join(paths),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return set()
+    return set(out.stdout.splitlines())
+
+
 def scope_files(patterns: Iterable[str]) -> list[Path]:
-    """Files matching the glob patterns (relative to the checkout), caches left out."""
+    """Files matching the glob patterns (relative to the checkout), caches and ignored files left out."""
     found: set[Path] = set()
     for pattern in patterns:
         for path in ROOT.glob(pattern):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 found.add(path)
-    return sorted(found)
+    ignored = _git_ignored([str(p.relative_to(ROOT)) for p in found])
+    return sorted(p for p in found if str(p.relative_to(ROOT)) not in ignored)
 
 
 def scope_hashes(patterns: Iterable[str]) -> dict[str, str]:
