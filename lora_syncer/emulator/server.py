@@ -447,6 +447,8 @@ class VllmHandlers:
         resp = web.StreamResponse(headers={"Content-Type": f"{responses.SSE_CONTENT_TYPE}; charset=utf-8"})
         metrics = self.metrics
         metrics.begin(adapter)
+        model = adapter if adapter is not None else self.config.served_model_name
+        self.calls.streamed[model] += 1
         try:
             delay = self.faults.token_delay
             if fault is not None:
@@ -465,6 +467,7 @@ class VllmHandlers:
                 if delay > 0:
                     await asyncio.sleep(delay)
             await resp.write_eof()
+            self.calls.streams_completed[model] += 1
         finally:
             metrics.end(adapter, prompt, n)
         return resp
