@@ -268,8 +268,10 @@ class ProxyCore:
                 param="model",
             )
         ex.target = target
-        if route.mirror is not None and not ex.tried:
-            self._mirror(ex, pool, route.alias, route.mirror)
+        mirror = route.mirror
+        # A request the weights already send to the mirror target is not copied to it again.
+        if mirror is not None and not ex.tried and target != mirror.target:
+            self._mirror(ex, pool, route.alias, mirror)
         if target != model:
             assert ex.obj is not None
             return with_model(ex.obj, target)

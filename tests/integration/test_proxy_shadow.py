@@ -24,6 +24,7 @@ from lora_syncer.emulator.model_faults import ModelFault
 from lora_syncer.proxy.matching import Mirror
 from lora_syncer.proxy.options import SERVED_MODEL_HEADER, ProxyOptions
 from lora_syncer.proxy.pools import PoolSpec
+from lora_syncer.proxy.select import SmoothWeightedRoundRobin
 from lora_syncer.proxy.service import ProxyService
 from lora_syncer.proxy.shadow import ShadowResult
 from tests.support.emulator import running_emulator
@@ -236,3 +237,19 @@ async def test_no_mirror_no_copies(emu: Emulator, rig_factory: Any) -> None:
             assert (await chat(http, rig, max_tokens=1))[0] == 200
     assert emu.call_log.served == {STABLE: 4}
     assert rig.samples("lora_syncer_proxy_shadow_requests_total") == 0
+
+
+async def test_requests_already_sent_to_the_canary_are_not_copied(emu: Emulator, rig_factory: Any) -> None:
+    """stable 50 / canary 50 with a 100% mirror: only the stable's 5 of 10 requests are copied."""
+    rig: Rig = await rig_factory()
+    for pool in rig.service.core.pools.pools.values():
+        route = pool.table.exact[ALIAS]
+        names, weights = (STABLE, CANARY), (50, 50)
+        pool.table.exact[ALIAS] = dataclasses.replace(
+            route, weights=weights, rr=SmoothWeightedRoundRobin(names, weights), mirror=Mirror(CANARY, 100)
+        )
+    async with client_session() as http:
+        served = [(await chat(http, rig, max_tokens=1))[1] for _ in range(10)]
+    assert served.count(STABLE) == served.count(CANARY) == 5
+    await eventually(lambda: rig.shadow("ok") == 5 and rig.active() == 0)
+    assert emu.call_log.served == {STABLE: 5, CANARY: 10}
