@@ -357,6 +357,24 @@ DEMO: tuple[Section, ...] = (
     ),
 )
 
+# --- digest ----------------------------------------------------------------------------
+
+DIGEST: tuple[Section, ...] = (
+    (
+        "source",
+        (
+            Setting(
+                "source",
+                action="positional",
+                env=None,
+                metavar="SOURCE",
+                help="a local directory or archive, an s3:// prefix or an http(s):// archive",
+            ),
+            ALLOWED_SOURCES,
+        ),
+    ),
+)
+
 COMMAND_SECTIONS: dict[str, tuple[Section, ...]] = {
     "run": RUN,
     "proxy": PROXY_COMMAND,
@@ -365,6 +383,7 @@ COMMAND_SECTIONS: dict[str, tuple[Section, ...]] = {
     "emulator": EMULATOR,
     "split-test": SPLIT_TEST,
     "demo": DEMO,
+    "digest": DIGEST,
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from unittest import mock
 
 import lora_syncer.app
+import lora_syncer.reloading
 from lora_syncer.app import Sidecar
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.source import ReloadOutcome, WatchedFile
@@ -40,7 +41,9 @@ def _noting_source(ledger: Ledger) -> type[WatchedFile[AdaptersConfig]]:
     class NotingWatchedFile(WatchedFile[AdaptersConfig]):
         async def reload(self) -> ReloadOutcome:
             outcome = await super().reload()
-            ledger.read(self.current.value if self.current is not None else None)
+            # One ReloadingFile class keeps both files; only the adapters file feeds the ledger.
+            if self.path.name == KEY:
+                ledger.read(self.current.value if self.current is not None else None)
             return outcome
 
     return NotingWatchedFile
@@ -76,7 +79,7 @@ class World:
         }
         self.sidecar = Sidecar(SyncerSettings(**values), proxy_options)
         # The sidecar makes its adapters-file source in start(): give it one that reports its readings.
-        with mock.patch.object(lora_syncer.app, "WatchedFile", _noting_source(self.ledger)):
+        with mock.patch.object(lora_syncer.reloading, "WatchedFile", _noting_source(self.ledger)):
             await self.sidecar.start()
         return self.sidecar
 
