@@ -138,15 +138,14 @@ class ShadowSender:
     def send(self, copy: ShadowCopy, owner: object) -> bool:
         """Start `copy` in the background, tied to `owner` (the client's exchange); False when dropped."""
         metrics = self.metrics
+        refused: Outcome | None = None
         if self._draining or not self.transport.is_open:
-            outcome: Outcome = "cancelled"  # the proxy is going away: no new copies
+            refused = "cancelled"  # the proxy is going away: no new copies
         elif metrics.active_count >= self.budget:
-            outcome = "dropped"
-        else:
-            outcome = "ok"
-        if outcome != "ok":
-            metrics.count(copy.alias, copy.target, outcome)
-            self._notify(ShadowResult(copy.alias, copy.target, outcome))
+            refused = "dropped"
+        if refused is not None:
+            metrics.count(copy.alias, copy.target, refused)
+            self._notify(ShadowResult(copy.alias, copy.target, refused))
             return False
         metrics.active_count += 1
         task = asyncio.get_running_loop().create_task(self._run(copy), name="shadow-copy")
