@@ -114,8 +114,8 @@ def assess(declared: int, flag: int | None, server: ServerLimits | None) -> Capa
 class CapacityCheck:
     """Run after each pass: reads the server's limits when needed, updates status, gauges, the log.
 
-    `/metrics` is read at most every `refresh` seconds (a restarted vLLM may have other limits),
-    and not at all with `--max-cpu-loras`; the log line comes only when the verdict or the numbers
+    `/metrics` is read at most every `refresh` seconds (a restarted vLLM may have other limits;
+    with `--max-cpu-loras` only for the `max_lora` shown beside it); the log line comes only when the verdict or the numbers
     change, not every pass.
     """
 
@@ -132,7 +132,7 @@ class CapacityCheck:
     async def check(self, status: SyncStatus, declared: int) -> CapacityReport:
         now = time.monotonic()
         due = self._read_at is None or now - self._read_at >= self.refresh
-        if self.flag is None and due and status.server.reachable:
+        if due and status.server.reachable:
             self._server = await self._scrape()
             self._read_at = now
         report = assess(declared, self.flag, self._server)

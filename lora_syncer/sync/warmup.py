@@ -128,7 +128,7 @@ class WarmupWorker:
                 adapter=a.id,
                 error=error,
                 attempts=a.attempts,
-                retry_in_seconds=round((a.next_retry_at or now) - now, 1),
+                retry_in_seconds=round((a.next_retry_at or now) - now, 2),
             )
 
 
