@@ -65,10 +65,14 @@ async def warmup_front(upstream: str) -> AsyncIterator[Front]:
 
     async def forward(request: web.Request, body: bytes) -> web.Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization")}
-        async with session.request(request.method, upstream + request.path_qs, data=body, headers=headers) as up:
+        async with session.request(
+            request.method, upstream + request.path_qs, data=body, headers=headers
+        ) as up:
             payload = await up.read()
             ctype = up.headers.get("Content-Type")
-            return web.Response(status=up.status, body=payload, headers={"Content-Type": ctype} if ctype else {})
+            return web.Response(
+                status=up.status, body=payload, headers={"Content-Type": ctype} if ctype else {}
+            )
 
     async def completions(request: web.Request) -> web.Response:
         raw = await request.read()
