@@ -114,9 +114,10 @@ def assess(declared: int, flag: int | None, server: ServerLimits | None) -> Capa
 class CapacityCheck:
     """Run after each pass: reads the server's limits when needed, updates status, gauges, the log.
 
-    `/metrics` is read at most every `refresh` seconds (a restarted vLLM may have other limits;
-    with `--max-cpu-loras` only for the `max_lora` shown beside it); the log line comes only when the verdict or the numbers
-    change, not every pass.
+    `/metrics` is read every `refresh` seconds once it showed the limits (a restarted vLLM may
+    have others; with `--max-cpu-loras` only for the `max_lora` shown beside it), and every pass
+    until then: vLLM writes its first `vllm:lora_requests_info` sample only after its engine has
+    run a request. The capacity log line comes only when the verdict or the numbers change.
     """
 
     refresh = 60.0
@@ -127,14 +128,19 @@ class CapacityCheck:
         self.flag = flag
         self._server: ServerLimits | None = None
         self._read_at: float | None = None  # monotonic
+        self._told_unknown = False
         self._logged: tuple[int, int | None] | None = None
 
     async def check(self, status: SyncStatus, declared: int) -> CapacityReport:
         now = time.monotonic()
         due = self._read_at is None or now - self._read_at >= self.refresh
         if due and status.server.reachable:
-            self._server = await self._scrape()
-            self._read_at = now
+            scraped = await self._scrape()
+            if scraped is not None and scraped != ServerLimits():
+                self._server = scraped
+                self._read_at = now
+            elif self._server is not None:
+                self._read_at = now  # keep what an earlier read showed until the next refresh
         report = assess(declared, self.flag, self._server)
         status.capacity = report
         self.metrics.set_capacity(report)
@@ -147,16 +153,19 @@ class CapacityCheck:
             limits = limits_from_metrics(text)
         except (VLLMError, ValueError) as exc:
             message = exc.message if isinstance(exc, VLLMError) else str(exc)
-            log.warning(
-                "cannot read vLLM's /metrics for its LoRA limits; no capacity warning until "
-                "--max-cpu-loras is given",
-                error=message,
-            )
+            if not self._told_unknown:
+                self._told_unknown = True
+                log.warning(
+                    "cannot read vLLM's /metrics for its LoRA limits; no capacity check until it "
+                    "answers, or give --max-cpu-loras",
+                    error=message,
+                )
             return None
-        if limits.max_lora is None and limits.max_cpu_loras is None and self.flag is None:
-            log.warning(
-                f"vLLM's /metrics has no {INFO_METRIC} max_lora label (is --enable-lora on?); no capacity "
-                "warning until --max-cpu-loras is given"
+        if limits == ServerLimits() and self.flag is None and not self._told_unknown:
+            self._told_unknown = True
+            log.info(
+                f"vLLM's /metrics shows no {INFO_METRIC} sample yet (vLLM writes it once it has run a "
+                "request; is --enable-lora on?): no capacity check until it does, or give --max-cpu-loras"
             )
         return limits
 

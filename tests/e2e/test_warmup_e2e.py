@@ -60,8 +60,16 @@ async def test_warmup_loads_and_warms_a_new_adapter(vllm: RealVLLM, tmp_path: Pa
 
             st = await eventually(loaded, timeout=E2E_WAIT, interval=0.2)
             assert st["adapters"]["fresh"]["observedRoot"] == str(fresh)
-            # vLLM's /metrics gave max_lora (the launcher starts it with --max-loras 4).
-            assert st["capacity"]["maxLoras"] == 4 and st["capacity"]["exceeded"] is False
+
+            # vLLM writes its first vllm:lora_requests_info sample once it has run a request (the
+            # warm-up); then the syncer knows max_lora (the launcher starts it with --max-loras 4).
+            async def capacity_known() -> dict[str, Any] | None:
+                st = await status()
+                cap = (st or {}).get("capacity") or {}
+                return cap if cap.get("maxLoras") is not None else None
+
+            cap = await eventually(capacity_known, timeout=E2E_WAIT, interval=0.2)
+            assert cap["maxLoras"] == 4 and cap["maxCpuLoras"] == 4 and cap["exceeded"] is False
             async with session.get(f"{child.url}/readyz") as resp:
                 assert resp.status == 200
             async with session.get(f"{child.url}/metrics") as resp:

@@ -12,6 +12,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 from sync_harness import SyncEnv, adapters_yaml, eventually, metric_value
+from warmup_front import warmup_front
 
 from lora_syncer.emulator import EmulatorConfig
 
@@ -120,3 +121,35 @@ async def test_within_max_lora_is_no_warning(env_factory: MakeEnv) -> None:
     st = await env.status()
     assert st["capacity"]["maxCpuLoras"] == 4 and st["capacity"]["exceeded"] is False
     assert st["warnings"] == []
+
+
+# A fresh vLLM: the gauge is declared but has no sample until its engine has run a request.
+NO_SAMPLE_YET = """\
+# HELP vllm:lora_requests_info Running stats on lora requests.
+# TYPE vllm:lora_requests_info gauge
+"""
+
+
+async def test_limits_unknown_until_vllm_writes_its_first_sample(sync_env: SyncEnv) -> None:
+    env = sync_env
+    async with warmup_front(env.emulator.url) as front:
+        front.metrics_text = NO_SAMPLE_YET
+        env.write(declare(3))
+        with capture_logs() as logs:
+            await env.start(server=front.url)
+            await env.wait_loaded({"m-0", "m-1", "m-2"})
+            await passes_at_least(env, 3)
+        st = await env.status()
+        assert st["capacity"]["maxCpuLoras"] is None and st["capacity"]["exceeded"] is False
+        assert st["warnings"] == []
+        assert metric_value(await env.metrics(), "lora_syncer_capacity_max_cpu_loras") == -1
+        unknown = [e for e in logs if e["event"].startswith("vLLM's /metrics shows no")]
+        assert len(unknown) == 1  # said once, not every pass
+
+        front.metrics_text = None  # the first request ran: the emulator's sample (max_lora=1) shows
+
+        async def warned() -> list[str]:
+            return list((await env.status())["warnings"])
+
+        [warning] = await eventually(warned, "the capacity warning once max_lora is known")
+        assert "keeps only 1 in memory" in warning

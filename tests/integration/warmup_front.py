@@ -36,6 +36,7 @@ class Front:
     completions: list[Completion] = field(default_factory=list)
     fail: dict[str, str] = field(default_factory=dict)  # model -> error message answered with 500
     hold: dict[str, asyncio.Event] = field(default_factory=dict)  # model -> released when set
+    metrics_text: str | None = None  # answered to GET /metrics instead of the emulator's
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -99,6 +100,8 @@ async def warmup_front(upstream: str) -> AsyncIterator[Front]:
             rec.end = time.monotonic()
 
     async def anything(request: web.Request) -> web.Response:
+        if request.path == "/metrics" and front.metrics_text is not None:
+            return web.Response(text=front.metrics_text, content_type="text/plain")
         return await forward(request, await request.read())
 
     app = web.Application()
