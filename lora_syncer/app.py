@@ -26,12 +26,14 @@ from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
 from lora_syncer.runtime import StopSignals
 from lora_syncer.settings import SyncerSettings
 from lora_syncer.supervisor import Supervisor, cancel_and_wait
+from lora_syncer.sync.capacity import CapacityCheck
 from lora_syncer.sync.metrics import SyncMetrics
 from lora_syncer.sync.plan import PlanOptions
 from lora_syncer.sync.reconciler import Reconciler, SyncOptions
 from lora_syncer.sync.render import readiness, render_status
 from lora_syncer.sync.status import BackoffPolicy
 from lora_syncer.sync.vllm_client import Timeouts, VLLMClient
+from lora_syncer.sync.warmup import WarmupWorker
 
 log = structlog.get_logger("lora_syncer.app")
 
@@ -42,6 +44,7 @@ ADAPTERS_WORDING = Wording(
 )
 
 RECONCILER_TASK = "reconciler"
+WARMUP_TASK = "warmup"
 
 
 def sync_options(settings: SyncerSettings) -> SyncOptions:
@@ -109,7 +112,21 @@ class Sidecar:
             ),
         )
         self.adapters_file = adapters
-        reconciler = Reconciler(adapters, self._client, sync_options(s), metrics)
+        reconciler = Reconciler(
+            adapters,
+            self._client,
+            sync_options(s),
+            metrics,
+            capacity=CapacityCheck(self._client, metrics, s.max_cpu_loras),
+        )
+        if s.warmup:
+            reconciler.warmup = WarmupWorker(
+                self._client,
+                reconciler.status,
+                metrics,
+                reconciler.options.backoff.delay,
+                reconciler.server.lost,
+            )
         self.reconciler = reconciler
         path = str(s.config)
 
@@ -147,6 +164,8 @@ class Sidecar:
 
         await adapters.start(self.supervisor)
         self.supervisor.spawn(RECONCILER_TASK, reconciler.run())
+        if reconciler.warmup is not None:
+            self.supervisor.spawn(WARMUP_TASK, reconciler.warmup.run())
         log.info(
             "lora-syncer started",
             config=path,
@@ -188,6 +207,8 @@ class Sidecar:
             await self.reconciler.drain(grace)
             if loop_task is not None:
                 await cancel_and_wait(loop_task, max(grace, 0.1))
+        # The warm-up worker only serves the loop: it ends with it (a warm-up in flight is dropped).
+        await self.supervisor.cancel(WARMUP_TASK, max(grace, 0.1))
         # Phase 3: the proxy drains its requests; then every task left is cancelled.
         if self.proxy is not None:
             await self.proxy.stop(grace)

@@ -37,6 +37,8 @@ class SyncerSettings(BaseModel):
     ready_when: Literal["started", "synced"] = "synced"
     watch: Literal["auto", "inotify", "poll"] = "auto"
     poll_interval: float = Field(1.0, gt=0)
+    warmup: bool = False
+    max_cpu_loras: int | None = Field(None, ge=1)
     backoff_initial: float = Field(5.0, gt=0)
     backoff_max: float = Field(300.0, gt=0)
     call_timeout: float = Field(15.0, gt=0)

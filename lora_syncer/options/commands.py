@@ -84,6 +84,20 @@ RECONCILING = (
         help="how to notice file changes: auto = inotify, polling where unavailable",
     ),
     Setting("--poll-interval", NUMBER_SECONDS, default=1.0, help="seconds between file checks when polling"),
+    Setting(
+        "--warmup",
+        action="switch",
+        default=False,
+        help="after each load, send the adapter one 1-token /v1/completions (one adapter at a time); "
+        "it counts as loaded, and gets proxy traffic, once that answers",
+    ),
+    Setting(
+        "--max-cpu-loras",
+        whole_in(1, None),
+        default=None,
+        default_text="vLLM's max_lora from its /metrics",
+        help="adapters the server keeps in CPU memory (vLLM's --max-cpu-loras): warn when more are declared",
+    ),
 )
 
 RUN: tuple[Section, ...] = (

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from lora_syncer.sync.capacity import CapacityReport
 from lora_syncer.sync.states import AdapterState
 from lora_syncer.sync.status import SyncStatus
 
@@ -61,6 +62,42 @@ class SyncMetrics:
             "lora_syncer_server_up", "1 when vLLM answered the last pass", registry=registry
         )
 
+        self.warmups = Counter(
+            "lora_syncer_warmups",
+            "Warm-up requests (--warmup), by result: ok, failed, server_unavailable",
+            ["result"],
+            registry=registry,
+        )
+        self.warmup_seconds = Histogram(
+            "lora_syncer_warmup_duration_seconds",
+            "Wall time of one adapter's warm-up request (with the client's retries), by result",
+            ["result"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
+        self.capacity_exceeded = Gauge(
+            "lora_syncer_capacity_exceeded",
+            "1 when more adapters are declared than the server keeps in CPU memory (max_cpu_loras)",
+            registry=registry,
+        )
+        self.capacity_declared = Gauge(
+            "lora_syncer_capacity_declared_adapters",
+            "Adapters declared in ensureExist, as counted by the capacity check",
+            registry=registry,
+        )
+        self.capacity_limit = Gauge(
+            "lora_syncer_capacity_max_cpu_loras",
+            "Adapters the server keeps in CPU memory, as used by the capacity check (-1 unknown)",
+            registry=registry,
+        )
+        self.capacity_max_lora = Gauge(
+            "lora_syncer_capacity_max_loras",
+            "Adapters the server runs at once (GPU slots), from vLLM's /metrics max_lora (-1 unknown)",
+            registry=registry,
+        )
+        self.capacity_limit.set(-1)
+        self.capacity_max_lora.set(-1)
+
     def watch(self, status: SyncStatus) -> None:
         """Serve `lora_syncer_adapter_status` from this status."""
         self._status = status
@@ -76,6 +113,12 @@ class SyncMetrics:
     def good(self, at: float) -> None:
         self._last_good_at = at
         self.last_good_reload.set(at)
+
+    def set_capacity(self, report: CapacityReport) -> None:
+        self.capacity_exceeded.set(1 if report.exceeded else 0)
+        self.capacity_declared.set(report.declared)
+        self.capacity_limit.set(-1 if report.limit is None else report.limit)
+        self.capacity_max_lora.set(-1 if report.max_lora is None else report.max_lora)
 
     def set_state_counts(self, counts: dict[str, int]) -> None:
         for state in AdapterState:

@@ -17,6 +17,7 @@ import structlog
 
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.source import Loaded
+from lora_syncer.sync.capacity import CapacityCheck
 from lora_syncer.sync.errors import (
     AdapterRejected,
     AuthenticationFailed,
@@ -40,9 +41,11 @@ from lora_syncer.sync.states import (
     Skipped,
     Started,
     Succeeded,
+    Warming,
 )
 from lora_syncer.sync.status import AdapterStatus, BackoffPolicy, Declared, SyncStatus
 from lora_syncer.sync.vllm_client import VLLMClient
+from lora_syncer.sync.warmup import WarmupWorker
 
 log = structlog.get_logger("lora_syncer.sync")
 
@@ -94,6 +97,8 @@ class Reconciler:
         options: SyncOptions,
         metrics: SyncMetrics,
         status: SyncStatus | None = None,
+        warmup: WarmupWorker | None = None,
+        capacity: CapacityCheck | None = None,
     ) -> None:
         self.source = source
         self.client = client
@@ -108,6 +113,8 @@ class Reconciler:
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[Any]] = set()
         self.pass_lock = asyncio.Lock()
+        self.warmup = warmup  # --warmup: loads end in `warming`, this worker makes them `loaded`
+        self.capacity = capacity
 
     # --- triggers --------------------------------------------------------------------------
 
@@ -231,7 +238,11 @@ class Reconciler:
         if self.status.server.runtime_updating_disabled and due:
             # Probe with the first action only: until the server allows updates, the rest would fail alike.
             due = due[:1]
+        if self.capacity is not None:
+            await self.capacity.check(self.status, len(config.ensure_exist))
         failures = await self._execute(due, loaded)
+        if self.warmup is not None:
+            self.warmup.resume(time.monotonic())  # warm-ups lost to a server blip or due for a retry
         self.status.synced_once = True
         result = "ok" if not failures else "partial"
         if self.status.server.runtime_updating_disabled:
@@ -377,7 +388,11 @@ class Reconciler:
                 )
                 a.observed_root = action.source
                 self.status.mark_served(action.adapter_id, True)
-            a.apply(Succeeded(action.op))
+            if self.warmup is not None and action.op != Op.UNLOAD:
+                a.apply(Warming())  # served now; `loaded` once its warm-up answers
+                self.warmup.request(action.adapter_id)
+            else:
+                a.apply(Succeeded(action.op))
             self.metrics.operations.labels(op=action.op.value, result="ok").inc()
             if self.status.server.runtime_updating_disabled:
                 self.status.server.runtime_updating_disabled = False

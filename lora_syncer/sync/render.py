@@ -10,6 +10,8 @@ from typing import Any, Protocol
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.source import Loaded
+from lora_syncer.sync.capacity import CapacityReport
+from lora_syncer.sync.states import AdapterState
 from lora_syncer.sync.status import AdapterStatus, ServerStatus, SyncStatus
 
 
@@ -42,7 +44,9 @@ def readiness(status: SyncStatus, config: ConfigView, mode: str = "synced") -> t
     missing = [i for i in status.unsynced() if status.adapters[i].attempts == 0]
     if missing:
         shown = ", ".join(sorted(missing)[:10])
-        return False, f"{len(missing)} declared adapter(s) not loaded yet: {shown}"
+        warming = sum(1 for i in missing if status.adapters[i].state == AdapterState.WARMING)
+        note = f" ({warming} warming up)" if warming else ""
+        return False, f"{len(missing)} declared adapter(s) not loaded yet{note}: {shown}"
     return True, ""
 
 
@@ -80,6 +84,18 @@ def render_adapter(a: AdapterStatus, now_monotonic: float) -> dict[str, Any]:
     return body
 
 
+def render_capacity(report: CapacityReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {
+        "declaredAdapters": report.declared,
+        "maxCpuLoras": report.limit,
+        "maxCpuLorasFrom": report.limit_from,
+        "maxLoras": report.max_lora,
+        "exceeded": report.exceeded,
+    }
+
+
 def render_status(status: SyncStatus, config: ConfigView, now_monotonic: float) -> dict[str, Any]:
     """The `syncer` section of `/status`."""
     current = config.current
@@ -101,6 +117,8 @@ def render_status(status: SyncStatus, config: ConfigView, now_monotonic: float) 
             "lastPassResult": status.last_pass_result,
             "counts": {k: v for k, v in status.counts().items() if v},
         },
+        "capacity": render_capacity(status.capacity),
+        "warnings": [w for w in (status.capacity.warning if status.capacity else None,) if w],
         "adapters": {
             a.id: render_adapter(a, now_monotonic)
             for a in sorted(status.adapters.values(), key=lambda x: x.id)

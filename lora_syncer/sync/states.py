@@ -4,6 +4,10 @@ The reconciler feeds it events from the plan (in sync, absent, skipped, due) and
 results (started, succeeded, failed, server lost); nothing else changes an adapter's state.
 `downloading` (with bytes done/total) and `warming` (a 1-token request after a load, before the
 adapter counts as loaded) are states the machine already knows, for the steps that will emit them.
+
+Warm-up (`--warmup`): `Warming` marks the machine `unwarmed` until a `Succeeded` (the warm-up
+answered) clears it. While unwarmed, `InSync` (the server lists the wanted version) does not make
+the adapter `loaded`: it stays `warming`, or `failed` with the warm-up's error until its retry.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ class AdapterState(StrEnum):
     BASE_MODEL_MISMATCH = "base_model_mismatch"
     FORBIDDEN_SOURCE = "forbidden_source"
 
+
+# States whose adapter the proxy must not route to, even while the server lists it.
+UNROUTABLE_STATES = frozenset({AdapterState.WARMING, AdapterState.FAILED})
 
 # States that mean "this adapter will not load until someone edits the file": readiness ignores them.
 BLOCKED_STATES = frozenset(
@@ -63,6 +70,7 @@ class AdapterMachine:
     attempts: int = 0  # consecutive failed attempts for the current declaration
     next_retry_at: float | None = None  # monotonic clock
     progress: Progress | None = None  # only while downloading
+    unwarmed: bool = False  # loaded on the server, warm-up not answered yet (--warmup)
 
     def backing_off(self, now: float) -> bool:
         return self.next_retry_at is not None and now < self.next_retry_at
@@ -110,7 +118,14 @@ class Downloaded:
 
 @dataclass(frozen=True, slots=True)
 class Warming:
-    """Loaded; a 1-token request must answer before it counts as loaded."""
+    """Loaded; a 1-token request must answer before it counts as loaded.
+
+    `retry=False` right after a load (a fresh start: no earlier error or attempts count);
+    `retry=True` when a failed warm-up runs again (attempts and the last error stay, so the
+    backoff keeps growing and readiness keeps treating it as failing).
+    """
+
+    retry: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +171,9 @@ def transition(m: AdapterMachine, event: Event) -> AdapterMachine:
         case Redeclared():
             return replace(m, reason=None, attempts=0, next_retry_at=None)
         case InSync():
+            if m.unwarmed:
+                # Served, but its warm-up has not answered: still warming, or failed until the retry.
+                return m if m.state == AdapterState.FAILED else replace(m, state=AdapterState.WARMING)
             return AdapterMachine(AdapterState.LOADED)
         case Gone():
             return AdapterMachine(AdapterState.ABSENT)
@@ -172,8 +190,10 @@ def transition(m: AdapterMachine, event: Event) -> AdapterMachine:
             )
         case Downloaded(done, total):
             return replace(m, state=AdapterState.DOWNLOADING, progress=Progress(done, total))
-        case Warming():
-            return replace(m, state=AdapterState.WARMING, progress=None)
+        case Warming(retry):
+            if retry:
+                return replace(m, state=AdapterState.WARMING, next_retry_at=None, progress=None)
+            return AdapterMachine(AdapterState.WARMING, unwarmed=True)
         case Succeeded(op):
             return AdapterMachine(AdapterState.ABSENT if op == Op.UNLOAD else AdapterState.LOADED)
         case Failed(message, now, delay, count_attempt):
@@ -183,6 +203,7 @@ def transition(m: AdapterMachine, event: Event) -> AdapterMachine:
                 reason=message,
                 attempts=attempts,
                 next_retry_at=now + delay(max(1, attempts)),
+                unwarmed=m.unwarmed,
             )
         case ServerLost(message):
             return replace(m, state=AdapterState.PENDING, reason=message, progress=None)
@@ -191,6 +212,7 @@ def transition(m: AdapterMachine, event: Event) -> AdapterMachine:
 
 __all__ = [
     "BLOCKED_STATES",
+    "UNROUTABLE_STATES",
     "AdapterMachine",
     "AdapterState",
     "Downloaded",

@@ -9,9 +9,17 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from lora_syncer.sync.states import BLOCKED_STATES, AdapterMachine, AdapterState, Event, transition
+from lora_syncer.sync.capacity import CapacityReport
+from lora_syncer.sync.states import (
+    BLOCKED_STATES,
+    UNROUTABLE_STATES,
+    AdapterMachine,
+    AdapterState,
+    Event,
+    transition,
+)
 
 Declared = Literal["present", "absent", "undeclared"]
 
@@ -45,6 +53,8 @@ class AdapterStatus:
     machine: AdapterMachine = field(default_factory=AdapterMachine)
     declaration: tuple[str, str | None, str | None] = ("", None, None)
     changed_at: float = field(default_factory=time.time)
+    # Bumped by every state change of any adapter: the proxy's routable-names snapshot compares it.
+    state_changes: ClassVar[int] = 0
 
     def apply(self, event: Event) -> bool:
         """Feed one event to the state machine; True when the state changed."""
@@ -53,6 +63,7 @@ class AdapterStatus:
         if self.machine.state == before:
             return False
         self.changed_at = time.time()
+        AdapterStatus.state_changes += 1
         return True
 
     @property
@@ -96,6 +107,7 @@ class SyncStatus:
     last_pass_seconds: float | None = None
     last_pass_result: str | None = None
     synced_once: bool = False
+    capacity: CapacityReport | None = None  # declared adapters against vLLM's CPU LoRA cache
 
     # Every model id the server serves (base models, --lora-modules, adapters), from the last
     # `GET /v1/models` and kept current by our own successful loads and unloads. Mutated in
@@ -103,6 +115,7 @@ class SyncStatus:
     # snapshot rebuilt only after a change.
     served: set[str] = field(default_factory=set)
     _served_snapshot: frozenset[str] | None = None
+    _snapshot_changes: int = -1
 
     def set_served(self, names: Iterable[str]) -> None:
         self.served = set(names)
@@ -116,10 +129,17 @@ class SyncStatus:
         self._served_snapshot = None
 
     def loaded_names(self) -> frozenset[str]:
-        """Names the proxy may route to: served by the server as far as the syncer knows."""
+        """Names the proxy may route to: served by the server as far as the syncer knows, and
+        not warming up or failed (a failed warm-up or reload must not get traffic)."""
         snapshot = self._served_snapshot
-        if snapshot is None:
-            snapshot = self._served_snapshot = frozenset(self.served)
+        if snapshot is None or self._snapshot_changes != AdapterStatus.state_changes:
+            self._snapshot_changes = AdapterStatus.state_changes
+            adapters = self.adapters
+            snapshot = self._served_snapshot = frozenset(
+                name
+                for name in self.served
+                if (a := adapters.get(name)) is None or a.state not in UNROUTABLE_STATES
+            )
         return snapshot
 
     def unsynced(self) -> list[str]:

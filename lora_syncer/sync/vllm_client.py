@@ -214,6 +214,34 @@ class VLLMClient:
             return None
         return str(value) if value else None
 
+    async def metrics_text(self) -> str:
+        """`GET /metrics` (Prometheus text), retried on transient errors."""
+
+        async def call() -> str:
+            status, text = await self._request("GET", "/metrics")
+            if status != 200:
+                raise self._translate("/metrics", status, text)
+            return text
+
+        return await self._with_retry("metrics", call)
+
+    async def warm_up(self, name: str, prompt: str) -> None:
+        """One `POST /v1/completions` for 1 token on `name`, retried on transient errors.
+
+        Waits as long as a load may (the first request of an adapter can be slow); a non-2xx
+        answer raises with vLLM's message.
+        """
+        body = {"model": name, "prompt": prompt, "max_tokens": 1}
+
+        async def call() -> None:
+            status, text = await self._request(
+                "POST", "/v1/completions", json_body=body, read_timeout=self._timeouts.load
+            )
+            if not 200 <= status < 300:
+                raise self._translate("/v1/completions", status, text)
+
+        await self._with_retry("warm_up", call, adapter=name)
+
     async def list_models(self) -> list[ObservedModel]:
         """`GET /v1/models`, retried on transient errors."""
 
