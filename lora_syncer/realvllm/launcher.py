@@ -167,7 +167,7 @@ class RealVLLM:
         runtime_lora_updating: bool = True,
         extra_args: Sequence[str] = (),
         extra_env: Mapping[str, str] | None = None,
-        startup_timeout: float = 180.0,
+        startup_timeout: float = 420.0,  # generous: ~30 s on a quiet 2-core machine, minutes under load
         stop_grace: float = 20.0,
     ) -> None:
         self.venv = venv
