@@ -19,6 +19,7 @@ from lora_syncer.config.crosscheck import CrossCheck, cross_check
 from lora_syncer.config.errors import ConfigError, Issue
 from lora_syncer.config.manifest import Embedded, classify, configmaps_in
 from lora_syncer.config.rules import RuleSet, parse_rules_text
+from lora_syncer.rollout.describe import describe
 from lora_syncer.config.source import MAX_FILE_BYTES, read_file
 from lora_syncer.config.yamldoc import YamlSyntaxError, decode_text, load_documents
 
@@ -96,6 +97,8 @@ def _check_rules(text: str, name: str) -> Report:
         summary += " and a catch-all"
     if rules.route is not None:
         summary += f"; HTTPRoute {rules.route.document!r} splits between {len(rules.route.backends)} pool(s)"
+    if rules.rollouts:
+        summary += f"; {len(rules.rollouts)} AdapterRollout(s): " + ", ".join(r.name for r in rules.rollouts)
     return Report(summary, list(rules.warnings), [Found(name, rules)])
 
 
@@ -210,6 +213,10 @@ def _print_text(
             print(f"{given}: INVALID ({len(errors)} error(s))", file=sys.stderr)
         elif not args.quiet:
             print(f"{given}: OK ({report.summary})")
+            for found in report.found:
+                if isinstance(found.value, RuleSet):
+                    for spec in found.value.rollouts:
+                        print("\n".join(describe(spec)))
     if isinstance(pairing, str):
         if not args.quiet:
             print(pairing)
