@@ -19,9 +19,9 @@ from lora_syncer.config.crosscheck import CrossCheck, cross_check
 from lora_syncer.config.errors import ConfigError, Issue
 from lora_syncer.config.manifest import Embedded, classify, configmaps_in
 from lora_syncer.config.rules import RuleSet, parse_rules_text
-from lora_syncer.rollout.describe import describe
 from lora_syncer.config.source import MAX_FILE_BYTES, read_file
 from lora_syncer.config.yamldoc import YamlSyntaxError, decode_text, load_documents
+from lora_syncer.rollout.describe import describe
 
 STDIN = "-"
 
