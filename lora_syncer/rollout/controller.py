@@ -275,8 +275,9 @@ class RolloutController:
                 )
             pairs: list[tuple[RolloutSpec, RolloutPosition]] = []
             for spec in specs:
-                tracked = self._track(spec)
-                await self._advance(tracked)
+                now = self.clock()
+                tracked = self._track(spec, now)
+                await self._advance(tracked, now)
                 assert tracked.position is not None
                 pairs.append((spec, tracked.position))
             routes, _ = overrides(pairs, self.aliases())
@@ -287,8 +288,7 @@ class RolloutController:
                     self._note_weight(t, now, pos.canary_weight, pos.mirror_percent)
             self.apply_routes(routes)
 
-    def _track(self, spec: RolloutSpec) -> _Tracked:
-        now = self.clock()
+    def _track(self, spec: RolloutSpec, now: float) -> _Tracked:
         ident = identity(spec)
         t = self.rollouts.get(spec.name)
         if t is not None and t.state.identity == ident:
@@ -310,13 +310,14 @@ class RolloutController:
         self.rollouts[spec.name] = t
         return t
 
-    async def _advance(self, t: _Tracked) -> None:
+    async def _advance(self, t: _Tracked, now: float) -> None:
+        """One rollout's pass at `now` (the instant a new rollout is first seen, so a canary not
+        loaded yet holds it from its very start)."""
         spec = t.spec
         before = t.state
         canary_loaded = self.adapters.loaded(spec.canary)
         failed = self.adapters.failed(spec.canary)
         stable_loaded = self.adapters.loaded(spec.stable)
-        now = self.clock()
         if before.control_paused and spec.paused:
             # The document now holds the pause (as GitOps wants): from here `paused: false` resumes.
             before = set_control(before, paused=False)
@@ -327,7 +328,7 @@ class RolloutController:
         finished = previous is not None and previous.phase in (Phase.COMPLETED, Phase.ABORTED)
         if spec.analysis is not None and not finished:
             state = await self._judge_windows(t, state, now)
-        now = self.clock()
+        now = max(now, self.clock())
         pos = position(
             spec, observed(state, spec, now, canary_loaded=canary_loaded, stable_loaded=stable_loaded)
         )
