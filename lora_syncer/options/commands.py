@@ -348,6 +348,27 @@ DEMO: tuple[Section, ...] = (
     ),
 )
 
+# --- rollout ---------------------------------------------------------------------------
+
+ROLLOUT: tuple[Section, ...] = (
+    (
+        "rollout",
+        (
+            Setting(
+                "words",
+                action="positional",
+                env=None,
+                metavar="status URL",
+                help="`status` then the health/metrics URL of one or more pods (http://POD:8080; /status is added)",
+            ),
+            Setting("--timeout", NUMBER_SECONDS, default=5.0, help="seconds to wait for each pod"),
+            Setting(
+                "--json", action="flag", default=False, help="print the pods' rollouts as one JSON document"
+            ),
+        ),
+    ),
+)
+
 COMMAND_SECTIONS: dict[str, tuple[Section, ...]] = {
     "run": RUN,
     "proxy": PROXY_COMMAND,
@@ -356,6 +377,7 @@ COMMAND_SECTIONS: dict[str, tuple[Section, ...]] = {
     "emulator": EMULATOR,
     "split-test": SPLIT_TEST,
     "demo": DEMO,
+    "rollout": ROLLOUT,
 }
 
 
