@@ -37,8 +37,8 @@ async def _fetch(session: aiohttp.ClientSession, url: str) -> tuple[str, dict[st
     return url, body["rollouts"]
 
 
-async def fetch_all(urls: list[str], timeout: float) -> list[tuple[str, dict[str, Any] | str]]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+async def fetch_all(urls: list[str], per_pod: float) -> list[tuple[str, dict[str, Any] | str]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=per_pod)) as session:
         return list(await asyncio.gather(*(_fetch(session, u) for u in urls)))
 
 
