@@ -369,6 +369,24 @@ ROLLOUT: tuple[Section, ...] = (
     ),
 )
 
+# --- digest ----------------------------------------------------------------------------
+
+DIGEST: tuple[Section, ...] = (
+    (
+        "source",
+        (
+            Setting(
+                "source",
+                action="positional",
+                env=None,
+                metavar="SOURCE",
+                help="a local directory or archive, an s3:// prefix or an http(s):// archive",
+            ),
+            ALLOWED_SOURCES,
+        ),
+    ),
+)
+
 COMMAND_SECTIONS: dict[str, tuple[Section, ...]] = {
     "run": RUN,
     "proxy": PROXY_COMMAND,
@@ -378,6 +396,7 @@ COMMAND_SECTIONS: dict[str, tuple[Section, ...]] = {
     "split-test": SPLIT_TEST,
     "demo": DEMO,
     "rollout": ROLLOUT,
+    "digest": DIGEST,
 }
 
 
