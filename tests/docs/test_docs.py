@@ -24,6 +24,8 @@ from lora_syncer.cli import COMMANDS
 from lora_syncer.commands.check import check_file
 from lora_syncer.config.manifest import classify
 from lora_syncer.proxy.metrics import ProxyMetrics
+from lora_syncer.proxy.telemetry import TargetTelemetry
+from lora_syncer.rollout.metrics import RolloutMetrics
 from lora_syncer.sync.metrics import SyncMetrics
 from tests.docs.docs_support import (
     ROOT,
@@ -311,6 +313,8 @@ class TestReferenceTables:
         registry = CollectorRegistry()
         SyncMetrics(registry)
         ProxyMetrics(registry)
+        TargetTelemetry(registry)
+        RolloutMetrics(registry)
         real: dict[str, tuple[str, tuple[str, ...]]] = {}
         collectors: list[Any] = list(registry._collector_to_names)
         for c in collectors:
