@@ -257,10 +257,13 @@ class TestFiles:
         json.loads(block.body)
 
     def test_guides_show_the_example_files(self) -> None:
-        """The rollout guide names every shipped example file of both guides."""
-        guide = (ROOT / "docs" / "guides" / "lora-adapter-rollout.md").read_text(encoding="utf-8")
+        """The rollout guides (manual and automated) name every shipped example file."""
+        guide = "".join(
+            (ROOT / "docs" / "guides" / name).read_text(encoding="utf-8")
+            for name in ("lora-adapter-rollout.md", "automated-rollout.md")
+        )
         shipped = sorted((ROOT / "examples").glob("*/*.yaml"))
-        assert len(shipped) == 12
+        assert len(shipped) == 13
         for path in shipped:
             assert str(path.relative_to(ROOT)) in guide or path.name in guide, path
 
