@@ -99,3 +99,17 @@ def test_without_a_directory_the_state_lives_in_memory() -> None:
     state = new_state(spec, 5.0)
     store.save(state)
     assert store.load("r", identity(spec)) == (state, None)
+
+
+def test_check_and_plan_read_the_shipped_example(capsys: pytest.CaptureFixture[str]) -> None:
+    from lora_syncer.cli import main
+    from lora_syncer.commands.plan import rollouts_in_manifest
+
+    root = Path(__file__).resolve().parents[2]
+    example = root / "examples" / "qwen3-32b-automated-rollout" / "rules-automated-rollout.yaml"
+    assert main(["check", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert "rollout small-segment-lora-v2:" in out and "steps[3] t+10m: pause: manual gate" in out
+    adapters = (root / "examples" / "qwen3-32b-rewrite" / "00-adapters.yaml").read_text()
+    manifest = (adapters + "\n---\n" + example.read_text()).encode()
+    assert [r.name for r in rollouts_in_manifest(manifest, "m.yaml")] == ["small-segment-lora-v2"]
