@@ -95,6 +95,15 @@ async def test_a_rollout_from_v1_to_v2_completes_on_real_vllm(vllm: RealVLLM, tm
                     body = await resp.json()
                 return str(body["model"])
 
+            async def ready() -> bool:
+                try:
+                    async with session.get(f"http://127.0.0.1:{health}/readyz") as r:
+                        return r.status == 200  # adapters loaded, rules read, proxy listening
+                except aiohttp.ClientError:
+                    return False
+
+            await eventually(ready, timeout=120)
+
             async def completed() -> dict[str, Any] | None:
                 served[await send()] += 1
                 r = await rollout()
