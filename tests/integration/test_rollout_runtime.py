@@ -347,3 +347,18 @@ async def test_a_restart_resumes_at_the_same_step_never_ahead(world: World) -> N
     # `lora-syncer rollout status` reads the same /status.
     text = render(await fetch_all([status_url(world.env.base)], 5.0))
     assert "rollout seg-v2 (small-segment-lora)" in text and "paused step 3/5 canary 50%" in text
+
+
+async def test_an_abort_is_honoured_while_another_document_is_broken(world: World) -> None:
+    world.write_rules(rollout_yaml(GATED))
+    await world.start()
+    await world.env.wait_loaded({V1, V2})
+    await world.wait_for("step 1", phase="paused", step=1)
+    broken = "---\napiVersion: lora-syncer.io/v1alpha1\nkind: AdapterRollout\nmetadata: {name: other}\nspec: {model: x}\n"
+    world.write_rules(rollout_yaml(GATED, extra="  abort: true\n") + broken)
+    r = await world.wait_for("aborted despite the broken neighbour", phase="aborted", canaryWeight=0)
+    assert "aborted by hand" in r["reason"]
+    assert await world.send(10) == {V1: 10}
+    code, body = await world.env.get("/status")
+    assert code == 200 and "other" in body["rollouts"]["invalidDocuments"]
+    assert body["proxy"]["error"] is not None  # the rules file itself is refused (last good rules kept)
