@@ -113,3 +113,25 @@ def test_check_and_plan_read_the_shipped_example(capsys: pytest.CaptureFixture[s
     adapters = (root / "examples" / "qwen3-32b-rewrite" / "00-adapters.yaml").read_text()
     manifest = (adapters + "\n---\n" + example.read_text()).encode()
     assert [r.name for r in rollouts_in_manifest(manifest, "m.yaml")] == ["small-segment-lora-v2"]
+
+
+def test_check_warns_when_the_adapters_file_removes_or_omits_a_rollouts_adapter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lora_syncer.cli import main
+    from lora_syncer.rollout.crosscheck import adapter_warnings
+
+    spec = parse_rules_text(good(), "rules.yaml").rollouts[0]
+    warnings = adapter_warnings([spec], ["a-v2"], ["a-v1"])
+    assert [(w.path, "ensureNotExist" in w.message) for w in warnings] == [("spec.stable", True)]
+    assert [w.path for w in adapter_warnings([spec], [], [])] == ["spec.stable", "spec.canary"]
+    assert adapter_warnings([spec], ["a-v1", "a-v2"], []) == []
+
+    root = Path(__file__).resolve().parents[2]
+    cleanup = root / "examples" / "qwen3-32b-rewrite" / "05-adapters-cleanup.yaml"
+    example = root / "examples" / "qwen3-32b-automated-rollout" / "rules-automated-rollout.yaml"
+    assert main(["check", str(cleanup), str(example)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "removes 'small-segment-lora-v1' (ensureNotExist) while AdapterRollout/small-segment-lora-v2" in out
+    )
