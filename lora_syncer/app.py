@@ -31,7 +31,8 @@ from lora_syncer.sync.metrics import SyncMetrics
 from lora_syncer.sync.plan import PlanOptions
 from lora_syncer.sync.reconciler import Reconciler, SyncOptions
 from lora_syncer.sync.render import readiness, render_status
-from lora_syncer.sync.status import BackoffPolicy
+from lora_syncer.sync.states import AdapterState
+from lora_syncer.sync.status import BackoffPolicy, SyncStatus
 from lora_syncer.sync.vllm_client import Timeouts, VLLMClient
 from lora_syncer.sync.warmup import WarmupWorker
 
@@ -77,6 +78,22 @@ def log_adapters_file(loaded: Loaded[AdaptersConfig], path: str) -> None:
         log.warning(w.message, file=w.file, path=w.path, line=w.line)
 
 
+class SyncedAdapters:
+    """The rollout controller's view of adapters: what the syncer has loaded, and what failed (incl. warm-up)."""
+
+    def __init__(self, status: SyncStatus) -> None:
+        self._status = status
+
+    def loaded(self, name: str) -> bool:
+        return name in self._status.loaded_names()
+
+    def failed(self, name: str) -> str | None:
+        adapter = self._status.adapters.get(name)
+        if adapter is None or adapter.state != AdapterState.FAILED:
+            return None
+        return adapter.last_error or "failed"
+
+
 @dataclass
 class Sidecar:
     """Everything `lora-syncer run` starts; also what integration tests drive in-process."""
@@ -89,6 +106,9 @@ class Sidecar:
     proxy: Any = None
     health_port: int | None = None
     supervisor: Supervisor = field(default_factory=Supervisor)
+    analyzer: Any = (
+        None  # lora_syncer.rollout.controller.Analyzer for Prometheus/webhook checks; None: local only
+    )
     _runner: web.AppRunner | None = None
     _client: VLLMClient | None = None
 
@@ -149,9 +169,13 @@ class Sidecar:
                 registry=self.registry,
                 loaded=reconciler.status.loaded_names,
                 supervisor=self.supervisor,
+                adapters=SyncedAdapters(reconciler.status),
+                analyzer=self.analyzer,
             )
             await self.proxy.start()
             sources.sections["proxy"] = self.proxy.status
+            sources.sections["rollouts"] = self.proxy.rollouts_status
+            sources.routes.extend(self.proxy.health_routes())
             sources.ready_checks.append(self.proxy.ready)
 
         self._runner = web.AppRunner(build_health_app(sources), handle_signals=False, access_log=None)

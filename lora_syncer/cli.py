@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("lora_syncer.commands.emulator", "run a vLLM-compatible emulator with fault injection"),
     "split-test": ("lora_syncer.commands.split_test", "send N chat requests and count the served model"),
     "demo": ("lora_syncer.commands.demo", "walk a whole LoRA canary rollout against an emulator"),
+    "rollout": (
+        "lora_syncer.commands.rollout",
+        "`rollout status URL...`: the AdapterRollouts of one or many pods, side by side",
+    ),
     "digest": (
         "lora_syncer.commands.digest",
         "print the sha256: checksum of an adapter directory or archive",

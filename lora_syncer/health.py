@@ -30,6 +30,9 @@ class HealthSources:
     ready_checks: list[ReadyCheck] = field(default_factory=list)
     live_checks: list[LiveCheck] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    routes: list[web.RouteDef] = field(
+        default_factory=list
+    )  # more routes (e.g. the rollout control endpoint)
 
 
 HEALTH_SOURCES = web.AppKey("health_sources", HealthSources)
@@ -87,4 +90,5 @@ def build_health_app(sources: HealthSources) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
+    app.router.add_routes(sources.routes)
     return app

@@ -21,6 +21,8 @@ from lora_syncer.config.manifest import Embedded, classify, configmaps_in
 from lora_syncer.config.rules import RuleSet, parse_rules_text
 from lora_syncer.config.source import MAX_FILE_BYTES, read_file
 from lora_syncer.config.yamldoc import YamlSyntaxError, decode_text, load_documents
+from lora_syncer.rollout.crosscheck import adapter_warnings
+from lora_syncer.rollout.describe import describe
 
 STDIN = "-"
 
@@ -96,6 +98,8 @@ def _check_rules(text: str, name: str) -> Report:
         summary += " and a catch-all"
     if rules.route is not None:
         summary += f"; HTTPRoute {rules.route.document!r} splits between {len(rules.route.backends)} pool(s)"
+    if rules.rollouts:
+        summary += f"; {len(rules.rollouts)} AdapterRollout(s): " + ", ".join(r.name for r in rules.rollouts)
     return Report(summary, list(rules.warnings), [Found(name, rules)])
 
 
@@ -178,9 +182,11 @@ class Pairing:
     adapters: Found
     rules: Found
     result: CrossCheck
+    rollout_issues: tuple[Issue, ...] = ()  # AdapterRollouts whose adapters the file removes or omits
 
     def issues(self) -> list[Issue]:
-        return [f.to_issue(self.rules.label, self.rules.line_offset) for f in self.result.findings]
+        found = [f.to_issue(self.rules.label, self.rules.line_offset) for f in self.result.findings]
+        return found + list(self.rollout_issues)
 
 
 def pair(found: list[Found]) -> Pairing | str | None:
@@ -196,7 +202,19 @@ def pair(found: list[Found]) -> Pairing | str | None:
         )
     a, r = adapters[0], rules[0]
     assert isinstance(a.value, AdaptersConfig) and isinstance(r.value, RuleSet)
-    return Pairing(a, r, cross_check(a.value, r.value))
+    rollout_issues = tuple(
+        replace(
+            issue,
+            file=r.label,
+            line=issue.line + r.line_offset if issue.line is not None else None,
+        )
+        for issue in adapter_warnings(
+            r.value.rollouts,
+            (d.id for d in a.value.ensure_exist),
+            (d.id for d in a.value.ensure_not_exist),
+        )
+    )
+    return Pairing(a, r, cross_check(a.value, r.value), rollout_issues)
 
 
 def _print_text(
@@ -210,6 +228,10 @@ def _print_text(
             print(f"{given}: INVALID ({len(errors)} error(s))", file=sys.stderr)
         elif not args.quiet:
             print(f"{given}: OK ({report.summary})")
+            for found in report.found:
+                if isinstance(found.value, RuleSet):
+                    for spec in found.value.rollouts:
+                        print("\n".join(describe(spec)))
     if isinstance(pairing, str):
         if not args.quiet:
             print(pairing)

@@ -12,8 +12,12 @@ from typing import Any
 from lora_syncer.config.adapters import AdaptersConfig, parse_adapters, parse_adapters_text
 from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.manifest import configmaps_in
+from lora_syncer.config.rules.model import rollout_summary
 from lora_syncer.config.source import read_file
 from lora_syncer.config.yamldoc import YamlSyntaxError, decode_text, load_documents
+from lora_syncer.rollout.controller import parse_rollout_documents
+from lora_syncer.rollout.describe import describe
+from lora_syncer.rollout.spec import RolloutSpec
 from lora_syncer.sync.errors import VLLMError
 from lora_syncer.sync.plan import ObservedModel, Plan, PlanOptions, make_plan
 from lora_syncer.sync.reconciler import supports_inplace
@@ -77,6 +81,22 @@ def load_adapters_or_manifest(raw: bytes, name: str) -> AdaptersConfig:
     return parse_adapters(raw, name)
 
 
+def rollouts_in_manifest(raw: bytes, name: str) -> list[RolloutSpec]:
+    """The valid AdapterRollouts of the rules files a manifest carries beside the adapters file."""
+    try:
+        docs = [d for d in load_documents(decode_text(raw)) if d.data is not None]
+    except (YamlSyntaxError, UnicodeDecodeError):
+        return []
+    found: list[RolloutSpec] = []
+    for entry in configmaps_in(docs) or []:
+        if "AdapterRollout" in entry.text:
+            label = f"{name}[{entry.configmap}/{entry.key}]"
+            found += [
+                r.spec for r in parse_rollout_documents(entry.text.encode(), label) if r.spec is not None
+            ]
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
     path = Path(args.config)
     try:
@@ -105,10 +125,19 @@ def run(args: argparse.Namespace) -> int:
     )
     plan = make_plan(config, observed, options)
     target = server + ("" if not args.offline else " (offline: assuming an empty server)")
+    try:
+        rollouts = rollouts_in_manifest(read_file(path), str(path))
+    except (OSError, ConfigError):
+        rollouts = []
     if args.output == "json":
-        print(json.dumps({"server": server, "version": version, **plan_to_dict(plan)}, indent=2))
+        body = {"server": server, "version": version, **plan_to_dict(plan)}
+        if rollouts:
+            body["adapterRollouts"] = [rollout_summary(r) for r in rollouts]
+        print(json.dumps(body, indent=2))
     else:
         for w in config.warnings:
             print(w.format(), file=sys.stderr)
         print(render_plan(plan, target))
+        for spec in rollouts:
+            print("\n".join(describe(spec)))
     return 0

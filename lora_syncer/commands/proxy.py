@@ -45,9 +45,10 @@ async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, gra
             if metrics_port >= 0:
                 sources = HealthSources(
                     registry=registry,
-                    sections={"proxy": service.status},
+                    sections={"proxy": service.status, "rollouts": service.rollouts_status},
                     ready_checks=[service.ready],
                     live_checks=[service.supervisor.live],
+                    routes=service.health_routes(),
                 )
                 health = web.AppRunner(build_health_app(sources), handle_signals=False, access_log=None)
                 await health.setup()

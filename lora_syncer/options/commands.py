@@ -371,6 +371,27 @@ DEMO: tuple[Section, ...] = (
     ),
 )
 
+# --- rollout ---------------------------------------------------------------------------
+
+ROLLOUT: tuple[Section, ...] = (
+    (
+        "rollout",
+        (
+            Setting(
+                "words",
+                action="positional",
+                env=None,
+                metavar="status URL",
+                help="`status` then the health/metrics URL of one or more pods (http://POD:8080; /status is added)",
+            ),
+            Setting("--timeout", NUMBER_SECONDS, default=5.0, help="seconds to wait for each pod"),
+            Setting(
+                "--json", action="flag", default=False, help="print the pods' rollouts as one JSON document"
+            ),
+        ),
+    ),
+)
+
 # --- digest ----------------------------------------------------------------------------
 
 DIGEST: tuple[Section, ...] = (
@@ -397,6 +418,7 @@ COMMAND_SECTIONS: dict[str, tuple[Section, ...]] = {
     "emulator": EMULATOR,
     "split-test": SPLIT_TEST,
     "demo": DEMO,
+    "rollout": ROLLOUT,
     "digest": DIGEST,
 }
 

@@ -190,6 +190,27 @@ PROXY = (
         default=60.0,
         help="seconds a client may take to send its request body (408 after)",
     ),
+    # --- automated rollouts (AdapterRollout documents in the rules file) ---
+    Setting(
+        "--target-header",
+        HEADER_NAME,
+        help="request header (e.g. x-lora-syncer-target) whose value `stable`, `canary` or a target's name "
+        "picks that target of the requested alias regardless of weights (400 for a name outside the alias)",
+    ),
+    Setting(
+        "--state-dir",
+        PATH,
+        metavar="DIR",
+        help="directory where AdapterRollout progress is persisted (mount an emptyDir), so a restarted "
+        "container resumes at the same step; unset: kept in memory",
+    ),
+    Setting(
+        "--rollout-control",
+        action="switch",
+        default=False,
+        help="serve POST /rollouts/NAME/abort and /rollouts/NAME/pause on the metrics port (they act at once "
+        "and persist; resuming stays a document edit)",
+    ),
 )
 
 # --- upstream pools (`proxy` only) -----------------------------------------------------

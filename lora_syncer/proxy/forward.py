@@ -84,7 +84,7 @@ class Forwarder:
             except TRANSPORT_ERRORS as exc:
                 raise self._failed_before_answer(ex, pool, classify(exc)) from None
             status = answer.status
-            self.pools.answered(pool, status)
+            self.pools.answered(pool, status, canary=self.pools.is_canary(ex.alias, ex.target))
             if status >= 500:
                 ex.error = "upstream_5xx"
             try:

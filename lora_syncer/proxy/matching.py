@@ -4,16 +4,22 @@
 (plus the catch-all route). Each alias keeps its own round-robin state; a reload that leaves an
 alias's targets and weights unchanged keeps that state, so a rules edit elsewhere does not
 restart its rotation.
+
+Rollouts are an input of the build, not a patch on its result: `overrides` (from
+`lora_syncer.rollout.weights.overrides`) replace the rule of each model a rollout owns, with
+targets `[stable, canary]` in that order, so a rules reload rebuilds them as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from lora_syncer.config.rules import Rule, RuleSet
+from lora_syncer.config.rules import Rule, RuleSet, Target
 from lora_syncer.proxy.select import SmoothWeightedRoundRobin, pick_sticky
+from lora_syncer.rollout.spec import KIND as ROLLOUT_KIND
+from lora_syncer.rollout.weights import RolloutRoute
 
 CATCH_ALL = "*"
 
@@ -38,7 +44,15 @@ class Route:
     weights: tuple[int, ...]
     rr: SmoothWeightedRoundRobin
     first_live: str | None  # first target with weight > 0: the fallback when none is loaded
-    mirror: Mirror | None = None  # a rollout's mirror step (see `lora_syncer.proxy.shadow`)
+    # Set when an AdapterRollout owns the alias: its canary, and a mirror step's shadow copies to it.
+    canary: str | None = None
+    mirror: Mirror | None = None  # see `lora_syncer.proxy.shadow`
+
+    def target_named(self, wanted: str) -> str | None:
+        """`stable`, `canary` or one of the targets' names -> that target; None when not one of them."""
+        if self.canary is not None and wanted in ("stable", "canary"):
+            return self.canary if wanted == "canary" else self.names[0]
+        return wanted if wanted in self.names else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +96,18 @@ class RouteTable:
 
     @classmethod
     def build(
-        cls, ruleset: RuleSet, previous: RouteTable | None = None, pool: str | None = None
+        cls,
+        ruleset: RuleSet,
+        previous: RouteTable | None = None,
+        pool: str | None = None,
+        overrides: Mapping[str, RolloutRoute] | None = None,
     ) -> RouteTable:
-        """Compile `ruleset` (for one pool: see `RuleSet.winners`); reuse `previous`'s rotation where unchanged."""
+        """Compile `ruleset` (for one pool: see `RuleSet.winners`) with the rollouts' `overrides`
+        (they win over any rule for their model); reuse `previous`'s rotation where unchanged."""
         winners, catch_all_rule = ruleset.winners(pool)
         exact = {alias: _route(alias, rule, previous) for alias, rule in winners.items()}
+        for model, rollout in (overrides or {}).items():
+            exact[model] = _rollout_route(model, rollout, previous)
         catch_all = _route(CATCH_ALL, catch_all_rule, previous) if catch_all_rule else None
         return cls(exact, catch_all, ruleset)
 
@@ -114,3 +135,29 @@ def _route(alias: str, rule: Rule, previous: RouteTable | None) -> Route:
         rr = SmoothWeightedRoundRobin(names, weights)
     first_live = next((t.name for t in rule.targets if t.weight > 0), None)
     return Route(alias=alias, rule=rule, names=names, weights=weights, rr=rr, first_live=first_live)
+
+
+def _rollout_route(model: str, rollout: RolloutRoute, previous: RouteTable | None) -> Route:
+    stable, canary = rollout.targets
+    rule = Rule(
+        id=rollout.document,
+        kind=ROLLOUT_KIND,
+        document=rollout.document.partition("/")[2],
+        doc_index=-1,
+        rule_index=0,
+        matches=(model,),
+        targets=(Target(stable.name, stable.weight), Target(canary.name, canary.weight)),
+        weighted=True,
+    )
+    route = _route(model, rule, previous)
+    mirror = Mirror(rollout.mirror.name, rollout.mirror.weight) if rollout.mirror is not None else None
+    return Route(
+        alias=route.alias,
+        rule=rule,
+        names=route.names,
+        weights=route.weights,
+        rr=route.rr,
+        first_live=route.first_live,
+        canary=canary.name,
+        mirror=mirror,
+    )

@@ -60,6 +60,10 @@ class ProxyOptions:
     pool_health_interval: float = 2.0
     pool_health_timeout: float = 2.0
     pool_health_path: str = "/health"
+    # Automated rollouts.
+    target_header: str | None = None
+    state_dir: Path | None = None
+    rollout_control: bool = False
 
     @property
     def pool_mode(self) -> bool:
@@ -116,6 +120,6 @@ def proxy_options_from_args(
         s.target: getattr(args, s.dest) for s in (*PROXY, *POOLS) if hasattr(args, s.dest)
     }
     values["pools"] = tuple(values.get("pools") or ())
-    for name in ("sticky_header", "pool_name"):
+    for name in ("sticky_header", "pool_name", "target_header"):
         values[name] = values.get(name) or None  # an empty flag means none, like an empty variable
     return ProxyOptions(upstream=upstream, pools_from_rules=pools_from_rules, **values)

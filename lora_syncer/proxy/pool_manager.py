@@ -8,7 +8,7 @@ probes, and publishes the pools' weights and states as metrics. It does no forwa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
@@ -17,6 +17,7 @@ from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import ProxyOptions
 from lora_syncer.proxy.pools import CircuitBreaker, PoolSource, PoolSpec, route_pools
 from lora_syncer.proxy.poolset import LoadedNames, PoolSet, UpstreamPool
+from lora_syncer.rollout.weights import RolloutRoute
 
 log = structlog.get_logger("lora_syncer.proxy")
 
@@ -38,6 +39,9 @@ class PoolManager:
         self.metrics = metrics
         self.loaded = loaded
         self.clock = clock
+        self.ruleset = RuleSet()
+        # What rollouts impose (model -> route): an input of every build, so a rules reload keeps it.
+        self.rollout_routes: dict[str, RolloutRoute] = {}
         self.pools = self.build(RuleSet(), None)
         self.publish()
 
@@ -61,13 +65,29 @@ class PoolManager:
     def build(self, ruleset: RuleSet, previous: PoolSet | None) -> PoolSet:
         """The pool set for `ruleset` (keeps breakers and rotations of unchanged pools)."""
         specs, source = self.desired(ruleset)
-        return PoolSet.build(specs, source, ruleset, previous, self.make_breaker, self.loaded)
+        return PoolSet.build(
+            specs, source, ruleset, previous, self.make_breaker, self.loaded, self.rollout_routes
+        )
 
     def apply_rules(self, ruleset: RuleSet) -> PoolSet:
         """Put a new rules file in force: pools (from its HTTPRoute) and per-pool route tables."""
+        self.ruleset = ruleset
         self.pools = self.build(ruleset, self.pools)
         self.publish()
         return self.pools
+
+    def apply_rollouts(self, routes: Mapping[str, RolloutRoute]) -> None:
+        """Put the rollouts' routes in force (rebuilt with the rules in force; unchanged routes keep their rotation)."""
+        if dict(routes) == self.rollout_routes:
+            return
+        self.rollout_routes = dict(routes)
+        self.pools = self.build(self.ruleset, self.pools)
+        self.publish()
+
+    def is_canary(self, exchange_alias: str, target: str | None) -> bool:
+        """Whether `target` is the canary of a rollout owning `exchange_alias`."""
+        route = self.rollout_routes.get(exchange_alias)
+        return route is not None and target is not None and route.targets[1].name == target
 
     def publish(self) -> None:
         now = self.clock()
@@ -94,7 +114,12 @@ class PoolManager:
                 backoff_seconds=pool.breaker.backoff,
             )
 
-    def answered(self, pool: UpstreamPool, status: int) -> None:
+    def answered(self, pool: UpstreamPool, status: int, *, canary: bool = False) -> None:
+        """An answer from `pool`. A rollout canary's 5xx is the adapter's fault, not the pool's: it
+        neither opens nor closes the breaker (the rollout's analysis judges it)."""
+        if canary and status >= 500:
+            self.metrics.pool_error(pool.name, "status_5xx")
+            return
         if status >= 500:
             self.failed(pool, "status_5xx", f"HTTP {status}")
         elif self.pools.health_tracked:

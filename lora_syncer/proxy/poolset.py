@@ -8,13 +8,14 @@ unchanged, so a reload that changes nothing restarts nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lora_syncer.config.rules import RuleSet
 from lora_syncer.proxy.matching import RouteTable
 from lora_syncer.proxy.pools import CircuitBreaker, PoolPicker, PoolSource, PoolSpec
+from lora_syncer.rollout.weights import RolloutRoute
 
 LoadedNames = Callable[[], frozenset[str]]
 
@@ -95,6 +96,7 @@ class PoolSet:
         previous: PoolSet | None,
         make_breaker: Callable[[], CircuitBreaker],
         loaded: LoadedNames | None = None,
+        overrides: Mapping[str, RolloutRoute] | None = None,
     ) -> PoolSet:
         """The pools of `specs`; rules are filtered by poolRef per pool unless `source` is `server`."""
         if not specs:
@@ -109,6 +111,7 @@ class PoolSet:
                 ruleset,
                 previous=before.table if before is not None else None,
                 pool=None if source == "server" else spec.name,
+                overrides=overrides,
             )
             pools[spec.name] = UpstreamPool(
                 spec=spec, breaker=breaker, table=table, loaded=loaded if source == "server" else None

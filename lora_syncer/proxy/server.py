@@ -77,6 +77,7 @@ class ProxyCore:
         self._drained = asyncio.Event()
         self._drained.set()
         self._sticky = options.sticky_header
+        self._target_header = options.target_header
         self._decision_children: dict[tuple[str, str], Any] = {}
 
     # --- what the service reads and calls ----------------------------------------------
@@ -256,8 +257,13 @@ class ProxyCore:
             if route is None:
                 return ex.body
         ex.alias, ex.rule = route.alias, route.rule.id
-        loaded = pool.loaded() if pool.loaded is not None else None
-        target = decide(route, ex.sticky_key, loaded).target
+        wanted = ex.request.headers.get(self._target_header) if self._target_header else None
+        target: str | None
+        if wanted is not None:
+            target = self._named_target(route, wanted.strip(), model)
+        else:
+            loaded = pool.loaded() if pool.loaded is not None else None
+            target = decide(route, ex.sticky_key, loaded).target
         self._count_decision(route, target)
         if target is None:
             raise Refused(
@@ -296,6 +302,19 @@ class ProxyCore:
             dumps({**ex.obj, "model": mirror.target}),  # every other field, `stream` included, kept
         )
         shadow.send(copy, ex)
+
+    def _named_target(self, route: Route, wanted: str, model: str | None) -> str:
+        """The target --target-header asks for; only a target of this alias (never any other model)."""
+        target = route.target_named(wanted)
+        if target is None:
+            choices = (["stable", "canary"] if route.canary is not None else []) + list(route.names)
+            raise Refused(
+                400,
+                f"{self._target_header}: {wanted!r} is not a target of {model if model is not None else route.alias!r}; "
+                f"use one of {', '.join(choices)}",
+                "bad_request",
+            )
+        return target
 
     def _count_decision(self, route: Route, target: str | None) -> None:
         key = (route.rule.id, target or "drained")

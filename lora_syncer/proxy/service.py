@@ -22,11 +22,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from lora_syncer.config.rules import RuleSet, parse_rules
+from lora_syncer.config.rules.parse import alias_owners
 from lora_syncer.config.source import Loaded
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER, ProxyOptions
 from lora_syncer.proxy.server import ProxyCore, bind_socket, build_proxy_app
+from lora_syncer.proxy.telemetry import TargetTelemetry
 from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
+from lora_syncer.rollout.controller import AdapterView, Analyzer, RolloutController
+from lora_syncer.rollout.metrics import RolloutMetrics
+from lora_syncer.rollout.store import StateStore
 from lora_syncer.supervisor import Supervisor
 
 __all__ = [
@@ -74,10 +79,14 @@ class ProxyService:
         registry: CollectorRegistry,
         loaded: Callable[[], frozenset[str]] | None = None,
         supervisor: Supervisor | None = None,
+        adapters: AdapterView | None = None,
+        analyzer: Analyzer | None = None,
     ) -> None:
         self.options = options
         self.metrics = ProxyMetrics(registry)
         self.core = ProxyCore(options, self.metrics, loaded)
+        self.telemetry = TargetTelemetry(registry)
+        self.core.observers.append(self.telemetry.observe)
         # Owns the rules reloader and the pool probes; shared with the syncer under `run`.
         self.supervisor = supervisor or Supervisor()
         self._source: ReloadingFile[RuleSet] | None = None
@@ -96,6 +105,25 @@ class ProxyService:
                 ),
                 on_change=self._rules_changed,
             )
+        self.rollouts: RolloutController | None = None
+        if options.rules_path is not None:
+            manager = self.core.manager
+            self.rollouts = RolloutController(
+                options.rules_path,
+                apply_routes=manager.apply_rollouts,
+                aliases=lambda: alias_owners(manager.ruleset.rules),
+                telemetry=self.telemetry,
+                metrics=RolloutMetrics(registry),
+                store=StateStore(options.state_dir),
+                adapters=adapters,
+                analyzer=analyzer,
+                control=options.rollout_control,
+                watch=WatchOptions(
+                    mode=options.watch_mode,
+                    poll_interval=options.poll_interval,
+                    resync_interval=options.rules_resync_interval,
+                ),
+            )
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._probing = False
@@ -108,6 +136,8 @@ class ProxyService:
         if self._source is not None:
             await self._source.reload()
             await self._source.start(self.supervisor)
+        if self.rollouts is not None:
+            await self.rollouts.start(self.supervisor)
         app = build_proxy_app(self.core)
         runner = web.AppRunner(
             app,
@@ -151,6 +181,8 @@ class ProxyService:
         """Stop accepting, let in-flight requests finish within `grace` seconds, then close everything."""
         if self._source is not None:
             await self._source.stop()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
         if self._probing:
             self._probing = False
             await self.supervisor.cancel(PROBE_TASK)
@@ -225,6 +257,24 @@ class ProxyService:
         )
 
     # --- reporting ---------------------------------------------------------------------
+
+    def rollouts_status(self) -> dict[str, Any]:
+        """The `rollouts` section of /status."""
+        return self.rollouts.status() if self.rollouts is not None else {"rollouts": []}
+
+    def health_routes(self) -> list[web.RouteDef]:
+        """Routes the health/metrics server adds: the rollout control endpoint."""
+        controller = self.rollouts
+
+        async def act(request: web.Request) -> web.Response:
+            if controller is None:
+                return web.json_response({"error": "no rules file: no rollouts"}, status=404)
+            code, body = await controller.control_action(
+                request.match_info["name"], request.match_info["action"]
+            )
+            return web.json_response(body, status=code)
+
+        return [web.post("/rollouts/{name}/{action}", act)]
 
     def ready(self) -> tuple[bool, str]:
         """Ready once listening and (when a rules file is set) a good rules file has been read once."""

@@ -24,6 +24,8 @@ from lora_syncer.cli import COMMANDS
 from lora_syncer.commands.check import check_file
 from lora_syncer.config.manifest import classify
 from lora_syncer.proxy.metrics import ProxyMetrics
+from lora_syncer.proxy.telemetry import TargetTelemetry
+from lora_syncer.rollout.metrics import RolloutMetrics
 from lora_syncer.sync.metrics import SyncMetrics
 from tests.docs.docs_support import (
     ROOT,
@@ -255,10 +257,13 @@ class TestFiles:
         json.loads(block.body)
 
     def test_guides_show_the_example_files(self) -> None:
-        """The rollout guide names every shipped example file of both guides."""
-        guide = (ROOT / "docs" / "guides" / "lora-adapter-rollout.md").read_text(encoding="utf-8")
+        """The rollout guides (manual and automated) name every shipped example file."""
+        guide = "".join(
+            (ROOT / "docs" / "guides" / name).read_text(encoding="utf-8")
+            for name in ("lora-adapter-rollout.md", "automated-rollout.md")
+        )
         shipped = sorted((ROOT / "examples").glob("*/*.yaml"))
-        assert len(shipped) == 12
+        assert len(shipped) == 13
         for path in shipped:
             assert str(path.relative_to(ROOT)) in guide or path.name in guide, path
 
@@ -311,6 +316,8 @@ class TestReferenceTables:
         registry = CollectorRegistry()
         SyncMetrics(registry)
         ProxyMetrics(registry)
+        TargetTelemetry(registry)
+        RolloutMetrics(registry)
         real: dict[str, tuple[str, tuple[str, ...]]] = {}
         collectors: list[Any] = list(registry._collector_to_names)
         for c in collectors:

@@ -128,6 +128,9 @@ spec:
         - name: lora-syncer-tmp
           emptyDir:
             sizeLimit: 16Mi
+        - name: lora-syncer-state
+          emptyDir:
+            sizeLimit: 16Mi
         {{- with .Values.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

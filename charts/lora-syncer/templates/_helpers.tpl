@@ -83,6 +83,9 @@ sidecar) or under containers (sidecar.native: false); the body is the same.
     {{- if .Values.proxy.enabled }}
     - name: LORA_SYNCER_RULES
       value: /rules/rules.yaml
+    # AdapterRollout progress survives a container restart (an emptyDir lives as long as the pod).
+    - name: LORA_SYNCER_STATE_DIR
+      value: /var/lib/lora-syncer
     - name: LORA_SYNCER_PROXY_PORT
       value: {{ .Values.proxy.port | quote }}
     {{- end }}
@@ -154,6 +157,8 @@ sidecar) or under containers (sidecar.native: false); the body is the same.
     {{- end }}
     - name: lora-syncer-tmp
       mountPath: /tmp
+    - name: lora-syncer-state
+      mountPath: /var/lib/lora-syncer
 {{- end }}
 
 {{/* The first pool's name: what rules' poolRef and HTTPRoute backendRefs call it. */}}

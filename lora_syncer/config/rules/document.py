@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from lora_syncer.config.parsing import Collector, validate_at
 from lora_syncer.config.rules.model import MAX_WEIGHT, PoolRoute, Rule, SourceDocument, Target
 from lora_syncer.config.yamldoc import Document, Path
+from lora_syncer.rollout.spec import RolloutSpec
 
 M = TypeVar("M", bound=BaseModel)
 _OUT_OF_RANGE = f"is out of range: weights are whole numbers from 0 to {MAX_WEIGHT}"
@@ -60,6 +61,7 @@ class Parsed:
     source: SourceDocument
     rules: tuple[tuple[Rule, Path], ...] = ()
     route: tuple[PoolRoute, Path] | None = None
+    rollout: RolloutSpec | None = None  # an AdapterRollout that validated
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lora_syncer.config.rules import httproute, inference_model, rewrite
+from lora_syncer.config.rules import httproute, inference_model, rewrite, rollout
 from lora_syncer.config.rules.document import Context, Item, Parsed
 from lora_syncer.config.rules.model import GATEWAY_GROUP, KNOWN_GROUPS
 
@@ -29,6 +29,7 @@ KINDS: dict[str, Kind] = {
         Kind(rewrite.KIND, KNOWN_GROUPS, rewrite.parse),
         Kind(inference_model.KIND, KNOWN_GROUPS, inference_model.parse),
         Kind(httproute.KIND, (GATEWAY_GROUP,), httproute.parse),
+        Kind(rollout.KIND, (rollout.API_GROUP,), rollout.parse),
     )
 }
 

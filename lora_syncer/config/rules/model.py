@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lora_syncer.config.errors import Issue
+from lora_syncer.rollout.spec import RolloutSpec
 
 KNOWN_GROUPS = ("inference.networking.x-k8s.io", "inference.networking.k8s.io")
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -152,6 +153,7 @@ class RuleSet:
     documents: tuple[SourceDocument, ...] = ()
     warnings: tuple[Issue, ...] = field(default=(), compare=False)
     route: PoolRoute | None = None
+    rollouts: tuple[RolloutSpec, ...] = ()  # AdapterRollout documents, in file order
 
     def winners(self, pool: str | None = None) -> tuple[dict[str, Rule], Rule | None]:
         """The rule in force for each Exact name, and the catch-all rule in force (if any).
@@ -183,6 +185,8 @@ class RuleSet:
         }
         if self.route is not None:
             body["httpRoute"] = self.route.to_dict()
+        if self.rollouts:
+            body["adapterRollouts"] = [rollout_summary(r) for r in self.rollouts]
         return body
 
 
@@ -222,3 +226,44 @@ def resolve_precedence(
             elif winner is not rule:
                 shadowed.append((rule, winner))
     return exact, catch_all, shadowed
+
+
+def rollout_summary(spec: RolloutSpec) -> dict[str, Any]:
+    """An AdapterRollout as `check --json` and `/status` show it (camelCase keys)."""
+    from lora_syncer.rollout.spec import Mirror, Pause, SetWeight, format_duration
+
+    steps: list[dict[str, Any]] = []
+    for step in spec.steps:
+        if isinstance(step, SetWeight):
+            steps.append({"setWeight": step.weight})
+        elif isinstance(step, Pause):
+            steps.append({"pause": {"duration": format_duration(step.duration)} if step.duration else {}})
+        elif isinstance(step, Mirror):
+            steps.append({"mirror": {"percent": step.percent, "duration": format_duration(step.duration)}})
+    a = spec.analysis
+    return {
+        "name": spec.name,
+        "model": spec.model,
+        "stable": spec.stable,
+        "canary": spec.canary,
+        "steps": steps,
+        "startTime": datetime.fromtimestamp(spec.start_time, UTC).isoformat() if spec.start_time else None,
+        "progressDeadline": format_duration(spec.progress_deadline) if spec.progress_deadline else None,
+        "analysis": None
+        if a is None
+        else {
+            "interval": format_duration(a.interval),
+            "minRequests": a.min_requests,
+            "failureLimit": a.failure_limit,
+            "maxErrorRate": a.max_error_rate,
+            "maxLatencyRatio": a.max_latency_ratio,
+            "maxEmptyRate": a.max_empty_rate,
+            "maxLengthRatio": a.max_length_ratio,
+            "prometheus": a.prometheus is not None,
+            "webhook": a.webhook is not None,
+        },
+        "promotedStep": spec.promoted_step,
+        "paused": spec.paused,
+        "abort": spec.abort,
+        "line": spec.line,
+    }

@@ -10,8 +10,11 @@ from lora_syncer.config.parsing import Collector, decode, in_file, load_text
 from lora_syncer.config.rules.consistency import check_consistency
 from lora_syncer.config.rules.document import Context, Item, kind_of
 from lora_syncer.config.rules.kinds import DOCUMENT_KINDS, KINDS, LIST_KINDS, Kind, expected_kinds
-from lora_syncer.config.rules.model import PoolRoute, Rule, RuleSet, SourceDocument
+from lora_syncer.config.rules.model import PoolRoute, Rule, RuleSet, SourceDocument, resolve_precedence
 from lora_syncer.config.yamldoc import Document, Path
+from lora_syncer.rollout.schedule import Phase, RolloutPosition
+from lora_syncer.rollout.spec import RolloutSpec
+from lora_syncer.rollout.weights import overrides
 
 
 def is_rules_document(data: Any) -> bool:
@@ -87,6 +90,7 @@ def rules_from_documents(docs: list[Document], *, pool_name: str | None = None) 
     sources: list[SourceDocument] = []
     locate: dict[str, tuple[Document, Path]] = {}
     route: PoolRoute | None = None
+    rollouts: list[RolloutSpec] = []
     for item in _items(docs, out):
         kind = _kind(item, out)
         if kind is None:
@@ -103,6 +107,15 @@ def rules_from_documents(docs: list[Document], *, pool_name: str | None = None) 
                 )
             else:
                 route = found
+        if parsed.rollout is not None:
+            if any(r.name == parsed.rollout.name for r in rollouts):
+                out.add(
+                    item.doc,
+                    (*item.base, "metadata", "name"),
+                    f"two AdapterRollout documents are named {parsed.rollout.name!r}; names must be unique",
+                )
+            else:
+                rollouts.append(parsed.rollout)
         for rule, path in parsed.rules:
             if rule.id in locate:
                 out.add(
@@ -116,13 +129,36 @@ def rules_from_documents(docs: list[Document], *, pool_name: str | None = None) 
         sources.append(parsed.source)
     if not out.has_errors:
         check_consistency(rules, locate, out)
+        out.issues.extend(rollout_conflicts(rollouts, rules))
     if out.has_errors:
         raise ConfigError(None, out.issues)
-    if not rules and route is None and not out.issues:
+    if not rules and route is None and not rollouts and not out.issues:
         out.issues.append(
             Issue(path="", message="no rules: requests pass through unchanged", line=1, severity="warning")
         )
-    return RuleSet(rules=tuple(rules), documents=tuple(sources), warnings=tuple(out.issues), route=route)
+    return RuleSet(
+        rules=tuple(rules),
+        documents=tuple(sources),
+        warnings=tuple(out.issues),
+        route=route,
+        rollouts=tuple(rollouts),
+    )
+
+
+def alias_owners(rules: list[Rule] | tuple[Rule, ...]) -> dict[str, str]:
+    """Each Exact name of the rules -> the id of the rule in force for it (every pool counted)."""
+    exact, _, _ = resolve_precedence(rules)
+    return {name: rule.id for name, rule in exact.items()}
+
+
+def rollout_conflicts(rollouts: list[RolloutSpec], rules: list[Rule]) -> list[Issue]:
+    """Warnings naming both documents when a rollout and a rule own the same model (the rollout wins)."""
+    if not rollouts:
+        return []
+    # The position does not matter for the warnings: only who owns which name.
+    idle = RolloutPosition(Phase.PROGRESSING, 0, 0, 0, "", 0.0)
+    _, issues = overrides([(spec, idle) for spec in rollouts], alias_owners(rules))
+    return issues
 
 
 def parse_rules_text(text: str, filename: str | None = None, *, pool_name: str | None = None) -> RuleSet:
@@ -134,6 +170,7 @@ def parse_rules_text(text: str, filename: str | None = None, *, pool_name: str |
         documents=ruleset.documents,
         warnings=tuple(with_file(ruleset.warnings, filename)),
         route=ruleset.route,
+        rollouts=ruleset.rollouts,
     )
 
 

@@ -1,0 +1,159 @@
+"""Per-alias, per-target telemetry: an exchange observer for dashboards, alerts and rollout analysis.
+
+Every exchange that a rule matched and sent to a target feeds:
+
+- Prometheus series labelled `{alias, target}` (names are a contract with dashboards and alerts):
+  `lora_syncer_proxy_target_errors_total{class}`, `lora_syncer_proxy_target_ttft_seconds`,
+  `lora_syncer_proxy_target_duration_seconds`, `lora_syncer_proxy_target_finish_reasons_total{reason}`
+  and `lora_syncer_proxy_target_completion_tokens_total` (requests by status are the existing
+  `lora_syncer_proxy_requests_total{alias, target, status}`);
+- a bounded buffer of raw samples per (alias, target), from which `counts()` gives a rollout's
+  analysis window (`rollout.verdict.TargetCounts`): local p95 comes from real samples, not buckets.
+
+Error classes are the upstream's failures only (`exchange.ErrorClass`); a 4xx answer is a request
+that is not an error, and a client that went away says nothing about the target (not counted in
+the samples; the metrics count it under its 499 status).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from lora_syncer.proxy.exchange import Exchange
+from lora_syncer.rollout.verdict import TargetCounts
+
+# Time to first token runs from tens of milliseconds to a minute under load.
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+# Samples kept per (alias, target): enough for several minutes of a busy canary, bounded whatever the load.
+MAX_SAMPLES = 50_000
+# Samples older than this are dropped (no analysis window is longer than a few minutes in practice).
+RETENTION_SECONDS = 3600.0
+# finish_reason values kept as label values; anything else is counted as "other" (bounded cardinality).
+KNOWN_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "abort", "error"})
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One finished request to a target, at wall-clock `at` (Unix seconds)."""
+
+    at: float
+    error: bool
+    ttft: float | None
+    empty: bool
+    completion_tokens: int
+
+
+class TargetTelemetry:
+    """The observer (`observe`) and the window query (`counts`)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_samples: int = MAX_SAMPLES,
+    ) -> None:
+        self.clock = clock
+        self.max_samples = max_samples
+        self._samples: dict[tuple[str, str], deque[Sample]] = {}
+        self.errors = Counter(
+            "lora_syncer_proxy_target_errors",
+            "Upstream failures per alias and target, by class "
+            "(upstream_5xx, connect, timeout, broken_stream, sse_error).",
+            ["alias", "target", "class"],
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "lora_syncer_proxy_target_ttft_seconds",
+            "Time from receiving a request to the first body chunk from its target (time to first token).",
+            ["alias", "target"],
+            buckets=_TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "lora_syncer_proxy_target_duration_seconds",
+            "Time from receiving a request to the last byte of its answer, per alias and target.",
+            ["alias", "target"],
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.finish_reasons = Counter(
+            "lora_syncer_proxy_target_finish_reasons",
+            "Answers per alias and target by finish_reason (stop, length, ...; other for unknown values).",
+            ["alias", "target", "reason"],
+            registry=registry,
+        )
+        self.completion_tokens = Counter(
+            "lora_syncer_proxy_target_completion_tokens",
+            "Completion tokens the target's answers reported (usage.completion_tokens).",
+            ["alias", "target"],
+            registry=registry,
+        )
+
+    def observe(self, ex: Exchange) -> None:
+        """The exchange observer: only requests a rule sent to a target are counted."""
+        target = ex.target
+        alias = ex.alias
+        if target is None or not alias:
+            return
+        if ex.error is not None and not ex.client_closed:
+            self.errors.labels(alias, target, ex.error).inc()
+        ttft = ex.first_chunk - ex.started if ex.first_chunk is not None else None
+        if ttft is not None:
+            self.ttft.labels(alias, target).observe(ttft)
+        if ex.ended is not None:
+            self.duration.labels(alias, target).observe(ex.ended - ex.started)
+        if ex.finish_reason is not None:
+            reason = ex.finish_reason if ex.finish_reason in KNOWN_FINISH_REASONS else "other"
+            self.finish_reasons.labels(alias, target, reason).inc()
+        tokens = ex.completion_tokens or 0
+        if tokens > 0:
+            self.completion_tokens.labels(alias, target).inc(tokens)
+        if ex.client_closed:
+            return  # the client left: nothing learnt about the target
+        error = ex.error is not None
+        sample = Sample(
+            at=self.clock(),
+            error=error,
+            ttft=ttft if not error else None,
+            # An answer that reported no completion tokens at all is empty (a broken adapter's favourite).
+            empty=not error and ex.completion_tokens == 0,
+            completion_tokens=tokens,
+        )
+        buf = self._samples.get((alias, target))
+        if buf is None:
+            buf = self._samples[(alias, target)] = deque(maxlen=self.max_samples)
+        buf.append(sample)
+        horizon = sample.at - RETENTION_SECONDS
+        while buf and buf[0].at < horizon:
+            buf.popleft()
+
+    def counts(self, alias: str, target: str, start: float, end: float) -> TargetCounts:
+        """What `target` did for `alias` among requests that finished in [start, end)."""
+        buf = self._samples.get((alias, target))
+        if not buf:
+            return TargetCounts()
+        requests = errors = empty = tokens = 0
+        ttft: list[float] = []
+        for s in buf:
+            if s.at < start or s.at >= end:
+                continue
+            requests += 1
+            if s.error:
+                errors += 1
+                continue
+            if s.ttft is not None:
+                ttft.append(s.ttft)
+            if s.empty:
+                empty += 1
+            tokens += s.completion_tokens
+        return TargetCounts(
+            requests=requests, errors=errors, ttft=tuple(ttft), empty=empty, completion_tokens=tokens
+        )

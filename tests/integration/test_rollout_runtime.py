@@ -1,0 +1,364 @@
+"""Automated rollouts end to end, in-process: the sidecar (syncer + proxy + rollout controller)
+against an emulated vLLM, with the rules file written the way kubelet writes it.
+
+The proxy's upstream is a small fault front (`CanaryFront`) on 127.0.0.1 that forwards every
+request to the emulator and, once armed, answers 500 for requests naming the canary: the canary
+misbehaves while the stable and the syncer's calls are untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+from aiohttp import web
+from sync_harness import SyncEnv, adapters_yaml, eventually, metric_value
+
+from lora_syncer.app import Sidecar
+from lora_syncer.commands.rollout import fetch_all, render, status_url
+from lora_syncer.kubelet import ConfigMapVolume
+from lora_syncer.proxy.options import SERVED_MODEL_HEADER, ProxyOptions
+
+V1, V2, MODEL = "small-segment-lora-v1", "small-segment-lora-v2", "small-segment-lora"
+TARGET_HEADER = "x-lora-syncer-target"
+
+
+def rollout_yaml(steps: str, *, extra: str = "", name: str = "seg-v2") -> str:
+    return f"""\
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModelRewrite
+metadata: {{name: seg-rewrite}}
+spec:
+  rules:
+  - matches: [{{model: {{type: Exact, value: {MODEL}}}}}]
+    targets: [{{modelRewrite: {V1}, weight: 100}}]
+---
+apiVersion: lora-syncer.io/v1alpha1
+kind: AdapterRollout
+metadata: {{name: {name}}}
+spec:
+  model: {MODEL}
+  stable: {V1}
+  canary: {V2}
+  steps:
+{steps}{extra}"""
+
+
+GATED = """\
+  - setWeight: 10
+  - pause: {}
+  - setWeight: 50
+  - pause: {}
+  - setWeight: 100
+"""
+
+
+class CanaryFront:
+    """Forwards to the emulator; when `armed`, requests whose model is `canary` get a 500."""
+
+    def __init__(self, upstream: str, canary: str) -> None:
+        self.upstream = upstream
+        self.canary = canary
+        self.armed = False
+        self.armed_at: float | None = None
+        self.models: list[tuple[float, str]] = []  # (wall time, model) of every inference request
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    def arm(self) -> None:
+        self.armed, self.armed_at = True, time.time()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        model = ""
+        if request.method == "POST" and body:
+            import json
+
+            model = str(json.loads(body).get("model", ""))
+            self.models.append((time.time(), model))
+        if self.armed and model == self.canary:
+            return web.json_response(
+                {"error": {"message": "injected", "type": "InternalServerError"}}, status=500
+            )
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                self.upstream + request.path_qs,
+                data=body,
+                headers={"Content-Type": request.content_type},
+            ) as resp,
+        ):
+            payload = await resp.read()
+            return web.Response(body=payload, status=resp.status, content_type=resp.content_type)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def front(sync_env: SyncEnv) -> AsyncIterator[CanaryFront]:
+    f = CanaryFront(sync_env.emulator.url, V2)
+    await f.start()
+    yield f
+    await f.stop()
+
+
+class World:
+    def __init__(self, env: SyncEnv, front: CanaryFront, tmp: Path) -> None:
+        self.env = env
+        self.front = front
+        self.rules = ConfigMapVolume(tmp / "rules")
+        self.state_dir = tmp / "state"
+
+    def write_rules(self, text: str) -> None:
+        self.rules.write({"rules.yaml": text})
+
+    async def start(self, *, control: bool = True) -> Sidecar:
+        options = ProxyOptions(
+            upstream=self.front.url,
+            rules_path=self.rules.path("rules.yaml"),
+            host="127.0.0.1",
+            port=0,
+            state_dir=self.state_dir,
+            rollout_control=control,
+            target_header=TARGET_HEADER,
+            poll_interval=0.1,
+            rules_resync_interval=1.0,
+        )
+        sidecar = Sidecar(self.env.settings(), options)
+        self.env.sidecar = sidecar
+        await sidecar.start()
+        return sidecar
+
+    @property
+    def proxy_url(self) -> str:
+        assert self.env.sidecar is not None
+        return f"http://127.0.0.1:{self.env.sidecar.proxy.port}"
+
+    async def send(self, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
+        """n completions for the alias, one after another; the served model of each."""
+        served: Counter[str] = Counter()
+        for _ in range(n):
+            async with self.env.http.post(
+                self.proxy_url + "/v1/completions",
+                json={"model": MODEL, "prompt": "hi", "max_tokens": 2},
+                headers=headers or {},
+            ) as resp:
+                await resp.read()
+                served[resp.headers.get(SERVED_MODEL_HEADER, f"status-{resp.status}")] += 1
+        return served
+
+    async def rollout(self) -> dict[str, Any]:
+        code, body = await self.env.get("/status")
+        assert code == 200
+        rollouts: list[dict[str, Any]] = body["rollouts"]["rollouts"]
+        assert len(rollouts) == 1, rollouts
+        return rollouts[0]
+
+    async def wait_for(self, what: str, **expected: Any) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            r = await self.rollout()
+            return r if all(r.get(k) == v for k, v in expected.items()) else None
+
+        return await eventually(check, what)
+
+
+@pytest_asyncio.fixture
+async def world(sync_env: SyncEnv, front: CanaryFront, tmp_path: Path) -> World:
+    sync_env.write(adapters_yaml([(V1, "org/seg-v1"), (V2, "org/seg-v2")]))
+    return World(sync_env, front, tmp_path)
+
+
+async def test_exact_splits_at_each_step_and_the_target_header(world: World) -> None:
+    world.write_rules(rollout_yaml(GATED))
+    await world.start()
+    await world.env.wait_loaded({V1, V2})
+    await world.wait_for("step 1 at 10%", phase="paused", step=1, canaryWeight=10)
+    assert await world.send(20) == {V1: 18, V2: 2}
+
+    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n"))
+    await world.wait_for("step 3 at 50%", phase="paused", step=3, canaryWeight=50)
+    assert await world.send(20) == {V1: 10, V2: 10}
+
+    # The target header picks a target of the alias regardless of weights, and nothing else.
+    assert await world.send(3, {TARGET_HEADER: "canary"}) == {V2: 3}
+    assert await world.send(3, {TARGET_HEADER: "stable"}) == {V1: 3}
+    assert await world.send(2, {TARGET_HEADER: V2}) == {V2: 2}
+    async with world.env.http.post(
+        world.proxy_url + "/v1/completions",
+        json={"model": MODEL, "prompt": "hi"},
+        headers={TARGET_HEADER: "Qwen/Qwen3-32B"},
+    ) as resp:
+        assert resp.status == 400
+        body = await resp.json()
+    assert "not a target of 'small-segment-lora'" in body["error"]["message"]
+
+    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 3\n"))
+    done = await world.wait_for("completed", phase="completed", canaryWeight=100)
+    assert done["step"] == 5
+    assert await world.send(20) == {V2: 20}
+    metrics = await world.env.metrics()
+    assert metric_value(metrics, "lora_syncer_rollout_phase", rollout="seg-v2", phase="completed") == 1
+    assert metric_value(metrics, "lora_syncer_rollout_phase", rollout="seg-v2", phase="paused") == 0
+    assert metric_value(metrics, "lora_syncer_rollout_canary_weight", rollout="seg-v2") == 100
+
+
+async def test_a_rules_reload_does_not_revert_the_rollouts_weights(world: World) -> None:
+    world.write_rules(rollout_yaml(GATED))
+    await world.start()
+    await world.env.wait_loaded({V1, V2})
+    await world.wait_for("step 1 at 10%", phase="paused", step=1)
+    # An edit elsewhere in the file reloads the rules; the rollout still owns its model.
+    world.write_rules(rollout_yaml(GATED).replace("weight: 100}", "weight: 7}"))
+    assert world.env.sidecar is not None
+    await eventually(
+        lambda: world.env.sidecar.proxy.core.manager.ruleset.rules[0].targets[0].weight == 7,  # type: ignore[union-attr]
+        "the edited rules in force",
+    )
+    assert await world.send(20) == {V1: 18, V2: 2}
+
+
+async def test_an_injected_canary_fault_aborts_within_the_failure_limit(world: World) -> None:
+    steps = "  - setWeight: 50\n  - pause: {duration: 1h}\n"
+    analysis = "  analysis: {interval: 1s, minRequests: 3, maxErrorRate: 0.2, failureLimit: 0}\n"
+    world.write_rules(rollout_yaml(steps, extra=analysis))
+    await world.start()
+    await world.env.wait_loaded({V1, V2})
+    await world.wait_for("50% on the canary", phase="progressing", step=1, canaryWeight=50)
+    await world.send(10)  # healthy traffic first
+    world.front.arm()
+    armed_at = world.front.armed_at
+    assert armed_at is not None
+
+    async def aborted() -> dict[str, Any] | None:
+        await world.send(4)
+        r = await world.rollout()
+        return r if r["phase"] == "aborted" else None
+
+    r = await eventually(aborted, "the rollout aborted")
+    assert r["canaryWeight"] == 0 and "analysis failed" in r["reason"]
+    # The abort instant is the end of the failing window: within (failureLimit + 1) x interval + 1 s of the fault.
+    since = datetime.fromisoformat(r["since"].replace("Z", "+00:00")).timestamp()
+    assert since - armed_at <= (0 + 1) * 1 + 1
+    # From now on nothing reaches the canary.
+    seen = len(world.front.models)
+    assert await world.send(20) == {V1: 20}
+    assert V2 not in {m for _, m in world.front.models[seen:]}
+    metrics = await world.env.metrics()
+    assert (
+        metric_value(metrics, "lora_syncer_rollout_windows_total", rollout="seg-v2", outcome="fail") or 0
+    ) >= 1
+    assert (
+        metric_value(
+            metrics,
+            "lora_syncer_proxy_target_errors_total",
+            alias=MODEL,
+            target=V2,
+            **{"class": "upstream_5xx"},
+        )
+        or 0
+    ) >= 1
+
+
+async def test_hand_controls_by_file_and_by_the_control_endpoint(world: World) -> None:
+    world.write_rules(rollout_yaml(GATED))
+    await world.start()
+    await world.env.wait_loaded({V1, V2})
+    await world.wait_for("step 1", phase="paused", step=1)
+
+    # Unknown rollout: 404. Pause through the endpoint: held at once, persisted.
+    async with world.env.http.post(world.env.base + "/rollouts/nope/pause") as resp:
+        assert resp.status == 404
+    async with world.env.http.post(world.env.base + "/rollouts/seg-v2/pause") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["controlPaused"] is True and "control endpoint" in body["reason"]
+    # Promoting does not move a rollout held by the endpoint.
+    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n"))
+    await world.wait_for("held", phase="paused", step=1, controlPaused=True)
+    # The document takes the pause over (GitOps), then `paused: false` resumes.
+    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n  paused: true\n"))
+    await world.wait_for("the document holds it", phase="paused", controlPaused=False)
+    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n  paused: false\n"))
+    await world.wait_for("resumed to step 3", phase="paused", step=3, canaryWeight=50)
+
+    # Abort by file edit: stable gets everything.
+    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n  abort: true\n"))
+    r = await world.wait_for("aborted by hand", phase="aborted", canaryWeight=0)
+    assert "aborted by hand" in r["reason"]
+    assert await world.send(10) == {V1: 10}
+    # Taking `abort: true` off does not revive it.
+    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n"))
+    await world.wait_for("still aborted", phase="aborted")
+
+
+async def test_the_control_endpoint_aborts_and_is_off_by_default(world: World, tmp_path: Path) -> None:
+    world.write_rules(rollout_yaml(GATED))
+    await world.start(control=False)
+    await world.env.wait_loaded({V1, V2})
+    await world.wait_for("step 1", phase="paused", step=1)
+    async with world.env.http.post(world.env.base + "/rollouts/seg-v2/abort") as resp:
+        assert resp.status == 403
+    await world.wait_for("untouched", phase="paused", step=1)
+    assert world.env.sidecar is not None and world.env.sidecar.proxy.rollouts is not None
+    world.env.sidecar.proxy.rollouts.control = True
+    async with world.env.http.post(world.env.base + "/rollouts/seg-v2/abort") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["phase"] == "aborted" and "control endpoint" in body["reason"]
+    assert await world.send(10) == {V1: 10}
+
+
+async def test_a_restart_resumes_at_the_same_step_never_ahead(world: World) -> None:
+    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n"))
+    await world.start()
+    await world.env.wait_loaded({V1, V2})
+    before = await world.wait_for("step 3 at 50%", phase="paused", step=3, canaryWeight=50)
+    state_files = list(world.state_dir.glob("rollout-*.json"))
+    assert [p.name for p in state_files] == ["rollout-seg-v2.json"]
+    await world.env.stop()
+
+    await world.start()
+    first = await world.rollout()  # the very first view after the restart
+    assert first["step"] == before["step"] and first["identity"] == before["identity"]
+    assert first["start"] == before["start"]
+    await world.env.wait_state(V2, "loaded")  # the new syncer has seen the canary loaded
+    after = await world.wait_for("still step 3", phase="paused", step=3, canaryWeight=50)
+    assert after["start"] == before["start"]
+    assert await world.send(20) == {V1: 10, V2: 10}
+    # `lora-syncer rollout status` reads the same /status.
+    text = render(await fetch_all([status_url(world.env.base)], 5.0))
+    assert "rollout seg-v2 (small-segment-lora)" in text and "paused step 3/5 canary 50%" in text
+
+
+async def test_an_abort_is_honoured_while_another_document_is_broken(world: World) -> None:
+    world.write_rules(rollout_yaml(GATED))
+    await world.start()
+    await world.env.wait_loaded({V1, V2})
+    await world.wait_for("step 1", phase="paused", step=1)
+    broken = "---\napiVersion: lora-syncer.io/v1alpha1\nkind: AdapterRollout\nmetadata: {name: other}\nspec: {model: x}\n"
+    world.write_rules(rollout_yaml(GATED, extra="  abort: true\n") + broken)
+    r = await world.wait_for("aborted despite the broken neighbour", phase="aborted", canaryWeight=0)
+    assert "aborted by hand" in r["reason"]
+    assert await world.send(10) == {V1: 10}
+    code, body = await world.env.get("/status")
+    assert code == 200 and "other" in body["rollouts"]["invalidDocuments"]
+    assert body["proxy"]["error"] is not None  # the rules file itself is refused (last good rules kept)
