@@ -189,7 +189,7 @@ def _ssl_context(ca_file: str) -> ssl.SSLContext:
 class Analyzer:
     """Asks Prometheus and the webhook about one window. One per process; `close()` when done."""
 
-    def __init__(self, timeout: float = 10.0, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, timeout: float = 8.0, session: aiohttp.ClientSession | None = None) -> None:
         self.timeout = timeout
         self._session = session
         self._own_session = session is None
