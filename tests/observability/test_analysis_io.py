@@ -172,6 +172,15 @@ async def prom_eventually(condition: Callable[[], Awaitable[bool]], what: str) -
     await eventually(condition, interval=0.2, message=what)
 
 
+# A window in which the canary gets traffic, with no local counts: only the external values decide.
+TRAFFIC = Window(TargetCounts(), TargetCounts(), canary_weight=10)
+
+
+def analysis_of(spec: RolloutSpec) -> Analysis:
+    assert spec.analysis is not None
+    return spec.analysis
+
+
 CANARY_REQUESTS = f'sum(lora_syncer_proxy_requests_total{{alias="{MODEL}",target="{CANARY}"}})'
 
 
@@ -193,7 +202,7 @@ class TestPrometheus:
         assert result.webhook_pass is None
         assert result.reasons == ()
         # The pure verdict takes them as they are: 0.05 <= 0.1 passes, ratio 2 > 1.5 fails.
-        verdict = judge(Window(TargetCounts(), TargetCounts(), canary_weight=10), spec.analysis, result)  # type: ignore[arg-type]
+        verdict = judge(TRAFFIC, analysis_of(spec), result)
         assert verdict.outcome is Outcome.FAIL
         assert {c.name: c.outcome for c in verdict.checks} == {
             "errorRate": Outcome.PASS,
@@ -247,7 +256,7 @@ class TestPrometheus:
         assert empty.prometheus_error_rate is None
         assert empty.prometheus_latency_ratio is None
         assert empty.reason("errorRate") == "the query returned an empty result"
-        verdict = judge(Window(TargetCounts(), TargetCounts(), canary_weight=10), unknown.analysis, empty)  # type: ignore[arg-type]
+        verdict = judge(TRAFFIC, analysis_of(unknown), empty)
         assert verdict.outcome is Outcome.NO_VERDICT
 
     async def test_infinity_and_several_series_are_no_verdict(
@@ -279,7 +288,7 @@ class TestPrometheus:
         assert result.prometheus_error_rate is None
         reason = result.reason("errorRate") or ""
         assert reason.startswith("Prometheus answered 400: bad_data:"), reason
-        verdict = judge(Window(TargetCounts(), TargetCounts(), canary_weight=10), spec.analysis, result)  # type: ignore[arg-type]
+        verdict = judge(TRAFFIC, analysis_of(spec), result)
         assert verdict.outcome is Outcome.NO_VERDICT
 
     async def test_fleet_abort_is_seen_from_any_replica(
@@ -510,7 +519,7 @@ class TestWebhook:
         result = await analyzer.external(spec, 0.0, 30.0)
         assert result.webhook_pass is None
         assert reason in (result.reason("webhook") or "")
-        verdict = judge(Window(TargetCounts(), TargetCounts(), canary_weight=10), spec.analysis, result)  # type: ignore[arg-type]
+        verdict = judge(TRAFFIC, analysis_of(spec), result)
         assert verdict.outcome is not Outcome.PASS
 
     async def test_a_slow_webhook_is_no_verdict(self, hook: Hook) -> None:
@@ -548,7 +557,7 @@ class TestParsing:
 
     def test_templates_render_escaped_names_and_the_interval(self) -> None:
         spec = rollout(None, canary='we"ird\\name')
-        spec = replace(spec, analysis=replace(spec.analysis, interval=5400))  # type: ignore[arg-type]
+        spec = replace(spec, analysis=replace(analysis_of(spec), interval=5400))
         assert (
             render_query(spec, "{{ canary }} [{{interval}}] {{model}}")
             == 'we\\"ird\\\\name [1h30m] small-segment-lora'

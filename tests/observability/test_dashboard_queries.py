@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +172,9 @@ async def test_every_dashboard_query_parses_and_todays_metrics_return_data(
         assert status == 200 and doc["status"] == "success", f"{where}: {expr}\n{doc}"
         missing = metrics_of(expr) - names
         if not missing:
-            check: Callable[[], Any] = lambda e=expr: returns_data(prom, e)  # noqa: E731
-            await eventually(check, interval=0.5, message=f"{where} returned no data: {expr}")
+            await eventually(
+                partial(returns_data, prom, expr), interval=0.5, message=f"{where} returned no data: {expr}"
+            )
             with_data.append(where)
         elif doc["data"]["result"]:
             with_data.append(where)
