@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from lora_syncer.config.rules.kinds import KINDS
 from lora_syncer.emulator import Emulator
 from tests.support.fixtures import EmulatorFactory, VolumeFactory
 from tests.support.http import wait_until_answers
@@ -32,6 +33,24 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "charts" / "lora-syncer" / "dashboards" / "lora-syncer.json"
 ALIAS = "small-segment-lora"
 REQUESTS = 24
+FAILURES = 3
+# Rollouts run in the rules file once the AdapterRollout kind is registered (the controller's
+# branch); until then the rollout panels only have to parse.
+ROLLOUTS = "AdapterRollout" in KINDS
+ROLLOUT_MODEL = "segment-rollout"
+ROLLOUT_DOCUMENT = f"""\
+apiVersion: lora-syncer.io/v1alpha1
+kind: AdapterRollout
+metadata: {{name: segment-rollout-v2}}
+spec:
+  model: {ROLLOUT_MODEL}
+  stable: small-segment-lora-v1
+  canary: small-segment-lora-v2
+  steps:
+  - setWeight: 50
+  - pause: {{duration: 1h}}
+  analysis: {{interval: 2s, minRequests: 1, maxErrorRate: 0.5}}
+"""
 # What Grafana puts in place of the variables: "All" is `.*` (the variables' allValue).
 VARIABLES = {"__rate_interval": "30s", "alias": ALIAS, "target": ".*", "rollout": ".*"}
 _VARIABLE = re.compile(r"\$\{?(\w+)\}?")
@@ -118,7 +137,10 @@ async def served(
     """A real `lora-syncer run` with the proxy, after REQUESTS requests, scraped by a real Prometheus."""
     emulator: Emulator = await emulator_factory()
     adapters = volume_factory("adapters", {"configmap.yaml": seed_file("qwen3-32b-rewrite", "00-adapters")})
-    rules = volume_factory("rules", {"rules.yaml": seed_file("qwen3-32b-rewrite", "03-rules-50-50")})
+    rules_text = seed_file("qwen3-32b-rewrite", "03-rules-50-50")
+    if ROLLOUTS:
+        rules_text += "---\n" + ROLLOUT_DOCUMENT
+    rules = volume_factory("rules", {"rules.yaml": rules_text})
     metrics_port, proxy_port = free_port(), free_port()
     args = run_args(
         adapters.path("configmap.yaml"),
@@ -141,7 +163,7 @@ async def served(
         proxy = f"http://127.0.0.1:{proxy_port}"
         for i in range(REQUESTS):
             body = {
-                "model": ALIAS,
+                "model": ROLLOUT_MODEL if ROLLOUTS and i % 3 == 0 else ALIAS,
                 "messages": [{"role": "user", "content": f"question {i}"}],
                 "max_completion_tokens": 4,
                 "stream": i % 2 == 0,
@@ -149,7 +171,14 @@ async def served(
             async with http.post(f"{proxy}/v1/chat/completions", json=body) as resp:
                 await resp.read()
                 assert resp.status == 200, await resp.text()
-        await prom.wait_for(f'sum(lora_syncer_proxy_requests_total{{alias="{ALIAS}"}}) >= {REQUESTS}')
+        # A few upstream failures, so that error panels have something to show.
+        emulator.faults.fail_next["chat"] = FAILURES
+        for i in range(FAILURES):
+            body = {"model": ALIAS, "messages": [{"role": "user", "content": f"failing {i}"}]}
+            async with http.post(f"{proxy}/v1/chat/completions", json=body) as resp:
+                await resp.read()
+                assert resp.status >= 500, await resp.text()
+        await prom.wait_for(f"sum(lora_syncer_proxy_requests_total) >= {REQUESTS + FAILURES}")
         yield prom
     finally:
         await child.stop()
