@@ -321,6 +321,31 @@ class TestPrometheusAccess:
         )
         assert await analyzer.fleet_aborted(spec, end) is None
 
+    async def test_a_prometheus_that_does_not_answer_in_time_is_no_verdict(self) -> None:
+        """A server that accepts the query and hangs: no verdict after the Analyzer's timeout."""
+        release = asyncio.Event()
+
+        async def hang(_: web.Request) -> web.Response:
+            await release.wait()
+            return web.json_response(
+                {"status": "success", "data": {"resultType": "scalar", "result": [0, "0"]}}
+            )
+
+        app = web.Application()
+        app.router.add_post("/api/v1/query", hang)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            async with Analyzer(timeout=0.5) as analyzer:
+                result = await analyzer.external(rollout(defaults(url)), 0.0, 300.0)
+        finally:
+            release.set()
+            await runner.cleanup()
+        assert result.prometheus_error_rate is None and result.prometheus_latency_ratio is None
+        assert result.reason("errorRate") == f"Prometheus at {url}/api/v1/query did not answer within 0.5 s"
+
     async def test_bearer_token_is_read_at_each_call_and_never_logged(
         self, prom: Prometheus, endpoint: MetricsEndpoint, tmp_path: Path
     ) -> None:
