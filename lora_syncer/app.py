@@ -107,7 +107,7 @@ class Sidecar:
     health_port: int | None = None
     supervisor: Supervisor = field(default_factory=Supervisor)
     analyzer: Any = (
-        None  # lora_syncer.rollout.controller.Analyzer for Prometheus/webhook checks; None: local only
+        None  # a lora_syncer.rollout.controller.Analyzer; None: the proxy asks Prometheus/webhooks itself
     )
     _runner: web.AppRunner | None = None
     _client: VLLMClient | None = None

@@ -29,6 +29,7 @@ from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER, ProxyOpt
 from lora_syncer.proxy.server import ProxyCore, bind_socket, build_proxy_app
 from lora_syncer.proxy.telemetry import TargetTelemetry
 from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
+from lora_syncer.rollout.analysis_io import Analyzer as PrometheusAnalyzer
 from lora_syncer.rollout.controller import AdapterView, Analyzer, RolloutController
 from lora_syncer.rollout.metrics import RolloutMetrics
 from lora_syncer.rollout.store import StateStore
@@ -106,7 +107,11 @@ class ProxyService:
                 on_change=self._rules_changed,
             )
         self.rollouts: RolloutController | None = None
+        self._own_analyzer: PrometheusAnalyzer | None = None
         if options.rules_path is not None:
+            if analyzer is None:
+                # Prometheus/webhook checks; its HTTP session opens only when a rollout asks.
+                analyzer = self._own_analyzer = PrometheusAnalyzer()
             manager = self.core.manager
             self.rollouts = RolloutController(
                 options.rules_path,
@@ -183,6 +188,8 @@ class ProxyService:
             await self._source.stop()
         if self.rollouts is not None:
             await self.rollouts.stop()
+        if self._own_analyzer is not None:
+            await self._own_analyzer.close()
         if self._probing:
             self._probing = False
             await self.supervisor.cancel(PROBE_TASK)

@@ -26,7 +26,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,12 +76,19 @@ class Analyzer(Protocol):
 
     async def external(self, spec: RolloutSpec, window_start: float, window_end: float) -> External: ...
 
+    async def fleet_aborted(self, spec: RolloutSpec, at: float) -> bool | None:
+        """Whether any replica reports `spec` aborted at `at` (None: unknown)."""
+        ...
+
 
 class LocalOnly:
     """The default analyzer: nothing outside this pod is asked (Prometheus/webhook checks give no verdict)."""
 
     async def external(self, spec: RolloutSpec, window_start: float, window_end: float) -> External:
         return External()
+
+    async def fleet_aborted(self, spec: RolloutSpec, at: float) -> bool | None:
+        return None
 
 
 class WindowCounts(Protocol):
@@ -137,6 +144,7 @@ class _Tracked:
     weights: list[tuple[float, int, int]] = field(default_factory=list)
     last_verdict: WindowVerdict | None = None
     persist_error: str | None = None
+    fleet_checked: float = 0.0  # when Prometheus was last asked whether another replica aborted
 
 
 def _iso(t: float | None) -> str | None:
@@ -318,6 +326,12 @@ class RolloutController:
         canary_loaded = self.adapters.loaded(spec.canary)
         failed = self.adapters.failed(spec.canary)
         stable_loaded = self.adapters.loaded(spec.stable)
+        if before.abort_at is None and await self._aborted_elsewhere(t, now):
+            before = replace(
+                before,
+                abort_at=now,
+                abort_reason="aborted on another replica (lora_syncer_rollout_phase in Prometheus)",
+            )
         if before.control_paused and spec.paused:
             # The document now holds the pause (as GitOps wants): from here `paused: false` resumes.
             before = set_control(before, paused=False)
@@ -389,6 +403,21 @@ class RolloutController:
                 stable_errors=window.stable.errors,
             )
         return state
+
+    async def _aborted_elsewhere(self, t: _Tracked, now: float) -> bool:
+        """With analysis.prometheus, adopt an abort any replica exports, asked once per interval."""
+        analysis = t.spec.analysis
+        if analysis is None or analysis.prometheus is None or now - t.fleet_checked < analysis.interval:
+            return False
+        t.fleet_checked = now
+        try:
+            aborted = await asyncio.wait_for(self.analyzer.fleet_aborted(t.spec, now), EXTERNAL_TIMEOUT)
+        except Exception as exc:  # an unreachable Prometheus says nothing about the fleet
+            log.warning("rollout fleet check failed", rollout=t.spec.name, error=repr(exc))
+            return False
+        if aborted:
+            log.warning("rollout aborted on another replica; adopting the abort", rollout=t.spec.name)
+        return bool(aborted)
 
     async def _external(self, spec: RolloutSpec, ws: float, we: float) -> External | None:
         analysis = spec.analysis

@@ -72,7 +72,8 @@ def test_sticky_users_on_the_canary_stay_there_as_it_grows() -> None:
 
 def test_an_unloaded_canary_gets_no_traffic_and_the_mirror_is_on_the_route() -> None:
     r = RouteTable.build(RuleSet(), overrides=route(50, mirror=20)).lookup("m")
-    assert r is not None and r.mirror_percent == 20
+    assert r is not None and r.mirror is not None
+    assert (r.mirror.target, r.mirror.percent) == ("m-v2", 20)
     assert {decide(r, loaded=frozenset({"m-v1"})).target for _ in range(10)} == {"m-v1"}
 
 
