@@ -1,5 +1,7 @@
 """`lora-syncer demo`: the LoRA Adapter Rollout guide, end to end, on this machine.
 
+`--rollout` shows automated AdapterRollouts instead (`lora_syncer.demo.rollout`).
+
 Exit codes: 0 every step held; 1 a step did not hold (the message names it); 2 usage errors,
 including `--real-vllm` without the real-vLLM environment.
 """
@@ -13,6 +15,7 @@ import sys
 from typing import TextIO
 
 from lora_syncer.demo.render import ColorMode, TerminalReporter, use_color
+from lora_syncer.demo.rollout import RolloutDemoResult, rollout_walk
 from lora_syncer.demo.walkthrough import DemoOptions, DemoResult, walk
 from lora_syncer.logs import configure_logging
 from lora_syncer.realvllm.launcher import SETUP_HINT, default_venv, find_venv
@@ -66,8 +69,24 @@ async def demo_main(
     return (EXIT_OK if result.ok else EXIT_FAILED), result
 
 
+async def rollout_demo_main(
+    options: DemoOptions, out: TextIO, *, color: ColorMode = "auto", animate: bool | None = None
+) -> tuple[int, RolloutDemoResult]:
+    """`demo --rollout` writing to `out`; returns the exit code and the result (what tests call)."""
+    reporter = TerminalReporter(out, color=use_color(out, color), animate=animate)
+    result = await rollout_walk(reporter, options)
+    return (EXIT_OK if result.ok else EXIT_FAILED), result
+
+
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout
+    if args.rollout and (args.real_vllm or args.step or args.inject_fault is not None):
+        print(
+            "lora-syncer demo: --rollout runs against the emulator on its own; "
+            "drop --real-vllm, --step and --inject-fault",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.real_vllm and find_venv() is None:
         print(
             f"lora-syncer demo --real-vllm: the real vLLM environment is not ready at {default_venv()}.\n"
@@ -87,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
         fault_step=args.inject_fault,
         pause=(lambda: _press_enter(out)) if args.step else None,
     )
+    if args.rollout:
+        code, _ = asyncio.run(rollout_demo_main(options, out, color=args.color))
+        with contextlib.suppress(BrokenPipeError):
+            out.flush()
+        return code
     try:
         code, _ = asyncio.run(demo_main(options, out, color=args.color))
     except KeyError as exc:

@@ -132,7 +132,13 @@ class Reporter(Protocol):
     def note(self, text: str) -> None: ...
 
     def summary(
-        self, ok: bool, failed_step: Step | None, failures: Sequence[str], seconds: float
+        self,
+        ok: bool,
+        failed_step: Step | None,
+        failures: Sequence[str],
+        seconds: float,
+        *,
+        where: str | None = None,
     ) -> None: ...
 
 
@@ -267,12 +273,23 @@ class TerminalReporter:
     def note(self, text: str) -> None:
         self._print(self.style(text, "dim"), 2)
 
-    def summary(self, ok: bool, failed_step: Step | None, failures: Sequence[str], seconds: float) -> None:
+    def summary(
+        self,
+        ok: bool,
+        failed_step: Step | None,
+        failures: Sequence[str],
+        seconds: float,
+        *,
+        where: str | None = None,
+    ) -> None:
+        """`where` names the failing stage when it is not a step of the guide (`demo --rollout`)."""
         self._print()
         if ok:
             self._print(self.style(f"Every step held ({seconds:.1f} s).", "bold", "green"))
             return
-        where = f"step {failed_step.id!r} ({failed_step.title})" if failed_step else "setting up"
+        if failed_step is not None:
+            where = f"step {failed_step.id!r} ({failed_step.title})"
+        where = where or "setting up"
         self._print(self.style(f"FAILED at {where}:", "bold", "red"))
         for failure in failures:
             self._print(f"- {failure}", 2)

@@ -348,6 +348,13 @@ DEMO: tuple[Section, ...] = (
                 help="pause before each step until Enter is pressed (no pause without a terminal on stdin)",
             ),
             Setting(
+                "--rollout",
+                action="switch",
+                default=False,
+                help="show automated AdapterRollouts instead of the manual guide: one completes, "
+                "one with a bad canary aborts by itself (emulator only, about 10 s)",
+            ),
+            Setting(
                 "--color",
                 choice("auto", "always", "never"),
                 default="auto",
