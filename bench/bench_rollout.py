@@ -1,6 +1,8 @@
 """Benchmark: the proxy's CPU per request with a rollout-shaped route vs a plain InferenceModelRewrite.
 
-    .venv/bin/python bench/bench_rollout.py [--requests 1500] [--runs 5] [--concurrency 8]
+    .venv/bin/python -m bench.bench_rollout [--requests 1500] [--runs 5] [--concurrency 8] [--json FILE]
+
+(from the checkout's root, as a module, so it imports this checkout and tests/support).
 
 Processes: the upstream (`lora-syncer emulator` serving the stable and the canary adapter) and
 one proxy process per scenario (`ProxyService`, in front of the emulator), all started once and
@@ -19,6 +21,11 @@ by the requests, is one figure. `--runs` rounds interleave the scenarios (each r
 scenario once, in a rotating order) and each scenario's figure is paired with the plain figure of
 the same round; the median of the paired differences is printed, with the machine and load.
 Nothing is asserted: machines are noisy.
+
+`--json FILE` also writes the figures (per scenario: CPU per request and the paired difference vs
+plain as median/min/max over the runs, the raw runs, requests measured and failed, canary
+requests per batch) for bench/benchmarks_report.py. The interleaved runs are this script's own
+repetitions, so the report runs it once.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import platform
 import signal
@@ -37,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.support.net import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ALIAS = "small-segment-lora"
@@ -53,13 +63,6 @@ spec:
 """
 SCENARIOS = ("plain", "rollout", "mirror-10", "mirror-50")
 BODY = {"model": ALIAS, "messages": [{"role": "user", "content": "Which way would you go?"}], "max_tokens": 1}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _run_loop(main: Any) -> Any:
@@ -206,12 +209,53 @@ async def _served(emulator: str) -> dict[str, int]:
         return served
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _figures(
+    args: argparse.Namespace,
+    per_request: dict[str, list[float]],
+    copies: dict[str, list[int]],
+    failed: dict[str, int],
+) -> dict[str, Any]:
+    """The JSON figures: one record per scenario (µs per request; paired differences vs plain)."""
+    plain = per_request["plain"]
+    scenarios: list[dict[str, Any]] = []
+    for scenario in SCENARIOS:
+        values = [v * 1e6 for v in per_request[scenario]]
+        record: dict[str, Any] = {
+            "name": scenario,
+            "cpu_us_per_request": _spread(values),
+            "requests": args.requests * args.runs,
+            "failed_requests": failed[scenario],
+            "canary_requests_per_batch": statistics.median(copies[scenario]),
+            "runs_us_per_request": values,  # raw samples: kept in the JSON, not in the table
+        }
+        if scenario != "plain":
+            diffs = [(v - p) * 1e6 for v, p in zip(per_request[scenario], plain, strict=True)]
+            record["paired_difference_vs_plain_us"] = _spread(diffs)
+            record["runs_paired_difference_us"] = diffs
+        scenarios.append(record)
+    return {
+        "machine": _machine(),
+        "settings": {
+            "runs": args.runs,
+            "requests_per_batch": args.requests,
+            "concurrency": args.concurrency,
+            "shadow_concurrency": args.shadow_concurrency,
+        },
+        "scenarios": scenarios,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=1500, help="requests per scenario per run")
     parser.add_argument("--runs", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--shadow-concurrency", type=int, default=8, help="the mirror proxies' copy budget")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--role", choices=("bench", "proxy"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -252,6 +296,7 @@ def main() -> int:
                 _wait_port(port, proc, f"the {scenario} proxy")
 
             print(f"machine: {_machine()}")
+            load_start = os.getloadavg()
             print(f"load average at start: {_load()}")
             print(
                 f"{args.runs} interleaved runs x {args.requests} requests per scenario, "
@@ -262,6 +307,7 @@ def main() -> int:
                 _run_loop(_batch(f"http://127.0.0.1:{port}/v1/chat/completions", 200, args.concurrency))
             per_request: dict[str, list[float]] = {s: [] for s in SCENARIOS}
             copies: dict[str, list[int]] = {s: [] for s in SCENARIOS}
+            failed: dict[str, int] = dict.fromkeys(SCENARIOS, 0)
             for run in range(args.runs):
                 order = SCENARIOS[run % len(SCENARIOS) :] + SCENARIOS[: run % len(SCENARIOS)]
                 for scenario in order:
@@ -277,10 +323,12 @@ def main() -> int:
                         time.sleep(0.5)  # let the last copies finish: their CPU belongs to this batch
                     cpu1 = _cpu_seconds(proc.pid)
                     after_served = _run_loop(_served(upstream))
+                    failed[scenario] += args.requests - ok
                     if ok != args.requests:
                         print(f"  warning: {scenario} run {run + 1}: {args.requests - ok} requests failed")
                     per_request[scenario].append((cpu1 - cpu0) / args.requests)
                     copies[scenario].append(after_served.get(CANARY, 0) - before_served.get(CANARY, 0))
+            load_end = os.getloadavg()
             print(f"load average at end: {_load()}")
             print()
             print(
@@ -302,6 +350,10 @@ def main() -> int:
             print("runs (µs per request):")
             for scenario in SCENARIOS:
                 print(f"  {scenario:10s} " + " ".join(f"{v * 1e6:7.1f}" for v in per_request[scenario]))
+            if args.json is not None:
+                figures = _figures(args, per_request, copies, failed)
+                figures["load_average"] = {"start": list(load_start), "end": list(load_end)}
+                args.json.write_text(json.dumps(figures, indent=2) + "\n")
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
