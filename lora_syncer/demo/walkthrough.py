@@ -78,8 +78,8 @@ def generation(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-class _Run:
-    """One walk: the volumes, the sidecar, the HTTP session, what was written last."""
+class DemoRun:
+    """One walk: the volumes, the sidecar, the HTTP session, what was written last (also `demo --rollout`'s)."""
 
     def __init__(
         self,
@@ -302,8 +302,8 @@ async def walk(
                 async with reporter.waiting("model server starts"):
                     await stack.enter_async_context(server)
                 session = await stack.enter_async_context(aiohttp.ClientSession())
-                run = _Run(plan, server, workdir, options, reporter, session)
-                stack.push_async_callback(_stop_sidecar, run)
+                run = DemoRun(plan, server, workdir, options, reporter, session)
+                stack.push_async_callback(stop_sidecar, run)
                 await run.start()
                 reporter.header(
                     [
@@ -337,7 +337,7 @@ async def walk(
     return result
 
 
-async def _stop_sidecar(run: _Run) -> None:
+async def stop_sidecar(run: DemoRun) -> None:
     if run.sidecar is not None:
         await run.sidecar.stop()
 
