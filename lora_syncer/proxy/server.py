@@ -9,6 +9,12 @@ observer (the metrics first) gets the exchange. A client that goes away cancels 
 (aiohttp's handler cancellation), which closes the upstream connection so vLLM aborts the
 generation.
 
+The proxy port is served by aiohttp's low-level server (`web.Server`) with `ProxyCore.handle` as
+its only handler: every path goes to the same place, so there is no router, middleware, app
+signal or `web.Request` copy per request.
+What the application layer did that a proxy needs is done here: the body-size limit (the
+request factory) and `Expect: 100-continue`.
+
 Never logged: bodies, prompts, header values (`Authorization` included).
 """
 
@@ -38,7 +44,7 @@ from lora_syncer.proxy.rewrite import loads, with_model
 from lora_syncer.proxy.transport import Transport, TransportLimits
 from lora_syncer.proxy.upstream import UpstreamClient
 
-__all__ = ["PROXY_CORE", "ProxyCore", "bind_socket", "build_proxy_app", "openai_error"]
+__all__ = ["ProxyCore", "bind_socket", "build_proxy_server", "openai_error"]
 
 log = structlog.get_logger("lora_syncer.proxy")
 
@@ -121,7 +127,7 @@ class ProxyCore:
 
     # --- the handler -----------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         ex = Exchange(request, time.perf_counter())
         self.in_flight += 1
         self._drained.clear()
@@ -162,7 +168,12 @@ class ProxyCore:
                 "admin_route",
             )
         method = request.method
-        body = await self._read_body(request) if request.body_exists else b""
+        if request.body_exists:
+            if _EXPECT in request.headers:
+                await _expect_continue(request)
+            body = await self._read_body(request)
+        else:
+            body = b""
         ex.body = body
         rewritable = method == "POST" and bool(body) and self._parse(ex, path)
         augment = method == "GET" and normalize_path(path) == "/v1/models"
@@ -194,7 +205,7 @@ class ProxyCore:
                 )
                 pool = other
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.options.max_body_size
         length = request.content_length
         if length is not None and length > limit:
@@ -277,22 +288,42 @@ class ProxyCore:
         child.inc()
 
 
-PROXY_CORE = web.AppKey("proxy_core", ProxyCore)
+_EXPECT = "Expect"
 
 
-def build_proxy_app(core: ProxyCore) -> web.Application:
-    """The proxy application: one catch-all route; the upstream session lives in cleanup_ctx."""
-    app = web.Application(client_max_size=core.options.max_body_size, handler_args=None)
-    app[PROXY_CORE] = core
+async def _expect_continue(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` (HTTP/1.1) so the client sends its body; refuse other expectations."""
+    expect = request.headers.get(_EXPECT, "")
+    if request.version < (1, 1):
+        return
+    if expect.lower() != "100-continue":
+        raise Refused(417, f"unknown Expect: {expect}", "bad_request")
+    if not request.content.is_eof():  # the client waits for this before sending the body
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
 
-    async def session_ctx(app: web.Application) -> Any:
-        await core.open()
-        yield
-        await core.close()
 
-    app.cleanup_ctx.append(session_ctx)
-    app.router.add_route("*", "/{tail:.*}", core.handle)
-    return app
+def build_proxy_server(core: ProxyCore, *, keepalive_timeout: float) -> web.Server:
+    """The proxy's low-level server: `core.handle` for every request, bodies bounded by --max-body-size.
+
+    The upstream session is opened and closed by the caller (`ProxyService`).
+    """
+    limit = core.options.max_body_size
+
+    def request_factory(
+        message: Any, payload: Any, protocol: Any, writer: Any, task: asyncio.Task[None]
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, asyncio.get_running_loop(), client_max_size=limit
+        )
+
+    return web.Server(
+        core.handle,
+        request_factory=request_factory,
+        handler_cancellation=True,  # a client that leaves cancels its upstream call
+        keepalive_timeout=keepalive_timeout,
+        access_log=None,
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
