@@ -525,10 +525,18 @@ async def run_rss(args: argparse.Namespace) -> dict[str, Any]:
             for n in args.rss_sizes:
                 res = await bench_rss(workdir, emu.url, hub, n)
                 results["rss"].append(res)
-                print("rss:", {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}, flush=True)
+                print(
+                    "rss:",
+                    {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()},
+                    flush=True,
+                )
         finally:
             emu.stop()
-    lines = ["", "| declared | VmRSS | peak VmHWM | Pss | target (issue 11) | RSS / target |", "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "| declared | VmRSS | peak VmHWM | Pss | target (issue 11) | RSS / target |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results["rss"]:
         target = f"<= {r['target_mib']:.0f} MiB" if r["target_mib"] else "-"
         ratio = f"{r['ratio_to_target']:.2f}" if r["ratio_to_target"] else "-"

@@ -81,7 +81,6 @@ class ProxyCore:
         self._drained = asyncio.Event()
         self._drained.set()
         self._sticky = options.sticky_header
-        self._decision_children: dict[tuple[str, str], Any] = {}
 
     # --- what the service reads and calls ----------------------------------------------
 
@@ -281,11 +280,7 @@ class ProxyCore:
         return ex.body
 
     def _count_decision(self, route: Route, target: str | None) -> None:
-        key = (route.rule.id, target or "drained")
-        child = self._decision_children.get(key)
-        if child is None:
-            child = self._decision_children[key] = self.metrics.decisions.labels(*key)
-        child.inc()
+        self.metrics.decision(route.rule.id, target or "drained")
 
 
 _EXPECT = "Expect"
