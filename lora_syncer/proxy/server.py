@@ -159,7 +159,11 @@ class ProxyCore:
     async def _handle(self, ex: Exchange) -> web.StreamResponse:
         request = ex.request
         path = request.path
-        if not self.options.allow_admin_routes and is_admin_path(path):
+        kind = _PATH_KINDS.get(path)
+        if kind is None:
+            kind = _path_kind(path)
+        admin, required, models_list = kind
+        if admin and not self.options.allow_admin_routes:
             raise Refused(
                 403,
                 f"{path} is a model-server control route and is not reachable through the proxy "
@@ -174,8 +178,8 @@ class ProxyCore:
         else:
             body = b""
         ex.body = body
-        rewritable = method == "POST" and bool(body) and self._parse(ex, path)
-        augment = method == "GET" and normalize_path(path) == "/v1/models"
+        rewritable = method == "POST" and bool(body) and self._parse(ex, required)
+        augment = models_list and method == "GET"
         if self._sticky:
             ex.sticky_key = request.headers.get(self._sticky) or None
         manager = self.manager
@@ -222,12 +226,12 @@ class ProxyCore:
             raise Refused(408, "the request body did not arrive in time", "body_timeout") from None
 
     @staticmethod
-    def _parse(ex: Exchange, path: str) -> bool:
+    def _parse(ex: Exchange, required: bool) -> bool:
         """Read the JSON object of a body whose `model` the rules may rewrite; False to pass it on as is."""
-        required = model_required(path)
-        ctype = ex.request.content_type
-        if not required and not (ctype == "application/json" or ctype.endswith("+json")):
-            return False  # e.g. a multipart upload: not ours to read
+        if not required and ex.request.headers.get("Content-Type") != "application/json":
+            ctype = ex.request.content_type  # parsed only when not the plain common value
+            if not (ctype == "application/json" or ctype.endswith("+json")):
+                return False  # e.g. a multipart upload: not ours to read
         try:
             obj = loads(ex.body)
         except ValueError as exc:
@@ -284,6 +288,19 @@ class ProxyCore:
 
 
 _EXPECT = "Expect"
+
+# path -> (control route, must name a model, is GET /v1/models): clients reuse a handful of
+# paths, so the three checks are one dict lookup; bounded for clients that do not.
+_PATH_KINDS: dict[str, tuple[bool, bool, bool]] = {}
+_PATH_KINDS_MAX = 1024
+
+
+def _path_kind(path: str) -> tuple[bool, bool, bool]:
+    kind = (is_admin_path(path), model_required(path), normalize_path(path) == "/v1/models")
+    if len(_PATH_KINDS) >= _PATH_KINDS_MAX:
+        _PATH_KINDS.clear()
+    _PATH_KINDS[path] = kind
+    return kind
 
 
 async def _expect_continue(request: web.BaseRequest) -> None:
