@@ -24,7 +24,7 @@ there), and CPU time per request of the proxy and of nginx (from /proc; less sen
 noise than req/s). The proxy runs at its default flags (metrics on, logging at info).
 
 `--runs N` repeats every scenario N times, the paths taking turns within each round, and reports
-the median of each figure (issue 11 asks for five). `--compare DIR` also starts a second proxy
+the median of each figure (issue 11 asks for five). `--compare DIR` (repeatable) also starts a second proxy
 from another checkout (`PYTHONPATH=DIR`, e.g. `git archive main lora_syncer | tar -x -C DIR`),
 measured in the same rounds as `base`, so before/after is a same-run ratio. `--scenarios`
 picks some scenarios (latency, throughput, streaming, first-chunk).
@@ -439,9 +439,7 @@ def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Same-run comparisons: added p50 over direct, req/s and CPU per request against nginx (and base)."""
     d = results["direct"]
     out: dict[str, float] = {}
-    for label in ("proxy", "base"):
-        if label not in results:
-            continue
+    for label in [k for k in results if k == "proxy" or k.startswith("base")]:
         p = results[label]
         out[f"{label} added p50 ms"] = p["p50_ms"] - d["p50_ms"]
         out[f"{label}/direct req/s"] = p["rps"] / d["rps"]
@@ -451,9 +449,9 @@ def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
             out[f"{label}/nginx cpu"] = p["cpu_us"] / n["cpu_us"]
     if "nginx" in results:
         out["nginx added p50 ms"] = results["nginx"]["p50_ms"] - d["p50_ms"]
-    if "base" in results:
-        out["proxy/base cpu"] = results["proxy"]["cpu_us"] / results["base"]["cpu_us"]
-        out["proxy/base req/s"] = results["proxy"]["rps"] / results["base"]["rps"]
+    for label in [k for k in results if k.startswith("base")]:
+        out[f"proxy/{label} cpu"] = results["proxy"]["cpu_us"] / results[label]["cpu_us"]
+        out[f"proxy/{label} req/s"] = results["proxy"]["rps"] / results[label]["rps"]
     return out
 
 
@@ -506,7 +504,9 @@ def main() -> None:
     parser.add_argument(
         "--compare",
         type=Path,
-        help="also measure the proxy of another checkout (PYTHONPATH=DIR) as `base`, same rounds",
+        action="append",
+        default=[],
+        help="also measure the proxy of another checkout (PYTHONPATH=DIR) as `base` (repeatable: base2, ...)",
     )
     parser.add_argument(
         "--scenarios",
@@ -600,11 +600,12 @@ def main() -> None:
 
             proxy = start_proxy(proxy_port, "proxy", None)
             procs.append(proxy)
-            base_proxy = None
-            if args.compare is not None:
-                base_port = _free_port()
-                base_proxy = start_proxy(base_port, "base", str(args.compare.resolve()))
-                procs.append(base_proxy)
+            compared: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+            for i, other in enumerate(args.compare):
+                label = "base" if i == 0 else f"base{i + 1}"
+                other_port = _free_port()
+                compared[label] = (other_port, start_proxy(other_port, label, str(other.resolve())))
+                procs.append(compared[label][1])
             paths: dict[str, tuple[str, str, list[int]]] = {
                 "direct": (f"http://127.0.0.1:{upstream_port}", TARGET, []),
             }
@@ -624,8 +625,8 @@ def main() -> None:
                     [nginx.pid, *_children(nginx.pid)],
                 )
             paths["proxy"] = (f"http://127.0.0.1:{proxy_port}", ALIAS, [proxy.pid])
-            if base_proxy is not None:
-                paths["base"] = (f"http://127.0.0.1:{base_port}", ALIAS, [base_proxy.pid])
+            for label, (other_port, other_proc) in compared.items():
+                paths[label] = (f"http://127.0.0.1:{other_port}", ALIAS, [other_proc.pid])
 
             all_scenarios = {
                 "latency": ("latency, 1 conn, JSON", 1, False, "wrk"),
