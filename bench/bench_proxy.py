@@ -435,6 +435,10 @@ def _median_result(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _div(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Same-run comparisons: added p50 over direct, req/s and CPU per request against nginx (and base)."""
     d = results["direct"]
@@ -442,16 +446,16 @@ def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     for label in [k for k in results if k == "proxy" or k.startswith("base")]:
         p = results[label]
         out[f"{label} added p50 ms"] = p["p50_ms"] - d["p50_ms"]
-        out[f"{label}/direct req/s"] = p["rps"] / d["rps"]
+        out[f"{label}/direct req/s"] = _div(p["rps"], d["rps"])
         if "nginx" in results:
             n = results["nginx"]
-            out[f"{label}/nginx req/s"] = p["rps"] / n["rps"]
-            out[f"{label}/nginx cpu"] = p["cpu_us"] / n["cpu_us"]
+            out[f"{label}/nginx req/s"] = _div(p["rps"], n["rps"])
+            out[f"{label}/nginx cpu"] = _div(p["cpu_us"], n["cpu_us"])
     if "nginx" in results:
         out["nginx added p50 ms"] = results["nginx"]["p50_ms"] - d["p50_ms"]
     for label in [k for k in results if k.startswith("base")]:
-        out[f"proxy/{label} cpu"] = results["proxy"]["cpu_us"] / results[label]["cpu_us"]
-        out[f"proxy/{label} req/s"] = results["proxy"]["rps"] / results[label]["rps"]
+        out[f"proxy/{label} cpu"] = _div(results["proxy"]["cpu_us"], results[label]["cpu_us"])
+        out[f"proxy/{label} req/s"] = _div(results["proxy"]["rps"], results[label]["rps"])
     return out
 
 
@@ -662,6 +666,8 @@ def main() -> None:
                     order = labels[i % len(labels) :] + labels[: i % len(labels)]  # alternate who goes first
                     for label in order:
                         base, model, pids = paths[label]
+                        if label == "nginx":  # its worker may have been forked after the first look
+                            pids = [pids[0], *_children(pids[0])]
                         r = _measure(
                             base + "/v1/chat/completions",
                             model,
