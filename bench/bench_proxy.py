@@ -695,6 +695,11 @@ def main() -> None:
                         f"{r['errors']:>6}",
                         flush=True,
                     )
+                short = [f"{k} {r['min_requests']}" for k, r in results.items() if r["min_requests"] < 4000]
+                if short:
+                    print(
+                        f"  note: fewer than 4,000 requests in a measurement ({', '.join(short)}): raise --duration"
+                    )
                 figures = _ratios(results)
                 report["scenarios"][key] = {"name": name, "results": results, "ratios": figures}
                 summary.append(f"{name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in figures.items()))
