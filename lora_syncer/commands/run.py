@@ -39,4 +39,5 @@ def run(args: argparse.Namespace) -> int:
     from lora_syncer.app import run_sidecar
     from lora_syncer.runtime import run_async
 
-    return run_async(run_sidecar(settings, proxy_options))
+    # uvloop only when this process serves the proxy (see run_async).
+    return run_async(run_sidecar(settings, proxy_options), fast_loop=proxy_options is not None)

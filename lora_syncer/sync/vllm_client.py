@@ -23,6 +23,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from lora_syncer.memory import trim_heap
 from lora_syncer.sync.errors import (
     AdapterRejected,
     AuthenticationFailed,
@@ -37,6 +38,9 @@ from lora_syncer.sync.errors import (
 from lora_syncer.sync.plan import ObservedModel
 
 log = structlog.get_logger("lora_syncer.vllm")
+
+# A `/v1/models` answer this large (about 1,000 adapters) is followed by a heap trim.
+_BIG_ANSWER = 256 * 1024
 T = TypeVar("T")
 
 
@@ -251,13 +255,18 @@ class VLLMClient:
                 raise self._translate("/v1/models", status, text)
             try:
                 data = json.loads(text)["data"]
-                return [
+                models = [
                     ObservedModel(id=str(m["id"]), root=m.get("root"), parent=m.get("parent"))
                     for m in data
                     if isinstance(m, dict) and "id" in m
                 ]
             except (ValueError, KeyError, TypeError) as exc:
                 raise UnexpectedResponse(f"/v1/models: unreadable answer: {exc}", status=status) from None
+            if len(text) > _BIG_ANSWER:
+                # Thousands of decoded dicts were just freed: hand the heap they fragmented back.
+                del data, text
+                trim_heap()
+            return models
 
         return await self._with_retry("list_models", call)
 
