@@ -15,27 +15,13 @@ from pathlib import Path
 
 import aiohttp
 
+from lora_syncer.options.parser import fail
 from lora_syncer.sources.archive import format_of
 from lora_syncer.sources.digest import Checksum, archive_checksum, directory_checksum
 from lora_syncer.sources.errors import SourceError
 from lora_syncer.sources.fetch_http import HttpFetcher
 from lora_syncer.sources.fetch_s3 import S3Fetcher
 from lora_syncer.sources.uri import ArchiveSource, S3Source, parse_source
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "source",
-        metavar="SOURCE",
-        help="a local directory or archive, an s3:// prefix or an http(s):// archive",
-    )
-    parser.add_argument(
-        "--allowed-sources",
-        action="append",
-        default=[],
-        metavar="RULE",
-        help="refuse URLs (and redirect hops) no rule admits, as `run` does; repeat or comma-separate",
-    )
 
 
 def _local(path: Path) -> Checksum:
@@ -57,20 +43,24 @@ async def _remote(source: S3Source | ArchiveSource, rules: list[str]) -> Checksu
 
 
 def run(args: argparse.Namespace) -> int:
-    rules = [r.strip() for item in args.allowed_sources for r in item.split(",") if r.strip()]
+    # Settings are declared in lora_syncer.options.commands.DIGEST (typed and split there).
+    if len(args.source) != 1:
+        fail(f"digest takes one SOURCE, got {len(args.source)}")
+    source: str = args.source[0]
+    rules = list(args.allowed_sources)
     try:
-        if "://" in args.source:
-            parsed = parse_source(args.source)
+        if "://" in source:
+            parsed = parse_source(source)
             if not isinstance(parsed, S3Source | ArchiveSource):
-                raise SourceError(f"{args.source}: not a file, directory, s3:// or http(s):// source")
+                raise SourceError(f"{source}: not a file, directory, s3:// or http(s):// source")
             checksum = asyncio.run(_remote(parsed, rules))
         else:
-            checksum = _local(Path(args.source))
+            checksum = _local(Path(source))
     except SourceError as exc:
         print(f"lora-syncer digest: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"lora-syncer digest: error: {args.source}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"lora-syncer digest: error: {source}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(checksum)
     return 0

@@ -130,6 +130,7 @@ class AdapterCache:
         self._by_declaration: dict[tuple[str, str | None], str] = {}
         self._flights: dict[tuple[str, str | None], asyncio.Task[CachedVersion]] = {}
         self._publish_lock = threading.Lock()
+        self._overflow_logged = 0
 
     # --- start-up ------------------------------------------------------------------------------
 
@@ -195,15 +196,19 @@ class AdapterCache:
         for key in [k for k, v in self._by_declaration.items() if v == name]:
             del self._by_declaration[key]
 
-    def lookup(self, source: str, checksum: str | None) -> CachedVersion | None:
-        """The cached version for this declaration, without any download."""
+    def lookup(self, source: str, checksum: str | None, *, verify: bool = True) -> CachedVersion | None:
+        """The cached version for this declaration, without any download.
+
+        `verify=False` trusts the index (no filesystem access): what every pass's planning uses,
+        so a no-op pass costs no stat per cached version. Loading verifies.
+        """
         expected = parse_checksum(checksum) if checksum else None
         key = (source, str(expected) if expected else None)
         name = self._by_declaration.get(key)
         if name is None and expected is not None:
             name = version_name(source, expected)
         entry = self._entries.get(name) if name else None
-        if entry is None or not entry.version.path.is_dir():
+        if entry is None or (verify and not entry.version.path.is_dir()):
             if entry is not None:
                 self._forget(entry.version.name)
             return None
@@ -360,12 +365,18 @@ class AdapterCache:
             await asyncio.to_thread(self._remove_tree, self.root / name)
         if decision.delete:
             log.info("adapter_cache_gc", deleted=list(decision.delete), kept_bytes=decision.kept_bytes)
-        if decision.overflow_bytes:
-            log.warning(
-                "adapter_cache_over_budget",
-                overflow_bytes=decision.overflow_bytes,
-                max_bytes=self._max_bytes,
-            )
+        if decision.overflow_bytes != self._overflow_logged:
+            # Once per change, not once per pass: the figure stays in /status and a metric.
+            if decision.overflow_bytes:
+                log.warning(
+                    "adapter_cache_over_budget",
+                    overflow_bytes=decision.overflow_bytes,
+                    max_bytes=self._max_bytes,
+                    hint="declared or loaded versions alone exceed --adapter-cache-max-bytes",
+                )
+            else:
+                log.info("adapter_cache_within_budget", kept_bytes=decision.kept_bytes)
+            self._overflow_logged = decision.overflow_bytes
         return GcReport(
             deleted=decision.delete,
             total_bytes=decision.total_bytes,

@@ -43,7 +43,7 @@ class AdapterStatus:
     base_model: str | None = None
     observed_root: str | None = None
     machine: AdapterMachine = field(default_factory=AdapterMachine)
-    declaration: tuple[str, str | None, str | None] = ("", None, None)
+    declaration: tuple[str | None, ...] = ("", None, None, None)  # declared, source, base, checksum
     changed_at: float = field(default_factory=time.time)
 
     def apply(self, event: Event) -> bool:
@@ -96,6 +96,8 @@ class SyncStatus:
     last_pass_seconds: float | None = None
     last_pass_result: str | None = None
     synced_once: bool = False
+    # The adapter cache's last GC figures (None without --adapter-cache).
+    adapter_cache: dict[str, int | None] | None = None
 
     # Every model id the server serves (base models, --lora-modules, adapters), from the last
     # `GET /v1/models` and kept current by our own successful loads and unloads. Mutated in
