@@ -144,7 +144,7 @@ NEEDS_CACHE = (
 
 def is_remote(source: str) -> bool:
     """s3:// or http(s):// (whatever the case): fetched by lora-syncer, not handed to vLLM."""
-    return source[:8].lower().startswith(("s3://", "http://", "https://"))
+    return "://" in source and source[:8].lower().startswith(("s3://", "http://", "https://"))
 
 
 @lru_cache(maxsize=65536)
@@ -160,13 +160,19 @@ def _parse_remote(source: str) -> S3Source | ArchiveSource | str:
 
 def remote_refusal(source: str, options: PlanOptions) -> str | None:
     """Why a remote source cannot be fetched here (None: it can)."""
+    return _refusal(source, options.remote_sources, options.allowed_sources)
+
+
+@lru_cache(maxsize=65536)
+def _refusal(source: str, remote_sources: bool, rules: tuple[str, ...]) -> str | None:
+    # Memoised: a pure function of its arguments, asked for every remote adapter every pass.
     parsed = _parse_remote(source)
     if isinstance(parsed, str):
         return parsed
-    if not options.remote_sources:
+    if not remote_sources:
         return NEEDS_CACHE.format(scheme=source.split("://", 1)[0].lower())
-    if not remote_source_allowed(parsed, options.allowed_sources):
-        if not options.allowed_sources:
+    if not remote_source_allowed(parsed, rules):
+        if not rules:
             return f"source {redact_url(source)}: plain http:// needs an --allowed-sources rule"
         return f"source {redact_url(source)} is not allowed by --allowed-sources"
     return None

@@ -126,6 +126,9 @@ class Reconciler:
         self.pass_lock = asyncio.Lock()
         # --adapter-cache: remote sources are fetched into it and loaded from there.
         self.cache = cache
+        self._fetched: set[str] = set()  # versions fetched during the current pass
+        # (config, cache generation) -> resolved paths: a no-op pass resolves nothing again.
+        self._resolved_memo: tuple[AdaptersConfig, int, Resolved] | None = None
 
     # --- triggers --------------------------------------------------------------------------
 
@@ -248,13 +251,14 @@ class Reconciler:
             supports_inplace=self.status.server.supports_inplace,
             remote_sources=self.cache is not None,
         )
-        plan = make_plan(config, models, options, self._resolved(config))
+        resolved = self._resolved(config)
+        plan = make_plan(config, models, options, resolved)
         due = self._record_observation(config, models, plan)
         if self.status.server.runtime_updating_disabled and due:
             # Probe with the first action only: until the server allows updates, the rest would fail alike.
             due = due[:1]
         failures = await self._execute(due)
-        await self._collect_cache(config, models)
+        await self._collect_cache(resolved, models)
         self.status.synced_once = True
         result = "ok" if not failures else "partial"
         if self.status.server.runtime_updating_disabled:
@@ -461,6 +465,9 @@ class Reconciler:
         cache = self.cache
         if cache is None:
             return {}
+        memo = self._resolved_memo
+        if memo is not None and memo[0] is config and memo[1] == cache.generation:
+            return memo[2]
         out: dict[tuple[str, str | None], str] = {}
         for d in config.ensure_exist:
             if is_remote(d.source):
@@ -470,6 +477,7 @@ class Reconciler:
                     continue  # refused by the plan with its reason
                 if found is not None:
                     out[(d.source, d.checksum)] = str(found.path)
+        self._resolved_memo = (config, cache.generation, out)
         return out
 
     async def _fetch(self, action: Action) -> str | None:
@@ -491,17 +499,21 @@ class Reconciler:
         except SourceError as exc:
             self._fail(a, action, exc.message, exc.reason)
             return None
+        self._fetched.add(version.name)
         return str(version.path)
 
-    async def _collect_cache(self, config: AdaptersConfig, models: list[ObservedModel]) -> None:
+    async def _collect_cache(self, resolved: Resolved, models: list[ObservedModel]) -> None:
         """Record which cached versions vLLM lists, then delete what GC allows; report the figures."""
         cache = self.cache
         if cache is None:
             return
         cache.observe([m.root for m in models if m.is_adapter and m.root])
-        declared: set[str] = set()
-        for path in self._resolved(config).values():
-            declared.add(os.path.basename(path))
+        # Declared versions: those resolved at the start of this pass, and those it just fetched.
+        # Only GC over the budget needs them.
+        declared: set[str] = set(self._fetched)
+        self._fetched.clear()
+        if cache.over_budget:
+            declared.update(os.path.basename(path) for path in resolved.values())
         try:
             report = await cache.collect(declared)
         except OSError as exc:  # a full or read-only volume must not stop syncing
@@ -513,5 +525,5 @@ class Reconciler:
             "totalBytes": report.kept_bytes,
             "maxBytes": report.max_bytes,
             "overflowBytes": report.overflow_bytes,
-            "versions": len(cache.versions()),
+            "versions": cache.count,
         }
