@@ -82,23 +82,16 @@ def exists(path: str) -> bool:
     return os.path.exists(path)
 
 
-async def test_s3_adapter_fetched_served_replaced_and_collected(
-    vllm: RealVLLM, endpoint: str, tmp_path: Path
-) -> None:
-    v1_dir, v2_dir = vllm.adapter_dirs[:2]
-    v1 = await asyncio.to_thread(upload, endpoint, v1_dir, "sql/v1")
-    v2 = await asyncio.to_thread(upload, endpoint, v2_dir, "sql/v2")
-    cache = tmp_path / "cache"
-    volume = ConfigMapVolume(tmp_path / "config")
-    volume.write({"configmap.yaml": adapters_file(f"s3://{BUCKET}/sql/v1/", v1)})
-    port = free_port()
-    log_path = tmp_path / "syncer.log"
+def spawn(
+    config: Path, server: str, port: int, cache: Path, endpoint: str, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """`lora-syncer run` with the adapter cache, as its own process logging JSON lines."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [
                 sys.executable, "-m", "lora_syncer", "run",
-                "--config", str(volume.path("configmap.yaml")),
-                "--server", vllm.url,
+                "--config", str(config),
+                "--server", server,
                 "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
                 "--reconcile-trigger", "0.5", "--health-check-interval", "0.2",
                 "--adapter-cache", str(cache),
@@ -110,6 +103,20 @@ async def test_s3_adapter_fetched_served_replaced_and_collected(
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, **s3_env(endpoint), "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
+
+
+async def test_s3_adapter_fetched_served_replaced_and_collected(
+    vllm: RealVLLM, endpoint: str, tmp_path: Path
+) -> None:
+    v1_dir, v2_dir = vllm.adapter_dirs[:2]
+    v1 = await asyncio.to_thread(upload, endpoint, v1_dir, "sql/v1")
+    v2 = await asyncio.to_thread(upload, endpoint, v2_dir, "sql/v2")
+    cache = tmp_path / "cache"
+    volume = ConfigMapVolume(tmp_path / "config")
+    volume.write({"configmap.yaml": adapters_file(f"s3://{BUCKET}/sql/v1/", v1)})
+    port = free_port()
+    log_path = tmp_path / "syncer.log"
+    proc = spawn(volume.path("configmap.yaml"), vllm.url, port, cache, endpoint, log_path)
     try:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
 

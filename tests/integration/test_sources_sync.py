@@ -365,3 +365,15 @@ async def test_sidecar_killed_mid_download_recovers_at_next_start(tmp_path: Path
                 assert await second.stop() == 0
     finally:
         await server.stop()
+
+
+def test_grace_shorter_than_the_upstream_timeout_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lora_syncer.cli import main
+
+    code = main(["run", "--adapter-cache", str(tmp_path / "c"), "--adapter-cache-gc-grace", "10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--adapter-cache-gc-grace 10 is shorter than --upstream-timeout 600" in err[0]
+    assert not (tmp_path / "c").exists()
