@@ -70,6 +70,12 @@ BENCHES: dict[str, Bench] = {
         min_requests=4000,
     ),
     "bench_emulator": Bench(runs=5, quick_args=("--seconds", "0.3", "--adapters", "50")),
+    # It alternates its own five runs (remote vs local, download vs direct) and reports medians.
+    "bench_sources": Bench(
+        runs=1,
+        quick_args=("--runs", "1", "--mb", "2", "--adapters", "200"),
+        notes=("one invocation: the script runs five alternating rounds itself and reports their medians",),
+    ),
 }
 
 

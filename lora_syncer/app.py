@@ -111,6 +111,7 @@ class Sidecar:
     )
     _runner: web.AppRunner | None = None
     _client: VLLMClient | None = None
+    _cache: Any = None  # lora_syncer.sources.service.CacheService with --adapter-cache
 
     async def start(self) -> None:
         s = self.settings
@@ -132,12 +133,29 @@ class Sidecar:
             ),
         )
         self.adapters_file = adapters
+        cache = None
+        if s.adapter_cache is not None:
+            from lora_syncer.sources.service import CacheService, CacheSettings
+
+            self._cache = CacheService(
+                CacheSettings(
+                    root=s.adapter_cache,
+                    max_bytes=s.adapter_cache_max_bytes,
+                    gc_grace=s.adapter_cache_gc_grace,
+                    concurrency=s.download_concurrency,
+                    allowed_sources=s.allowed_sources,
+                ),
+                metrics,
+            )
+            self._cache.open()  # removes what a killed run left half-downloaded
+            cache = self._cache.cache
         reconciler = Reconciler(
             adapters,
             self._client,
             sync_options(s),
             metrics,
             capacity=CapacityCheck(self._client, metrics, s.max_cpu_loras),
+            cache=cache,
         )
         if s.warmup:
             reconciler.warmup = WarmupWorker(
@@ -237,6 +255,8 @@ class Sidecar:
         if self.proxy is not None:
             await self.proxy.stop(grace)
         await self.supervisor.stop()
+        if self._cache is not None:
+            await self._cache.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._client is not None:

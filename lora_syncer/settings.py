@@ -44,6 +44,10 @@ class SyncerSettings(BaseModel):
     call_timeout: float = Field(15.0, gt=0)
     load_timeout: float = Field(120.0, gt=0)
     shutdown_grace: float = Field(10.0, ge=0)
+    adapter_cache: Path | None = None
+    adapter_cache_max_bytes: int | None = Field(default=None, ge=1)
+    adapter_cache_gc_grace: float = Field(900.0, gt=0)
+    download_concurrency: int = Field(4, ge=1, le=64)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -25,6 +25,12 @@ def _server_from_file(path: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = syncer_settings_from_args(args)
+    if settings.adapter_cache is not None and settings.adapter_cache_gc_grace < args.upstream_timeout:
+        # A request queued through the proxy may still read a version vLLM no longer lists.
+        fail(
+            f"--adapter-cache-gc-grace {settings.adapter_cache_gc_grace:g} is shorter than --upstream-timeout "
+            f"{args.upstream_timeout:g}: queued requests may still read an unlisted version; raise the grace"
+        )
     proxy_options: Any = None
     if args.rules:
         from lora_syncer.proxy.options import proxy_options_from_args

@@ -66,7 +66,8 @@ ALLOWED_SOURCES = Setting(
     split_flags=True,
     default_text="any",
     help="allowed adapter sources: a prefix (a hub org like 'myorg/' or a directory like "
-    "'/adapters/'), or 're:<regex>'; repeat or comma-separate. Others are refused",
+    "'/adapters/'), a remote root ('s3://bucket/team', 'https://host[:port]/path'), or 're:<regex>'; "
+    "repeat or comma-separate. Others are refused (plain http:// always needs a rule)",
 )
 
 # --- serving: health/metrics server, shutdown, logs -----------------------------------

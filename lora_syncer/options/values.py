@@ -167,6 +167,15 @@ def _source_pattern(text: str) -> str:
             re.compile(value[3:])
         except re.error as exc:
             raise ValueError(f"{text!r} is not a valid regular expression: {exc}") from None
+    elif value.lower().startswith(("s3://", "http://", "https://")):
+        # A malformed remote rule is an error at start, not a silent refusal of every source.
+        from lora_syncer.sources.errors import InvalidSource
+        from lora_syncer.sources.uri import validate_rule
+
+        try:
+            validate_rule(value)
+        except InvalidSource as exc:
+            raise ValueError(f"{text!r} is not a valid source rule: {exc}") from None
     return value
 
 
@@ -240,7 +249,7 @@ SIZE = ValueType(_size, "SIZE", ("lots", "0"))
 HEADER_NAME = ValueType(_header_name, "NAME", ("x user", "a:b"))
 HEADER = ValueType(_header, "'NAME: VALUE'", ("no-colon", "bad name: 1"))
 ROUTE_PATH = ValueType(_route_path, "PATH", ("v1/models",))
-SOURCE_PATTERN = ValueType(_source_pattern, "PREFIX|re:REGEX", ("re:(",))
+SOURCE_PATTERN = ValueType(_source_pattern, "PREFIX|re:REGEX", ("re:(", "s3://Bad_Bucket"))
 POOL = ValueType(
     _pool,
     "NAME=URL[@WEIGHT]",

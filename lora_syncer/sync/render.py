@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.source import Loaded
+from lora_syncer.sources.uri import redact_url
 from lora_syncer.sync.capacity import CapacityReport
 from lora_syncer.sync.states import AdapterState
 from lora_syncer.sync.status import AdapterStatus, ServerStatus, SyncStatus
@@ -70,7 +71,8 @@ def render_adapter(a: AdapterStatus, now_monotonic: float) -> dict[str, Any]:
         retry_in = round(max(0.0, m.next_retry_at - now_monotonic), 3)
     body: dict[str, Any] = {
         "declared": a.declared,
-        "source": a.source,
+        # A pre-signed URL carries its signature in the query: never shown.
+        "source": redact_url(a.source) if a.source and "://" in a.source else a.source,
         "baseModel": a.base_model,
         "observedRoot": a.observed_root,
         "state": m.state.value,
@@ -123,4 +125,5 @@ def render_status(status: SyncStatus, config: ConfigView, now_monotonic: float) 
             a.id: render_adapter(a, now_monotonic)
             for a in sorted(status.adapters.values(), key=lambda x: x.id)
         },
+        **({"adapterCache": status.adapter_cache} if status.adapter_cache is not None else {}),
     }

@@ -51,7 +51,7 @@ class AdapterStatus:
     base_model: str | None = None
     observed_root: str | None = None
     machine: AdapterMachine = field(default_factory=AdapterMachine)
-    declaration: tuple[str, str | None, str | None] = ("", None, None)
+    declaration: tuple[str | None, ...] = ("", None, None, None)  # declared, source, base, checksum
     changed_at: float = field(default_factory=time.time)
     # Bumped by every state change of any adapter: the proxy's routable-names snapshot compares it.
     state_changes: ClassVar[int] = 0
@@ -108,6 +108,8 @@ class SyncStatus:
     last_pass_result: str | None = None
     synced_once: bool = False
     capacity: CapacityReport | None = None  # declared adapters against vLLM's CPU LoRA cache
+    # The adapter cache's last GC figures (None without --adapter-cache).
+    adapter_cache: dict[str, int | None] | None = None
 
     # Every model id the server serves (base models, --lora-modules, adapters), from the last
     # `GET /v1/models` and kept current by our own successful loads and unloads. Mutated in
