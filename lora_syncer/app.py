@@ -50,6 +50,7 @@ def sync_options(settings: SyncerSettings) -> SyncOptions:
         max_concurrency=settings.max_concurrency,
         plan=PlanOptions(
             prune=settings.prune,
+            prune_max=settings.prune_max,
             base_model_policy=settings.base_model_policy,
             allowed_sources=settings.allowed_sources,
         ),

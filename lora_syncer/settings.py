@@ -31,6 +31,7 @@ class SyncerSettings(BaseModel):
     config_validation: bool = True
     max_concurrency: int = Field(4, ge=1, le=256)
     prune: bool = False
+    prune_max: str = "50%"
     base_model_policy: Literal["ignore", "warn", "enforce"] = "warn"
     allowed_sources: tuple[str, ...] = ()
     api_key: str | None = Field(default=None, repr=False)

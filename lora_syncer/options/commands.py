@@ -17,6 +17,7 @@ from lora_syncer.options.shared import (
     POOLS,
     PROXY,
     PRUNE,
+    PRUNE_MAX,
     SERVER,
     SHUTDOWN_GRACE,
 )
@@ -65,6 +66,7 @@ RECONCILING = (
     ),
     Setting("--max-concurrency", whole_in(1, 256), default=4, help="load/unload calls in flight at once"),
     PRUNE,
+    PRUNE_MAX,
     BASE_MODEL_POLICY,
     ALLOWED_SOURCES,
     Setting(

@@ -80,6 +80,21 @@ def render_adapter(a: AdapterStatus, now_monotonic: float) -> dict[str, Any]:
     return body
 
 
+def render_prune_hold(status: SyncStatus) -> dict[str, Any] | None:
+    hold = status.prune_hold
+    if hold is None:
+        return None
+    return {
+        "adapters": list(hold.adapters),
+        "count": len(hold.adapters),
+        "limit": hold.limit,
+        "generation": hold.generation,
+        "since": hold.since,
+        "reason": f"would unload {len(hold.adapters)} undeclared adapter(s), more than --prune-max "
+        f"allows ({hold.limit}); unloaded only if the file stays unchanged for one more resync",
+    }
+
+
 def render_status(status: SyncStatus, config: ConfigView, now_monotonic: float) -> dict[str, Any]:
     """The `syncer` section of `/status`."""
     current = config.current
@@ -100,6 +115,7 @@ def render_status(status: SyncStatus, config: ConfigView, now_monotonic: float) 
             "lastPassSeconds": status.last_pass_seconds,
             "lastPassResult": status.last_pass_result,
             "counts": {k: v for k, v in status.counts().items() if v},
+            "pruneHold": render_prune_hold(status),
         },
         "adapters": {
             a.id: render_adapter(a, now_monotonic)
