@@ -29,7 +29,7 @@ from lora_syncer.supervisor import Supervisor, cancel_and_wait
 from lora_syncer.sync.metrics import SyncMetrics
 from lora_syncer.sync.plan import PlanOptions
 from lora_syncer.sync.reconciler import Reconciler, SyncOptions
-from lora_syncer.sync.render import readiness, render_status
+from lora_syncer.sync.render import alias_readiness, readiness, render_status
 from lora_syncer.sync.status import BackoffPolicy
 from lora_syncer.sync.vllm_client import Timeouts, VLLMClient
 
@@ -137,6 +137,14 @@ class Sidecar:
             await self.proxy.start()
             sources.sections["proxy"] = self.proxy.status
             sources.ready_checks.append(self.proxy.ready)
+            if not self.proxy_options.pool_mode and s.ready_when == "synced":  # other pools: not ours to know
+                proxy = self.proxy
+                sources.ready_checks.append(
+                    lambda: alias_readiness(
+                        {alias: r.names for alias, r in proxy.core.table.exact.items()},
+                        reconciler.status.loaded_names(),
+                    )
+                )
 
         self._runner = web.AppRunner(build_health_app(sources), handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -201,6 +209,12 @@ class Sidecar:
 
 
 async def run_sidecar(settings: SyncerSettings, proxy_options: Any = None) -> int:
+    if proxy_options is not None and proxy_options.port and proxy_options.port == settings.metrics_port:
+        log.error(
+            "--proxy-port and --metrics-port are the same port; give each its own",
+            port=settings.metrics_port,
+        )
+        return 2
     sidecar = Sidecar(settings, proxy_options)
     signals = StopSignals()
     signals.install()

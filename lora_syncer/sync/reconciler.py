@@ -444,18 +444,22 @@ class Reconciler:
         a.apply(Failed(message, now, self.options.backoff.delay, count_attempt))
         delay = (a.next_retry_at or now) - now
         self.metrics.operations.labels(op=action.op.value, result=result).inc()
+        # Not this adapter's fault (e.g. runtime updating off): no attempt counted, none shown.
+        attempts = {"attempts": a.attempts} if count_attempt else {}
         if changed or a.attempts <= 1:
             log.error(
                 f"{action.op.value} failed",
                 adapter=action.adapter_id,
+                source=action.source,
                 error=message,
-                attempts=a.attempts,
                 retry_in_seconds=round(delay, 1),
+                **attempts,
             )
         else:
             log.warning(
                 f"{action.op.value} failed again",
                 adapter=action.adapter_id,
-                attempts=a.attempts,
+                source=action.source,
                 retry_in_seconds=round(delay, 1),
+                **attempts,
             )

@@ -5,6 +5,7 @@ Keys are camelCase, the same style as the proxy's section.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from lora_syncer.config.adapters import AdaptersConfig
@@ -33,6 +34,8 @@ def readiness(status: SyncStatus, config: ConfigView, mode: str = "synced") -> t
     if config.current is None:
         err = config.error
         return False, f"no valid adapters file yet: {err.summary() if err else 'not read yet'}"
+    if status.server.reachable is False:
+        return False, f"vLLM server unreachable: {status.server.last_error or 'no answer yet'}"
     if not status.synced_once:
         return False, "first reconcile pass has not completed"
     if not status.server.reachable:
@@ -44,6 +47,18 @@ def readiness(status: SyncStatus, config: ConfigView, mode: str = "synced") -> t
         shown = ", ".join(sorted(missing)[:10])
         return False, f"{len(missing)} declared adapter(s) not loaded yet: {shown}"
     return True, ""
+
+
+def alias_readiness(aliases: Mapping[str, Sequence[str]], loaded: frozenset[str]) -> tuple[bool, str]:
+    """Not ready while a rules alias has no target the server serves: its clients would get 404s."""
+    dead = {alias: targets for alias, targets in aliases.items() if targets and not set(targets) & loaded}
+    if not dead:
+        return True, ""
+    shown = "; ".join(
+        f"alias {alias!r}: none of its targets is loaded ({', '.join(targets)})"
+        for alias, targets in sorted(dead.items())[:5]
+    )
+    return False, f"proxy: {shown}"
 
 
 def render_server(server: ServerStatus) -> dict[str, Any]:

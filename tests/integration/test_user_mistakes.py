@@ -5,6 +5,7 @@ unloaded or misrouted.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from lora_syncer.emulator import Emulator
 from tests.support.emulator import running_emulator
 from tests.support.net import free_port
 from tests.support.processes import Child, run_args
-from tests.support.wait import eventually
+from tests.support.wait import WAIT, eventually
 
 THREE = [("ad-a", "org/adapter-a"), ("ad-b", "org/adapter-b"), ("ad-c", "org/adapter-c")]
 
@@ -179,5 +180,204 @@ async def test_small_prune_within_the_limit_is_not_held(
         config.write_text(adapters_yaml(THREE[:2]))
         await eventually(lambda: _unloads(vllm) == ["ad-c"], message=lambda: child.log_text()[-3000:])
         assert not any(str(e.get("event", "")).startswith("prune held") for e in child.logs())
+    finally:
+        await child.stop()
+
+
+CLASS_NAMES = ("ClientConnectorError", "ClientConnectorDNSError", "NonHttpUrlClientError", "ClientOSError")
+
+
+async def _readyz(http: aiohttp.ClientSession, child: Child) -> tuple[int, str]:
+    status, body = await _json(http, child.url + "/readyz")
+    return status, "; ".join(body["reasons"]) if isinstance(body, dict) else ""
+
+
+@pytest.mark.asyncio
+async def test_unreachable_server_readyz_and_log_say_why_in_words(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """`--server` names a port nothing listens on: /readyz and the wait's progress lines say so."""
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml(THREE))
+    server = f"http://127.0.0.1:{free_port()}"
+    child = await _start(tmp_path, config, server)
+    try:
+
+        async def refused() -> str | None:
+            status, reason = await _readyz(http, child)
+            return reason if status == 503 and "connection refused" in reason else None
+
+        reason = await eventually(refused, message=lambda: child.log_text()[-3000:])
+        assert reason.startswith("vLLM server unreachable") and server in reason
+        assert "first reconcile pass" not in reason
+
+        def progress() -> dict[str, Any] | None:
+            return next((e for e in child.logs() if e.get("event") == "waiting for the vLLM server"), None)
+
+        line = await eventually(progress, message=lambda: child.log_text()[-3000:])
+        assert line["server"] == server and "connection refused" in line["error"]
+        assert line["waited_seconds"] > 0
+        assert not any(name in child.log_text() for name in CLASS_NAMES)
+    finally:
+        await child.stop()
+
+
+@pytest.mark.asyncio
+async def test_unknown_host_is_said_in_words(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml(THREE))
+    child = await _start(tmp_path, config, "http://no-such-host.invalid:8000")
+    try:
+
+        async def not_found() -> bool:
+            status, reason = await _readyz(http, child)
+            return status == 503 and "host name not found" in reason
+
+        await eventually(not_found, message=lambda: child.log_text()[-3000:])
+        assert not any(name in child.log_text() for name in CLASS_NAMES)
+    finally:
+        await child.stop()
+
+
+@pytest.mark.asyncio
+async def test_load_failed_names_the_source(
+    tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
+) -> None:
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml([("ad-a", "org/adapter-a"), ("ad-x", "/no/such/adapter")]))
+    child = await _start(tmp_path, config, vllm.url)
+    try:
+
+        def failed() -> dict[str, Any] | None:
+            return next((e for e in child.logs() if e.get("event") == "load failed"), None)
+
+        line = await eventually(failed, message=lambda: child.log_text()[-3000:])
+        assert line["adapter"] == "ad-x" and line["source"] == "/no/such/adapter"
+        assert "attempts" in line
+        assert _unloads(vllm) == []
+    finally:
+        await child.stop()
+
+
+@pytest.mark.asyncio
+async def test_runtime_updating_off_is_not_logged_with_zero_attempts(tmp_path: Path) -> None:
+    from lora_syncer.emulator import EmulatorConfig
+
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml(THREE))
+    async with running_emulator(EmulatorConfig(runtime_lora_updating=False)) as off:
+        child = await _start(tmp_path, config, off.url)
+        try:
+
+            def said() -> bool:
+                return "VLLM_ALLOW_RUNTIME_LORA_UPDATING" in child.log_text()
+
+            await eventually(said, message=lambda: child.log_text()[-3000:])
+            await _more_passes_log(child)
+            for line in child.logs():
+                if str(line.get("event", "")).startswith("load failed"):
+                    assert line.get("attempts") != 0, line
+        finally:
+            await child.stop()
+
+
+async def _more_passes_log(child: Child) -> None:
+    """A few more passes, judged by the log (the server refuses every load)."""
+    start = len([e for e in child.logs() if e.get("event") == "reconcile pass done"])
+    await eventually(
+        lambda: len([e for e in child.logs() if e.get("event") == "reconcile pass done"]) >= start + 2,
+        message=lambda: child.log_text()[-3000:],
+    )
+
+
+RULES = """\
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModelRewrite
+metadata:
+  name: rewrite
+spec:
+  rules:
+    - matches:
+        - model:
+            type: Exact
+            value: small-segment-lora
+      targets:
+        - modelRewrite: "ad-typo-v1"
+          weight: 90
+        - modelRewrite: "ad-typo-v2"
+          weight: 10
+"""
+
+
+@pytest.mark.asyncio
+async def test_alias_with_no_loaded_target_makes_run_not_ready(
+    tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """The rules name versions the adapters file never declares (a typo): /readyz says which alias."""
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml(THREE))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    args = ("--rules", str(rules), "--proxy-host", "127.0.0.1", "--proxy-port", str(free_port()))
+    child = await _start(tmp_path, config, vllm.url, *args)
+    try:
+
+        async def dead_alias() -> str | None:
+            status, reason = await _readyz(http, child)
+            loaded = set(vllm.loaded()) == {"ad-a", "ad-b", "ad-c"}
+            return reason if loaded and status == 503 and "small-segment-lora" in reason else None
+
+        reason = await eventually(dead_alias, message=lambda: child.log_text()[-3000:])
+        # Every declared adapter is loaded: the alias is the only reason left.
+        assert (
+            reason
+            == "proxy: alias 'small-segment-lora': none of its targets is loaded (ad-typo-v1, ad-typo-v2)"
+        )
+        rules.write_text(RULES.replace("ad-typo-v1", "ad-a"))  # fixed: one target is loaded
+
+        async def ready() -> bool:
+            return (await _readyz(http, child))[0] == 200
+
+        await eventually(ready, message=lambda: child.log_text()[-3000:])
+    finally:
+        await child.stop()
+
+
+@pytest.mark.asyncio
+async def test_metrics_and_proxy_on_the_same_port_is_said(tmp_path: Path) -> None:
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml(THREE))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    port = free_port()
+    args = run_args(config, "http://127.0.0.1:1", port, "--rules", str(rules), "--proxy-port", str(port))
+    child = await Child.spawn(args, tmp_path / "syncer.log", port)
+    assert await asyncio.wait_for(child.proc.wait(), timeout=WAIT) == 2
+    assert "--proxy-port and --metrics-port are the same port" in child.log_text()
+
+
+@pytest.mark.asyncio
+async def test_status_drops_declared_for_adapters_the_file_no_longer_names(
+    tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
+) -> None:
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml(THREE))
+    child = await _start(tmp_path, config, vllm.url)
+    try:
+        await _synced(http, child, vllm, {"ad-a", "ad-b", "ad-c"})
+        config.write_text(adapters_yaml(THREE[:1]))  # no --prune: b and c stay loaded
+
+        async def undeclared() -> bool:
+            _, body = await _json(http, child.url + "/status")
+            adapters = body["syncer"]["adapters"] if isinstance(body, dict) else {}
+            return {k: v["declared"] for k, v in adapters.items()} == {
+                "ad-a": "present",
+                "ad-b": "undeclared",
+                "ad-c": "undeclared",
+            }
+
+        await eventually(undeclared, message=lambda: child.log_text()[-3000:])
+        assert (await _readyz(http, child))[0] == 200
+        assert _unloads(vllm) == []
     finally:
         await child.stop()
