@@ -19,7 +19,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from lora_syncer.config.adapters import AdaptersConfig, parse_adapters
+from lora_syncer.config.adapters import AdaptersConfig
+from lora_syncer.config.manifest import parse_adapters_or_manifest
 from lora_syncer.config.source import Loaded
 from lora_syncer.health import HealthSources, build_health_app
 from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
@@ -101,7 +102,7 @@ class Sidecar:
         )
         adapters: ReloadingFile[AdaptersConfig] = ReloadingFile(
             s.config,
-            parse_adapters,
+            parse_adapters_or_manifest,  # the mounted key, or a ConfigMap manifest
             name="adapters-file",
             wording=ADAPTERS_WORDING,
             metrics=metrics,

@@ -168,6 +168,7 @@ PLAN: tuple[Section, ...] = (
                 help="plan against an empty server instead of asking vLLM",
             ),
             PRUNE.but(help="plan unloading undeclared adapters too"),
+            PRUNE_MAX,
             BASE_MODEL_POLICY,
             ALLOWED_SOURCES,
             Setting(

@@ -21,7 +21,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from lora_syncer.config.rules import RuleSet, parse_rules
+from lora_syncer.config.manifest import parse_rules_or_manifest
+from lora_syncer.config.rules import RuleSet
 from lora_syncer.config.source import Loaded
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER, ProxyOptions
@@ -85,7 +86,7 @@ class ProxyService:
             pool = options.pool_name
             self._source = ReloadingFile(
                 options.rules_path,
-                lambda raw, name: parse_rules(raw, name, pool_name=pool),
+                lambda raw, name: parse_rules_or_manifest(raw, name, pool_name=pool),
                 name="rules-file",
                 wording=RULES_WORDING,
                 metrics=_RulesReloadMetrics(self.metrics),

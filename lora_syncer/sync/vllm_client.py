@@ -61,6 +61,14 @@ class Timeouts:
     load: float = 120.0  # a load may fetch an adapter from a hub
 
 
+def v1_suffix_problem(url: str) -> str | None:
+    """A server URL ending in `/v1` would make every call `/v1/v1/...`: say to drop it."""
+    trimmed = url.rstrip("/")
+    if trimmed.endswith("/v1"):
+        return f"{url!r} ends with /v1: drop the /v1 (use {trimmed[:-3]!r}); the syncer adds /v1/... itself"
+    return None
+
+
 def os_error_in_words(err: BaseException | None) -> str:
     """An OS-level connection error as a person says it (never a class name)."""
     if isinstance(err, socket.gaierror):

@@ -381,3 +381,137 @@ async def test_status_drops_declared_for_adapters_the_file_no_longer_names(
         assert _unloads(vllm) == []
     finally:
         await child.stop()
+
+
+async def _command(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """`python -m lora_syncer ARGS` to completion: (exit code, stdout and stderr)."""
+    child = await Child.spawn(list(args), tmp_path / "command.log", 0)
+    code = await asyncio.wait_for(child.proc.wait(), timeout=WAIT)
+    return code, child.log_text()
+
+
+@pytest.mark.asyncio
+async def test_plan_with_v1_on_the_server_url_says_to_drop_it(tmp_path: Path, vllm: Emulator) -> None:
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml(THREE))
+    code, out = await _command(tmp_path, "plan", "--config", str(config), "--server", vllm.url + "/v1")
+    assert code == 2
+    assert "drop the /v1" in out and repr(vllm.url) in out
+    assert vllm.calls == []
+
+
+@pytest.mark.asyncio
+async def test_run_with_v1_on_the_server_url_says_to_drop_it(tmp_path: Path, vllm: Emulator) -> None:
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml(THREE))
+    code, out = await _command(tmp_path, *run_args(config, vllm.url + "/v1/", free_port()))
+    assert code == 2 and "drop the /v1" in out
+    assert vllm.loaded() == {}
+
+
+@pytest.mark.asyncio
+async def test_plan_does_not_say_nothing_to_do_above_skips(tmp_path: Path, vllm: Emulator) -> None:
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml([("ad-a", "org/adapter-a", "meta-llama/Other-8B")]))
+    code, out = await _command(
+        tmp_path, "plan", "--config", str(config), "--server", vllm.url, "--base-model-policy", "enforce"
+    )
+    assert code == 0, out
+    assert "skip    ad-a  -- base_model_mismatch" in out
+    assert "nothing to do" not in out
+    assert "nothing to load or unload now" in out
+
+
+@pytest.mark.asyncio
+async def test_plan_shows_a_prune_that_run_would_hold(tmp_path: Path, vllm: Emulator) -> None:
+    vllm.preload({"ad-a": "org/adapter-a", "ad-b": "org/adapter-b", "ad-c": "org/adapter-c"})
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml(THREE[:1]))
+    code, out = await _command(tmp_path, "plan", "--config", str(config), "--server", vllm.url, "--prune")
+    assert code == 0, out
+    assert "held    ad-b" in out and "held    ad-c" in out and "--prune-max (1)" in out
+    assert "unload" not in out.split("held")[0]
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "qwen3-32b-rewrite"
+V1_V2 = {"small-segment-lora-v1", "small-segment-lora-v2"}
+
+
+async def _chat(http: aiohttp.ClientSession, url: str, model: str) -> tuple[int, dict[str, Any]]:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    async with http.post(url + "/v1/chat/completions", json=body) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+@pytest.mark.asyncio
+async def test_run_takes_the_configmap_manifest_and_rules_manifest(
+    tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """The user points `run` at the files they `kubectl apply`, not at the mounted keys."""
+    proxy_port = free_port()
+    args = (
+        "--rules",
+        str(EXAMPLE / "02-rules-90-10.yaml"),
+        "--proxy-host",
+        "127.0.0.1",
+        "--proxy-port",
+        str(proxy_port),
+    )
+    child = await _start(tmp_path, EXAMPLE / "00-adapters.yaml", vllm.url, *args)
+    try:
+        await _synced(http, child, vllm, V1_V2)
+        status, body = await _chat(http, f"http://127.0.0.1:{proxy_port}", "small-segment-lora")
+        assert status == 200, body
+        _, state = await _json(http, child.url + "/status")
+        assert set(state["proxy"]["aliases"]["small-segment-lora"]["targets"]) == V1_V2
+    finally:
+        await child.stop()
+
+
+@pytest.mark.asyncio
+async def test_proxy_takes_the_rules_manifest(
+    tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
+) -> None:
+    vllm.preload(dict.fromkeys(V1_V2, "ttt421/nec119-small-segment-lora"))
+    port, metrics = free_port(), free_port()
+    args = ["proxy", "--rules", str(EXAMPLE / "02-rules-90-10.yaml"), "--server", vllm.url]
+    args += ["--proxy-host", "127.0.0.1", "--proxy-port", str(port), "--metrics-host", "127.0.0.1"]
+    args += ["--metrics-port", str(metrics), "--log-format", "json"]
+    child = await Child.spawn(args, tmp_path / "proxy.log", port)
+    try:
+
+        async def answers() -> int:
+            try:
+                return (await _chat(http, child.url, "small-segment-lora"))[0]
+            except aiohttp.ClientError:
+                return 0
+
+        assert await eventually(answers, message=lambda: child.log_text()[-3000:]) == 200
+    finally:
+        await child.stop()
+
+
+@pytest.mark.asyncio
+async def test_proxy_pools_without_a_rules_file(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """The README's `proxy --pool old=URL@90 --pool new=URL@10`: no rules file needed."""
+    async with running_emulator() as old, running_emulator() as new:
+        port, metrics = free_port(), free_port()
+        args = ["proxy", "--pool", f"old={old.url}@90", "--pool", f"new={new.url}@10"]
+        args += ["--proxy-host", "127.0.0.1", "--proxy-port", str(port), "--metrics-host", "127.0.0.1"]
+        args += ["--metrics-port", str(metrics), "--log-format", "json"]
+        child = await Child.spawn(args, tmp_path / "proxy.log", port)
+        try:
+
+            async def answers() -> int:
+                try:
+                    return (await _chat(http, child.url, "Qwen/Qwen3-32B"))[0]
+                except aiohttp.ClientError:
+                    return 0
+
+            assert await eventually(answers, message=lambda: child.log_text()[-3000:]) == 200
+            for _ in range(19):
+                assert (await _chat(http, child.url, "Qwen/Qwen3-32B"))[0] == 200
+            _, status = await _json(http, f"http://127.0.0.1:{metrics}/status")
+            assert {p["name"]: p["weight"] for p in status["proxy"]["pools"]} == {"old": 90, "new": 10}
+        finally:
+            await child.stop()
