@@ -302,6 +302,13 @@ SPLIT_TEST: tuple[Section, ...] = (
             ),
             Setting("--timeout", NUMBER_SECONDS, default=60.0, help="seconds per request"),
             Setting(
+                "--by",
+                choice("model", "pool"),
+                default="model",
+                help="count the served model (x-lora-syncer-served-model, else the body's model) "
+                "or the pool (x-lora-syncer-pool)",
+            ),
+            Setting(
                 "--json", action="flag", default=False, help="print the result as JSON instead of a table"
             ),
         ),
