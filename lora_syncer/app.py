@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.manifest import parse_adapters_or_manifest
 from lora_syncer.config.source import Loaded
+from lora_syncer.config_warnings import ConfigWarnings
 from lora_syncer.health import HealthSources, build_health_app
 from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
 from lora_syncer.runtime import StopSignals
@@ -138,6 +139,7 @@ class Sidecar:
             await self.proxy.start()
             sources.sections["proxy"] = self.proxy.status
             sources.ready_checks.append(self.proxy.ready)
+            self._watch_cross_check(sources, reconciler, adapters)
             if not self.proxy_options.pool_mode and s.ready_when == "synced":  # other pools: not ours to know
                 proxy = self.proxy
                 sources.ready_checks.append(
@@ -165,6 +167,30 @@ class Sidecar:
             proxy_port=getattr(self.proxy, "port", None),
             watch=adapters.backend,
         )
+
+    def _watch_cross_check(
+        self, sources: HealthSources, reconciler: Reconciler, adapters: ReloadingFile[AdaptersConfig]
+    ) -> None:
+        """Both files are here: report their disagreements once per change of either."""
+        rules = self.proxy.rules_file
+        if rules is None:
+            return
+        warnings = ConfigWarnings(self.registry)
+        sources.sections["crossCheck"] = warnings.status
+
+        def check() -> None:
+            warnings.update(adapters.current, rules.current, reconciler.status.server.base_models)
+
+        for file in (adapters, rules):
+            inner = file.on_change
+
+            def changed(loaded: Any, inner: Any = inner) -> None:
+                if inner is not None:
+                    inner(loaded)
+                check()
+
+            file.on_change = changed
+        check()
 
     def syncer_status(self) -> dict[str, Any]:
         """The `syncer` section of `/status`."""

@@ -142,6 +142,11 @@ class ProxyService:
         )
 
     @property
+    def rules_file(self) -> ReloadingFile[RuleSet] | None:
+        """The rules file kept in force (None without --rules); `run` cross-checks it."""
+        return self._source
+
+    @property
     def port(self) -> int:
         """The port actually bound (the options may say 0)."""
         if self._port is None:

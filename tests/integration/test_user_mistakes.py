@@ -515,3 +515,48 @@ async def test_proxy_pools_without_a_rules_file(tmp_path: Path, http: aiohttp.Cl
             assert {p["name"]: p["weight"] for p in status["proxy"]["pools"]} == {"old": 90, "new": 10}
         finally:
             await child.stop()
+
+
+@pytest.mark.asyncio
+async def test_run_reports_rules_naming_an_undeclared_adapter_once(
+    tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """The rules send 10% to a version the adapters file does not declare: a warning, a metric, one log line."""
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml([("ad-typo-v1", "org/adapter-a")]))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    args = ("--rules", str(rules), "--proxy-host", "127.0.0.1", "--proxy-port", str(free_port()))
+    child = await _start(tmp_path, config, vllm.url, *args)
+    try:
+        await _synced(http, child, vllm, {"ad-typo-v1"})
+
+        async def warnings() -> list[dict[str, Any]]:
+            _, body = await _json(http, child.url + "/status")
+            return body.get("crossCheck", {}).get("warnings", []) if isinstance(body, dict) else []
+
+        found = await eventually(warnings, message=lambda: child.log_text()[-3000:])
+        assert [(w["kind"], w["subject"]) for w in found] == [("undeclared_target", "ad-typo-v2")]
+        _, metrics = await _json(http, child.url + "/metrics")
+        assert 'lora_syncer_config_warnings{kind="undeclared_target"} 1.0' in metrics
+        await _more_passes(http, child, 3)
+
+        def lines() -> list[dict[str, Any]]:
+            return [e for e in child.logs() if e.get("event") == "adapters file and rules file disagree"]
+
+        assert len(lines()) == 1 and lines()[0]["subject"] == "ad-typo-v2"
+        fixed = RULES.replace('        - modelRewrite: "ad-typo-v2"\n          weight: 10\n', "")
+        fixed = fixed.replace("weight: 90", "weight: 100")
+        assert fixed != RULES
+        rules.write_text(fixed)
+
+        async def cleared() -> bool:
+            return await warnings() == []
+
+        await eventually(cleared, message=lambda: child.log_text()[-3000:])
+        _, metrics = await _json(http, child.url + "/metrics")
+        assert 'lora_syncer_config_warnings{kind="undeclared_target"} 0.0' in metrics
+        assert len(lines()) == 1
+        assert _unloads(vllm) == []
+    finally:
+        await child.stop()
