@@ -17,6 +17,7 @@ from sync_harness import adapters_yaml
 
 from lora_syncer.emulator import Emulator
 from tests.support.emulator import running_emulator
+from tests.support.kubelet import configmap_volume
 from tests.support.net import free_port
 from tests.support.processes import Child, run_args
 from tests.support.wait import WAIT, eventually
@@ -558,5 +559,41 @@ async def test_run_reports_rules_naming_an_undeclared_adapter_once(
         assert 'lora_syncer_config_warnings{kind="undeclared_target"} 0.0' in metrics
         assert len(lines()) == 1
         assert _unloads(vllm) == []
+    finally:
+        await child.stop()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["edited in place", "kubelet swap"])
+async def test_a_rejected_rules_edit_is_logged_once(
+    tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession, how: str
+) -> None:
+    """A rules edit with a typo in `weight`: one log line, the last good rules keep routing."""
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml([("ad-typo-v1", "org/adapter-a"), ("ad-typo-v2", "org/adapter-b")]))
+    volume = configmap_volume(tmp_path / "rules", {"rules.yaml": RULES})
+    plain = tmp_path / "rules.yaml"
+    plain.write_text(RULES)
+    rules = plain if how == "edited in place" else volume.path("rules.yaml")
+    proxy_port = free_port()
+    args = ("--rules", str(rules), "--proxy-host", "127.0.0.1", "--proxy-port", str(proxy_port))
+    child = await _start(tmp_path, config, vllm.url, *args)
+    try:
+        await _synced(http, child, vllm, {"ad-typo-v1", "ad-typo-v2"})
+        broken = RULES.replace("weight: 10", "weight: ten")
+        if how == "edited in place":
+            plain.write_text(broken)
+        else:
+            volume.write({"rules.yaml": broken})
+
+        def rejected() -> list[dict[str, Any]]:
+            return [e for e in child.logs() if str(e.get("event", "")).startswith("rules file rejected")]
+
+        await eventually(rejected, message=lambda: child.log_text()[-3000:])
+        await _more_passes(http, child, 3)
+        assert len(rejected()) == 1, rejected()
+        assert "weight" in " ".join(rejected()[0]["errors"])
+        served = {(await _chat(http, f"http://127.0.0.1:{proxy_port}", "small-segment-lora"))[1]["model"]}
+        assert served <= {"ad-typo-v1", "ad-typo-v2"}
     finally:
         await child.stop()
