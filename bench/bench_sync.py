@@ -18,7 +18,7 @@ way and watches the server. Sections:
 `--real` repeats (a) and (b, N=200) against a real CPU vLLM (scripts/setup-vllm-env.sh).
 Targets from the issue are printed next to the figures; nothing is asserted.
 
-Usage: .venv/bin/python bench/bench_sync.py [--quick] [--real] [--only abcde] [--swaps 30] [--json FILE]
+Usage: .venv/bin/python -m bench.bench_sync [--quick] [--real] [--only abcde] [--swaps 30] [--json FILE]
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import pstats
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,10 +44,10 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lora_syncer.kubelet import ConfigMapVolume
+from tests.support.net import free_port
 
-from lora_syncer.kubelet import ConfigMapVolume  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 KEY = "configmap.yaml"
 TIMEOUT = aiohttp.ClientTimeout(total=60)
@@ -68,13 +67,6 @@ asyncio.run(main(sys.argv[1]))
 
 
 # --- small utilities -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -166,6 +158,8 @@ async def wait_http(url: str, within: float = 60.0) -> None:
 def spawn(args: Sequence[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
     log = workdir / f"{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORA_SYNCER_")}
+    # The children run from a temporary directory: point them at this checkout's package.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with open(log, "wb") as fh:
         return subprocess.Popen(
             [sys.executable, *args], stdout=fh, stderr=fh, stdin=subprocess.DEVNULL, env=env, cwd=workdir

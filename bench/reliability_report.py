@@ -1,13 +1,18 @@
-"""Run the reliability scenarios and write their figures to docs/reliability.md.
+"""Run the reliability scenarios and render their figures into docs/reliability.md.
 
 The scenarios are the ones the reliability tier asserts on (tests/support/reliability/),
 run here longer and reported as a table: faults injected, requests sent, wrong answers, lost or
 spurious unloads (all must be zero), time to converge once faults stop, peak RSS. Everything
-runs on 127.0.0.1 and is bounded (about two minutes in all).
+runs on 127.0.0.1 and is bounded (about two minutes a run; three runs by default).
 
-    .venv/bin/python -m bench.reliability_report [--out docs/reliability.md] [--quick]
+    .venv/bin/python -m bench.reliability_report            # the report (docs/reliability.md)
+    .venv/bin/python -m bench.reliability_report --quick    # one short run, to a temporary directory
 
 (run from the checkout's root, as a module, so `tests.support` imports from the checkout).
+
+Every run's rows go to docs/reliability-results.json with the commit, the machine, the load
+average, the exact command and a content hash of every file in `SCOPE`; the generated block of
+docs/reliability.md is rendered from that JSON only (tests/docs/test_reports.py re-renders it).
 
 Exit status 1 when any scenario found a violation (the table says which).
 """
@@ -16,23 +21,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import logging
-import os
-import platform
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from bench import report_support as rs
 from tests.support.reliability.memory import peak_rss_kib
 from tests.support.reliability.proxy_scenarios import run_proxy_under_faults
 from tests.support.reliability.sync_scenarios import run_churn, run_process_restarts, run_restart_storm
 
-ROOT = Path(__file__).resolve().parents[1]
+MODULE = "bench.reliability_report"
+COMMAND = rs.command_line(MODULE, [])
+MARKDOWN = rs.ROOT / "docs" / "reliability.md"
+RESULTS = rs.ROOT / "docs" / "reliability-results.json"
+RUNS = 3
+# What the figures depend on: the package and the reliability harness.
+SCOPE = (
+    "lora_syncer/**/*",
+    "tests/support/reliability/**/*",
+    "bench/reliability_report.py",
+    "bench/report_support.py",
+)
 
 
 @dataclass
@@ -51,10 +69,6 @@ class Row:
 
 def _mib(kib: int) -> float:
     return round(kib / 1024, 1)
-
-
-def _fmt_converge(seconds: float | None) -> str:
-    return "never" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
 async def churn(workdir: Path, seconds: float) -> Row:
@@ -129,94 +143,70 @@ async def proxy_load(workdir: Path, seconds: float) -> Row:
     )
 
 
-THREAT_MODEL = """## Security: threat model
-
-**Who can change what the sidecar does.** Whoever may update the two ConfigMaps in the pod's
-namespace (Kubernetes RBAC `update` on `configmaps`). Through the adapters file they choose which
-adapters this vLLM loads and unloads; through the rules file, how client traffic for a name is split
-among targets. That is the power the sidecar is meant to give them, and its limits are:
-
-- sources outside `--allowed-sources` are refused (state `forbidden_source`, never sent to vLLM);
-  with a directory prefix, `..` escapes, sibling prefixes (`/adapters-evil`) and other paths are
-  refused (`tests/security/test_allowed_sources.py`);
-- nothing is unloaded unless a good file lists it in `ensureNotExist` (or `--prune` is on); a file
-  that is malformed, binary, too large or missing keeps the last good one in force;
-- a bad file cannot stop the sidecar: it is reported in `/status` and the logs, not crashed on
-  (known exceptions, xfail tests: YAML nested deeper than ~1,000 levels, self-referencing or
-  exponentially expanding aliases, a list under `kind` in a rules file).
-
-**What the sidecar trusts.** The vLLM server named by `--server` (or the file's `host`/`port`): its
-`/v1/models` is taken as the truth about what is loaded. The kubelet's atomic delivery of the
-ConfigMap files. Its own flags and environment.
-
-**What it does not trust: proxy clients.** Any request may arrive. The proxy refuses vLLM's adapter
-and control routes with 403 however the path is spelled (`//`, dot segments, `%2F`, trailing slash;
-other letter cases are passed on because vLLM's routes are case-sensitive), bodies over
-`--max-body-size` (413), bodies slower than `--client-body-timeout` (408), and closes connections
-idle or stuck in their headers after `--client-idle-timeout`; at most `--upstream-connections`
-requests reach vLLM at once. Errors it makes are OpenAI-style JSON. A client's `Authorization`
-header is passed to vLLM (which does the authentication) and never logged.
-
-**Secrets and what is exposed.** `--api-key` / `VLLM_API_KEY` is sent only to vLLM. `/healthz`,
-`/readyz`, `/status` and `/metrics` are read-only (other methods: 405) and never show the API key, a
-client's `Authorization` header or a prompt; neither do the logs at any level
-(`tests/security/test_secrets.py`). They do show adapter names, sources and rules: bind
-`--metrics-host` to the pod network only, as for any metrics port. The image runs as a non-root
-user on a read-only root filesystem (see the chart and `docs/deployment.md`).
-"""
+# --- rendering (from the JSON only) ------------------------------------------------------------
 
 
-def render(rows: list[Row], started: float, quick: bool) -> str:
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
-    out = [
-        "# Reliability report",
+def _cells(values: list[float | None], unit: str, scale: float = 1.0) -> str:
+    known = [v * scale for v in values if v is not None]
+    if not known:
+        return "never"
+    median, span = rs.fmt_spread(known)
+    never = f", never in {len(values) - len(known)}" if len(known) < len(values) else ""
+    return f"{median} {unit} ({span}{never})"
+
+
+def render(data: dict[str, Any] | None) -> str:
+    """The generated block of docs/reliability.md, from the recorded JSON (or a placeholder)."""
+    out = [rs.begin_marker(COMMAND), ""]
+    if data is None:
+        out += [f"Not measured at this commit yet: regenerate with `{COMMAND}`.", ""]
+        return "\n".join([*out, rs.END])
+    runs: list[list[dict[str, Any]]] = data["runs"]
+    quick = " (a --quick check of the pipeline: not figures to quote)" if data["quick"] else ""
+    out += [
+        rs.machine_line(data) + quick,
         "",
-        "Produced by `bench/reliability_report.py`"
-        + (" (--quick)" if quick else "")
-        + f" on {time.strftime('%Y-%m-%d', time.gmtime(started))}; machine: {machine}. "
-        "Everything runs on 127.0.0.1 against the emulated vLLM and its fault injection; the same "
-        "scenarios, shorter, are asserted by `tests/reliability/`.",
+        f"{len(runs)} run(s); each cell with a figure is the median of the runs, min-max in brackets.",
         "",
-        "| scenario | faults injected | requests sent | wrong answers | lost or spurious unloads "
+        "| scenario | runs | runs with a violation | wrong answers (max) | lost or spurious unloads (max) "
         "| converged after faults stop | peak RSS | run time |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        for row in run:
+            by_scenario.setdefault(row["scenario"], []).append(row)
+    for name, rows in by_scenario.items():
+        wrong = [r["wrong"] for r in rows if r["wrong"] is not None]
         out.append(
-            f"| {r.scenario} | {r.faults} | {r.requests} | {'n/a' if r.wrong is None else r.wrong} | {r.unloads_bad} "
-            f"| {_fmt_converge(r.converge)} | {r.peak_rss_mib} MiB | {r.seconds:.1f} s |"
+            f"| {name} | {len(rows)} | {sum(1 for r in rows if r['violations'])} "
+            f"| {max(wrong) if wrong else 'n/a'} | {max(r['unloads_bad'] for r in rows)} "
+            f"| {_cells([r['converge'] for r in rows], 'ms', 1000)} "
+            f"| {_cells([r['peak_rss_mib'] for r in rows], 'MiB')} "
+            f"| {_cells([r['seconds'] for r in rows], 's')} |"
         )
-    out += ["", "## Notes per scenario", ""]
-    for r in rows:
-        verdict = "No violation" if not r.violations else "VIOLATIONS: " + "; ".join(r.violations[:5])
-        out.append(f"- **{r.scenario}**: {r.notes}. {verdict}.")
-    out += [
-        "",
-        "## How to read it",
-        "",
-        "- *Lost or spurious unloads*: unloads, in the emulator's call log, of an adapter every good file "
-        "declared present, of a name no good file declared absent, of one the files declared present for "
-        "the whole preceding second, or a second successful unload with no load or restart in between. Must be 0.",
-        "- *Wrong answers*: a 200 whose `model` is not a target of a rules version in force while the "
-        "request was in flight. Errors are not wrong answers when they are JSON in the OpenAI shape; "
-        "anything else (text, a dropped connection, a hang) counts as a violation.",
-        "- *Converged*: time from the end of the faults to the server holding every adapter of the last "
-        "good file (and none it declares absent). A churn run always ends on a good file: a good file that "
-        "lived 40 ms between two bad ones may never be read, and the syncer keeps the last good file it read.",
-        "- *Peak RSS* is the test process's (the sidecar runs in-process), cumulative over the run, so it "
-        "only grows from row to row; the churn row's note gives the growth between warm-up and the end.",
-        "- Known bugs found while writing these scenarios are strict xfail tests: "
-        "`tests/fuzz/test_known_bugs.py`, `tests/reliability/test_sync_reliability.py`, "
-        "`tests/security/test_allowed_sources.py`.",
-        "",
-        THREAT_MODEL,
+    out += ["", "### Notes per scenario and run", ""]
+    for name, rows in by_scenario.items():
+        out.append(f"- **{name}**")
+        for i, r in enumerate(rows, 1):
+            verdict = (
+                "No violation" if not r["violations"] else "VIOLATIONS: " + "; ".join(r["violations"][:5])
+            )
+            out.append(f"  - run {i}: faults: {r['faults']}; sent: {r['requests']}; {r['notes']}. {verdict}.")
+    return "\n".join([*out, "", rs.END])
+
+
+def rule_violations(data: dict[str, Any]) -> list[str]:
+    """How a recorded (non-quick) run breaks the report's rules: every scenario, `RUNS` times."""
+    runs = data["runs"]
+    out = [f"{len(runs)} runs recorded, {RUNS} wanted"] if len(runs) != RUNS else []
+    return out + [
+        f"run {i}: {len(rows)} scenarios, 5 wanted" for i, rows in enumerate(runs, 1) if len(rows) != 5
     ]
-    return "\n".join(out)
 
 
-async def main_async(out: Path, quick: bool) -> int:
+async def run_once(quick: bool) -> list[Row]:
     scale = 0.4 if quick else 1.0
-    started = time.time()
     plans: list[tuple[str, Callable[[Path], Awaitable[Row]]]] = [
         ("churn", lambda d: churn(d, 20 * scale)),
         ("storm-drop", lambda d: restart_storm(d, "drop", 10)),
@@ -232,19 +222,51 @@ async def main_async(out: Path, quick: bool) -> int:
             row.seconds = time.perf_counter() - t0
             rows.append(row)
             print(f"{row.scenario}: {row.seconds:.1f} s, violations: {row.violations or 'none'}", flush=True)
-    await asyncio.to_thread(out.write_text, render(rows, started, quick))
-    print(f"wrote {out}")
-    return 1 if any(r.violations for r in rows) else 0
+    return rows
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
-    parser.add_argument("--quick", action="store_true", help="shorter runs (about 40%% of the time)")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, help="the Markdown to update (default: docs/reliability.md)")
+    parser.add_argument("--results", type=Path, help="the raw JSON (default: docs/reliability-results.json)")
+    parser.add_argument("--quick", action="store_true", help="one shorter run, to a temporary directory")
+    parser.add_argument("--render-only", action="store_true", help="re-render the Markdown from the JSON")
+    parser.add_argument("--runs", type=int, help=f"runs of every scenario (default {RUNS}; 1 with --quick)")
+    args = parser.parse_args(argv)
+    if args.quick and (args.out is None or args.results is None):
+        scratch = Path(tempfile.mkdtemp(prefix="reliability-quick-"))
+        args.results = args.results or scratch / "reliability-results.json"
+        if args.out is None:
+            args.out = scratch / "reliability.md"
+            args.out.write_text(MARKDOWN.read_text())
+    out: Path = args.out or MARKDOWN
+    results: Path = args.results or RESULTS
     # The sidecar's own log lines would drown the figures; warnings and errors are enough here.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
-    return asyncio.run(main_async(args.out, args.quick))
+    violations = False
+    if not args.render_only:
+        data: dict[str, Any] = {
+            "command": rs.command_line(MODULE, argv if argv is not None else sys.argv[1:]),
+            "commit": rs.commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": rs.machine(),
+            "loadavg_start": rs.loadavg(),
+            "quick": args.quick,
+            "scope_patterns": list(SCOPE),
+            "scope": rs.scope_hashes(SCOPE),
+            "runs": [],
+        }
+        for i in range(args.runs or (1 if args.quick else RUNS)):
+            print(f"run {i + 1}", flush=True)
+            rows = asyncio.run(run_once(args.quick))
+            data["runs"].append([dataclasses.asdict(r) for r in rows])
+            violations = violations or any(r.violations for r in rows)
+        data["loadavg_end"] = rs.loadavg()
+        results.write_text(json.dumps(data, indent=2) + "\n")
+    loaded = json.loads(results.read_text()) if results.exists() else None
+    out.write_text(rs.replace_block(out.read_text(), COMMAND, render(loaded)))
+    print(f"wrote {results} and {out}")
+    return 1 if violations else 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`lora-syncer digest PATH|URL`: print the `sha256:<hex>` checksum to declare for a source.
+"""`lora-syncer digest PATH|URL...`: print the `sha256:<hex>` checksum to declare for a source.
 
 A local directory gets the directory checksum, a local .tar.gz/.tgz/.zip the archive's sha256;
 an s3:// prefix or an http(s):// archive is downloaded to a temporary directory first. Exit 0
@@ -23,21 +23,6 @@ from lora_syncer.sources.fetch_s3 import S3Fetcher
 from lora_syncer.sources.uri import ArchiveSource, S3Source, parse_source
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "source",
-        metavar="SOURCE",
-        help="a local directory or archive, an s3:// prefix or an http(s):// archive",
-    )
-    parser.add_argument(
-        "--allowed-sources",
-        action="append",
-        default=[],
-        metavar="RULE",
-        help="refuse URLs (and redirect hops) no rule admits, as `run` does; repeat or comma-separate",
-    )
-
-
 def _local(path: Path) -> Checksum:
     if path.is_dir():
         return directory_checksum(path)
@@ -56,21 +41,30 @@ async def _remote(source: S3Source | ArchiveSource, rules: list[str]) -> Checksu
             return got.checksum
 
 
+def _one(source: str, rules: list[str]) -> Checksum:
+    if "://" in source:
+        parsed = parse_source(source)
+        if not isinstance(parsed, S3Source | ArchiveSource):
+            raise SourceError(f"{source}: not a file, directory, s3:// or http(s):// source")
+        return asyncio.run(_remote(parsed, rules))
+    return _local(Path(source))
+
+
 def run(args: argparse.Namespace) -> int:
+    """Print one checksum per source (`SOURCE  sha256:...` when several are given)."""
     rules = [r.strip() for item in args.allowed_sources for r in item.split(",") if r.strip()]
-    try:
-        if "://" in args.source:
-            parsed = parse_source(args.source)
-            if not isinstance(parsed, S3Source | ArchiveSource):
-                raise SourceError(f"{args.source}: not a file, directory, s3:// or http(s):// source")
-            checksum = asyncio.run(_remote(parsed, rules))
-        else:
-            checksum = _local(Path(args.source))
-    except SourceError as exc:
-        print(f"lora-syncer digest: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"lora-syncer digest: error: {args.source}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    print(checksum)
-    return 0
+    sources: list[str] = [str(s) for s in args.source]
+    failed = 0
+    for source in sources:
+        try:
+            checksum = _one(source, rules)
+        except SourceError as exc:
+            print(f"lora-syncer digest: error: {exc}", file=sys.stderr)
+            failed = 1
+            continue
+        except OSError as exc:
+            print(f"lora-syncer digest: error: {source}: {exc.strerror or exc}", file=sys.stderr)
+            failed = 1
+            continue
+        print(checksum if len(sources) == 1 else f"{source}  {checksum}")
+    return failed

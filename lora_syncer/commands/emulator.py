@@ -15,6 +15,7 @@ import sys
 from lora_syncer.cliutil import env_name
 from lora_syncer.emulator import Emulator, EmulatorConfig, parse_lora_modules
 from lora_syncer.emulator.faults import Faults, parse_pairs
+from lora_syncer.emulator.model_faults import parse_model_fault_flags
 from lora_syncer.logs import configure_logging
 
 
@@ -27,6 +28,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         load_delay=args.load_delay,
         unload_delay=args.unload_delay,
         token_delay=args.token_delay,
+        models=parse_model_fault_flags(args.model_fault),
     )
     # Reuse the control API's validation (ranges, non-negative delays).
     Faults().update(faults.to_dict())

@@ -42,6 +42,10 @@ class CallLog:
     requests: Counter[str] = field(default_factory=Counter)  # endpoint key -> requests received
     injected_failures: Counter[str] = field(default_factory=Counter)  # endpoint key -> faults fired
     served: Counter[str] = field(default_factory=Counter)  # model in inference answers -> count
+    streamed: Counter[str] = field(default_factory=Counter)  # model -> streamed answers started
+    streams_completed: Counter[str] = field(default_factory=Counter)  # model -> streams sent to the end
+    # (model, fault kind) -> per-model faults fired: error, empty, break, sse_error, latency
+    model_faults: Counter[tuple[str, str]] = field(default_factory=Counter)
     admin_in_flight: int = 0
     max_admin_in_flight: int = 0
     _origin: float = field(default_factory=time.monotonic)
@@ -80,6 +84,9 @@ class CallLog:
         self.requests.clear()
         self.injected_failures.clear()
         self.served.clear()
+        self.model_faults.clear()
+        self.streamed.clear()
+        self.streams_completed.clear()
         self.max_admin_in_flight = self.admin_in_flight
 
     def counters(self) -> dict[str, Any]:
@@ -91,8 +98,18 @@ class CallLog:
             "requests": dict(self.requests),
             "injected_failures": dict(self.injected_failures),
             "served": dict(self.served),
+            "streamed": dict(self.streamed),
+            "streams_completed": dict(self.streams_completed),
+            "model_faults": self.model_fault_counts(),
             "max_admin_in_flight": self.max_admin_in_flight,
         }
+
+    def model_fault_counts(self) -> dict[str, dict[str, int]]:
+        """`{model: {kind: n}}` of the per-model faults fired."""
+        out: dict[str, dict[str, int]] = {}
+        for (model, kind), n in self.model_faults.items():
+            out.setdefault(model, {})[kind] = n
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """`{"calls": [...], "counters": {...}}`."""

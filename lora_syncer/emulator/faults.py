@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
 
+from lora_syncer.emulator.model_faults import ModelFault, check_models
+
 FailureMode = Literal["500", "drop", "drop_after"]
 FAILURE_MODES: tuple[FailureMode, ...] = ("500", "drop", "drop_after")
 
@@ -85,6 +87,8 @@ class Faults:
     - `token_delay`: seconds between streamed chunks.
     - `runtime_lora_updating`: False makes the admin routes answer 404 {"detail":"Not Found"}.
     - `engine_dead`: `/health` answers 503 and inference answers 500.
+    - `models`: faults scoped to one model name (`model_faults.ModelFault`): error rate,
+      latency, empty answers, broken streams, SSE error events.
     """
 
     latency: dict[str, float] = field(default_factory=dict)
@@ -96,6 +100,18 @@ class Faults:
     token_delay: float = 0.0
     runtime_lora_updating: bool = True
     engine_dead: bool = False
+    models: dict[str, ModelFault] = field(default_factory=dict)
+
+    def model_fault(self, *names: str) -> ModelFault | None:
+        """The faults of the first of `names` (requested, then served name) that has some."""
+        models = self.models
+        if not models:
+            return None
+        for name in names:
+            fault = models.get(name)
+            if fault is not None:
+                return fault
+        return None
 
     def latency_for(self, endpoint: str) -> float:
         """Seconds to wait before handling a request to `endpoint`."""
@@ -123,17 +139,28 @@ class Faults:
             latency=dict(self.latency),
             failure_rate=dict(self.failure_rate),
             fail_next=dict(self.fail_next),
+            models={name: fault.fresh() for name, fault in self.models.items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form, as the control API shows it."""
-        return asdict(self)
+        out = asdict(replace(self, models={}))
+        out["models"] = {name: fault.to_dict() for name, fault in self.models.items()}
+        return out
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply a partial update (control API / tests); validates everything before changing anything."""
         staged = self.copy()
+        # Models not named in the change keep their fault objects (and so their counters).
+        models = dict(self.models)
         for name, value in changes.items():
-            if name == "latency":
+            if name == "models":
+                for model, fault in check_models(value).items():
+                    if fault is None:
+                        models.pop(model, None)
+                    else:
+                        models[model] = fault
+            elif name == "latency":
                 staged.latency = _check_number_map(name, value, None)
             elif name == "failure_rate":
                 staged.failure_rate = _check_number_map(name, value, 1.0)
@@ -166,3 +193,4 @@ class Faults:
             "engine_dead",
         ):
             setattr(self, f, getattr(staged, f))
+        self.models = models

@@ -72,8 +72,8 @@ def _usage(prompt_tokens: int, n: int, details: bool = True) -> dict[str, Any]:
     return usage
 
 
-def chat_body(model: str, n: int, prompt_tokens: int, version: str) -> bytes:
-    """A non-streamed `chat.completion` answer with `n` completion tokens."""
+def chat_body(model: str, n: int, prompt_tokens: int, version: str, finish_reason: str = "length") -> bytes:
+    """A non-streamed `chat.completion` answer with `n` completion tokens (0: empty content)."""
     return _json.dumps(
         {
             "id": request_id("chatcmpl"),
@@ -93,7 +93,7 @@ def chat_body(model: str, n: int, prompt_tokens: int, version: str) -> bytes:
                         "reasoning": None,
                     },
                     "logprobs": None,
-                    "finish_reason": "length",
+                    "finish_reason": finish_reason,
                     "stop_reason": None,
                     "token_ids": None,
                     "routed_experts": None,
@@ -112,8 +112,10 @@ def chat_body(model: str, n: int, prompt_tokens: int, version: str) -> bytes:
     )
 
 
-def completion_body(model: str, n: int, prompt_tokens: int, version: str) -> bytes:
-    """A non-streamed `text_completion` answer with `n` completion tokens."""
+def completion_body(
+    model: str, n: int, prompt_tokens: int, version: str, finish_reason: str = "length"
+) -> bytes:
+    """A non-streamed `text_completion` answer with `n` completion tokens (0: empty text)."""
     return _json.dumps(
         {
             "id": request_id("cmpl"),
@@ -125,7 +127,7 @@ def completion_body(model: str, n: int, prompt_tokens: int, version: str) -> byt
                     "index": 0,
                     "text": fake_text(n),
                     "logprobs": None,
-                    "finish_reason": "length",
+                    "finish_reason": finish_reason,
                     "stop_reason": None,
                     "token_ids": None,
                     "prompt_logprobs": None,
@@ -147,8 +149,18 @@ def _event(obj: dict[str, Any]) -> bytes:
     return b"data: " + _json.dumps(obj) + b"\n\n"
 
 
-def chat_stream(model: str, n: int, prompt_tokens: int, include_usage: bool, version: str) -> Iterator[bytes]:
-    """SSE events of a streamed chat answer: a role chunk, one chunk per token, then `[DONE]`."""
+def error_event(error: dict[str, Any]) -> bytes:
+    """An error inside a 200 event stream, as vLLM sends it when generation fails mid-stream."""
+    return _event(error)
+
+
+def chat_stream(
+    model: str, n: int, prompt_tokens: int, include_usage: bool, version: str, finish_reason: str = "length"
+) -> Iterator[bytes]:
+    """SSE events of a streamed chat answer: a role chunk, one chunk per token, then `[DONE]`.
+
+    With `n` = 0 (an empty answer) one chunk with empty content carries the finish_reason.
+    """
     base = {
         "id": request_id("chatcmpl"),
         "object": "chat.completion.chunk",
@@ -170,7 +182,8 @@ def chat_stream(model: str, n: int, prompt_tokens: int, include_usage: bool, ver
             "prompt_text": None,
         }
     )
-    for i, token in enumerate(fake_tokens(n)):
+    last = max(n, 1) - 1
+    for i, token in enumerate(fake_tokens(n) or ("",)):
         choice: dict[str, Any] = {
             "index": 0,
             "delta": {"content": token},
@@ -178,8 +191,8 @@ def chat_stream(model: str, n: int, prompt_tokens: int, include_usage: bool, ver
             "finish_reason": None,
         }
         chunk: dict[str, Any] = {**base, "choices": [choice]}
-        if i == n - 1:
-            choice["finish_reason"] = "length"
+        if i == last:
+            choice["finish_reason"] = finish_reason
             choice["stop_reason"] = None
             if not include_usage:
                 chunk["system_fingerprint"] = fingerprint(version)
@@ -198,22 +211,25 @@ def chat_stream(model: str, n: int, prompt_tokens: int, include_usage: bool, ver
 
 
 def completion_stream(
-    model: str, n: int, prompt_tokens: int, include_usage: bool, version: str
+    model: str, n: int, prompt_tokens: int, include_usage: bool, version: str, finish_reason: str = "length"
 ) -> Iterator[bytes]:
-    """SSE events of a streamed text completion: one chunk per token, then `[DONE]`."""
+    """SSE events of a streamed text completion: one chunk per token, then `[DONE]`.
+
+    With `n` = 0 (an empty answer) one chunk with empty text carries the finish_reason.
+    """
     base = {
         "id": request_id("cmpl"),
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
     }
-    for i, token in enumerate(fake_tokens(n)):
-        last = i == n - 1
+    for i, token in enumerate(fake_tokens(n) or ("",)):
+        last = i == max(n, 1) - 1
         choice: dict[str, Any] = {
             "index": 0,
             "text": token,
             "logprobs": None,
-            "finish_reason": "length" if last else None,
+            "finish_reason": finish_reason if last else None,
             "stop_reason": None,
             "prompt_token_ids": None,
             "token_ids": None,

@@ -19,6 +19,7 @@ from lora_syncer.emulator.calls import AdminOp, CallLog
 from lora_syncer.emulator.config import EmulatorConfig
 from lora_syncer.emulator.errors import ENGINE_DEAD_MESSAGE, ApiError, bad_request, internal
 from lora_syncer.emulator.faults import Faults
+from lora_syncer.emulator.model_faults import ModelFault
 from lora_syncer.emulator.models_list import ModelsView
 from lora_syncer.emulator.state import AdapterRegistry, probe_adapter
 from lora_syncer.emulator.validation import (
@@ -38,6 +39,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JSON = "application/json"
 INJECTED_FAILURE = "Injected failure (lora-syncer emulator fault injection)."
+MODEL_FAILURE = "Injected failure for model {model} (lora-syncer emulator fault injection)."
 # vLLM's answers to an empty conversation / an empty prompt list (checked after the model lookup).
 _EMPTY_CHAT = bad_request(
     "Cannot apply chat template to an empty conversation. Provide at least one message."
@@ -97,6 +99,44 @@ def drop_connection(request: web.Request) -> web.Response:
     if request.transport is not None:
         request.transport.abort()
     return web.Response(status=500)
+
+
+class _Faulted:
+    """One request under its model's faults: what it does, counted in the call log as it fires."""
+
+    __slots__ = ("calls", "empty", "fault", "model")
+
+    def __init__(self, calls: CallLog, model: str, fault: ModelFault, empty: str | None) -> None:
+        self.calls = calls
+        self.model = model
+        self.fault = fault
+        self.empty = empty
+        if empty is not None:
+            calls.model_faults[(model, "empty")] += 1
+
+    @property
+    def message(self) -> str:
+        return MODEL_FAILURE.format(model=self.model)
+
+    async def wait(self) -> None:
+        """The model's latency before the first byte."""
+        if self.fault.latency > 0:
+            self.calls.model_faults[(self.model, "latency")] += 1
+            await asyncio.sleep(self.fault.latency)
+
+    def break_now(self, sent: int) -> bool:
+        """Whether the stream is cut before its chunk number `sent` (0-based)."""
+        if self.fault.break_after is not None and sent >= self.fault.break_after:
+            self.calls.model_faults[(self.model, "break")] += 1
+            return True
+        return False
+
+    def error_now(self, sent: int) -> bool:
+        """Whether the error event goes out before chunk number `sent`."""
+        if self.fault.sse_error_after is not None and sent >= self.fault.sse_error_after:
+            self.calls.model_faults[(self.model, "sse_error")] += 1
+            return True
+        return False
 
 
 class VllmHandlers:
@@ -396,19 +436,38 @@ class VllmHandlers:
         return max(1, min(n, self.config.max_generated_tokens, self.config.max_model_len - prompt_tokens))
 
     async def _stream(
-        self, request: web.Request, events: Iterator[bytes], adapter: str | None, prompt: int, n: int
+        self,
+        request: web.Request,
+        events: Iterator[bytes],
+        adapter: str | None,
+        prompt: int,
+        n: int,
+        fault: _Faulted | None = None,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": f"{responses.SSE_CONTENT_TYPE}; charset=utf-8"})
         metrics = self.metrics
         metrics.begin(adapter)
+        model = adapter if adapter is not None else self.config.served_model_name
+        self.calls.streamed[model] += 1
         try:
-            await resp.prepare(request)
             delay = self.faults.token_delay
-            for event in events:
+            if fault is not None:
+                delay += fault.fault.latency
+                await fault.wait()
+            await resp.prepare(request)
+            for sent, event in enumerate(events):
+                if fault is not None and event is not responses.DONE:
+                    if fault.break_now(sent):
+                        return drop_connection(request)
+                    if fault.error_now(sent):
+                        await resp.write(responses.error_event(internal(fault.message).body()))
+                        await resp.write(responses.DONE)
+                        break
                 await resp.write(event)
                 if delay > 0:
                     await asyncio.sleep(delay)
             await resp.write_eof()
+            self.calls.streams_completed[model] += 1
         finally:
             metrics.end(adapter, prompt, n)
         return resp
@@ -419,6 +478,32 @@ class VllmHandlers:
         metrics.begin(adapter)
         metrics.end(adapter, prompt, n)
         return json_response(body)
+
+    async def _faulty_answer(
+        self, request: web.Request, body: bytes, adapter: str | None, prompt: int, n: int, fault: _Faulted
+    ) -> web.StreamResponse:
+        """A non-streamed answer under a model's faults: late, or cut off halfway (`break_after`)."""
+        await fault.wait()
+        if fault.fault.break_after is None:
+            return self._answer(body, adapter, prompt, n)
+        self.calls.model_faults[(fault.model, "break")] += 1
+        resp = web.StreamResponse(headers={"Content-Type": JSON})
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        await resp.write(body[: len(body) // 2])
+        return drop_connection(request)
+
+    def _model_fault(self, body: dict[str, Any], served: str) -> _Faulted | ApiError | None:
+        """The faults in force for this request's model: the 500 to answer, the faults to apply, or None."""
+        requested = body.get("model")
+        fault = self.faults.model_fault(requested if isinstance(requested, str) else served, served)
+        if fault is None:
+            return None
+        model = requested if isinstance(requested, str) and requested in self.faults.models else served
+        if fault.should_fail():
+            self.calls.model_faults[(model, "error")] += 1
+            return internal(MODEL_FAILURE.format(model=model))
+        return _Faulted(self.calls, model, fault, fault.empty_reason())
 
     def _adapter(self, served: str) -> str | None:
         """The adapter behind a served name (None for the base model)."""
@@ -441,14 +526,23 @@ class VllmHandlers:
         )
         if isinstance(requested, ApiError):
             return error_response(requested)
+        fault = self._model_fault(body, served)
+        if isinstance(fault, ApiError):
+            return error_response(fault)
         prompt = responses.chat_prompt_tokens(messages)
         n = self._budget(requested, prompt)
+        finish = "length"
+        if fault is not None and fault.empty is not None:
+            n, finish = 0, fault.empty
         version = self.config.version
         adapter = self._adapter(served)
         if body.get("stream"):
-            events = responses.chat_stream(served, n, prompt, self._include_usage(body), version)
-            return await self._stream(request, events, adapter, prompt, n)
-        return self._answer(responses.chat_body(served, n, prompt, version), adapter, prompt, n)
+            events = responses.chat_stream(served, n, prompt, self._include_usage(body), version, finish)
+            return await self._stream(request, events, adapter, prompt, n, fault)
+        answer = responses.chat_body(served, n, prompt, version, finish)
+        if fault is not None:
+            return await self._faulty_answer(request, answer, adapter, prompt, n, fault)
+        return self._answer(answer, adapter, prompt, n)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/completions`, plain or streamed."""
@@ -461,14 +555,25 @@ class VllmHandlers:
         requested = self._admit(body, served, ("max_tokens",), empty)
         if isinstance(requested, ApiError):
             return error_response(requested)
+        fault = self._model_fault(body, served)
+        if isinstance(fault, ApiError):
+            return error_response(fault)
         prompt = responses.completion_prompt_tokens(raw_prompt)
         n = self._budget(requested, prompt)
+        finish = "length"
+        if fault is not None and fault.empty is not None:
+            n, finish = 0, fault.empty
         version = self.config.version
         adapter = self._adapter(served)
         if body.get("stream"):
-            events = responses.completion_stream(served, n, prompt, self._include_usage(body), version)
-            return await self._stream(request, events, adapter, prompt, n)
-        return self._answer(responses.completion_body(served, n, prompt, version), adapter, prompt, n)
+            events = responses.completion_stream(
+                served, n, prompt, self._include_usage(body), version, finish
+            )
+            return await self._stream(request, events, adapter, prompt, n, fault)
+        answer = responses.completion_body(served, n, prompt, version, finish)
+        if fault is not None:
+            return await self._faulty_answer(request, answer, adapter, prompt, n, fault)
+        return self._answer(answer, adapter, prompt, n)
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/embeddings` (only with `enable_embeddings`; vLLM has no such route for generative models)."""

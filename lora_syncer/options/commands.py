@@ -26,6 +26,7 @@ from lora_syncer.options.values import (
     FAILURE_RATE,
     HEADER,
     LATENCY,
+    MODEL_FAULT,
     NAME_PATH,
     NUMBER_SECONDS,
     PATH,
@@ -259,6 +260,14 @@ EMULATOR: tuple[Section, ...] = (
             Setting("--load-delay", SECONDS_OR_ZERO, default=0.0, help="seconds per load"),
             Setting("--unload-delay", SECONDS_OR_ZERO, default=0.0, help="seconds per unload"),
             Setting("--token-delay", SECONDS_OR_ZERO, default=0.0, help="seconds per SSE chunk"),
+            Setting(
+                "--model-fault",
+                MODEL_FAULT,
+                action="append",
+                default=(),
+                help="a fault of one model (repeatable): FIELD is error_rate, latency, empty (length|stop), "
+                "empty_rate, break_after or sse_error_after, e.g. v2:error_rate=0.5",
+            ),
             Setting("--seed", WHOLE, help="seed for the failure-rate dice"),
         ),
     ),
@@ -358,6 +367,24 @@ DEMO: tuple[Section, ...] = (
     ),
 )
 
+# --- digest ----------------------------------------------------------------------------
+
+DIGEST: tuple[Section, ...] = (
+    (
+        "source",
+        (
+            Setting(
+                "source",
+                action="positional",
+                env=None,
+                metavar="SOURCE",
+                help="a local directory or archive, an s3:// prefix or an http(s):// archive",
+            ),
+            ALLOWED_SOURCES,
+        ),
+    ),
+)
+
 COMMAND_SECTIONS: dict[str, tuple[Section, ...]] = {
     "run": RUN,
     "proxy": PROXY_COMMAND,
@@ -366,6 +393,7 @@ COMMAND_SECTIONS: dict[str, tuple[Section, ...]] = {
     "emulator": EMULATOR,
     "split-test": SPLIT_TEST,
     "demo": DEMO,
+    "digest": DIGEST,
 }
 
 

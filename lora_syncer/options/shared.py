@@ -180,6 +180,13 @@ PROXY = (
         help="most connections open to the model server at once (others wait)",
     ),
     Setting(
+        "--shadow-concurrency",
+        whole_in(0, 1024),
+        default=2,
+        help="shadow copies (a rollout's mirror step) in flight at once; a copy over the budget is dropped "
+        "and counted; each copy is a full inference on the model server; 0 drops every copy",
+    ),
+    Setting(
         "--client-idle-timeout",
         NUMBER_SECONDS,
         default=75.0,

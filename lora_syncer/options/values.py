@@ -210,6 +210,17 @@ def _pair(upper: float | None, what: str) -> Callable[[str], str]:
     return convert
 
 
+def _model_fault(text: str) -> str:
+    """`MODEL:FIELD=VALUE` for the emulator's per-model faults; kept as text, the emulator reads it."""
+    from lora_syncer.emulator.model_faults import parse_model_fault_flags
+
+    try:
+        parse_model_fault_flags([text])
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("--model-fault: ").removeprefix("--model-fault ")) from None
+    return text
+
+
 def _name_path(text: str) -> str:
     name, sep, path = text.partition("=")
     if not sep or not name.strip() or not path.strip():
@@ -255,6 +266,11 @@ POOL = ValueType(
 LATENCY = ValueType(_pair(None, "SECONDS"), "ENDPOINT=SECONDS", ("chat", "chat=abc", "chat=-1", "nowhere=1"))
 FAILURE_RATE = ValueType(_pair(1.0, "RATE"), "ENDPOINT=RATE", ("chat", "chat=abc", "chat=2"))
 COUNT_OR_PERCENT = ValueType(_count_or_percent, "N|P%", ("lots", "-1", "150%", "1.5"))
+MODEL_FAULT = ValueType(
+    _model_fault,
+    "MODEL:FIELD=VALUE",
+    ("v2", "v2:error_rate=2", "v2:bogus=1", "v2:empty=maybe", "v2:break_after=-1"),
+)
 NAME_PATH = ValueType(_name_path, "NAME=PATH", ("no-path", "=x"))
 
 # Types under which any text is a fine value: a setting of these has no bad value to try.

@@ -52,7 +52,8 @@ class Forwarder:
         self.metrics = metrics
         self._rewrite_back = rewrite_back
 
-    def _upstream_headers(self, request: web.Request) -> CIMultiDict[str]:
+    def upstream_headers(self, request: web.Request) -> CIMultiDict[str]:
+        """The request's headers as sent to the model server (also for shadow copies)."""
         headers = end_to_end(request.headers)
         # The body has been read whole already: no 100-continue handshake with the model server.
         headers.popall("Expect", None)
@@ -78,7 +79,7 @@ class Forwarder:
         try:
             try:
                 answer = await transport.send(
-                    request.method, pool.base, request.raw_path, self._upstream_headers(request), body
+                    request.method, pool.base, request.raw_path, self.upstream_headers(request), body
                 )
             except TRANSPORT_ERRORS as exc:
                 raise self._failed_before_answer(ex, pool, classify(exc)) from None

@@ -21,6 +21,14 @@ DecisionReason = Literal["weighted", "sticky", "fallback", "drained"]
 
 
 @dataclass(frozen=True, slots=True)
+class Mirror:
+    """Shadow traffic of a route: copies of `percent` % of its requests also go to `target` (answers discarded)."""
+
+    target: str
+    percent: float
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """What to do with requests for one alias (or, with alias `*`, for any unmatched name)."""
 
@@ -30,6 +38,7 @@ class Route:
     weights: tuple[int, ...]
     rr: SmoothWeightedRoundRobin
     first_live: str | None  # first target with weight > 0: the fallback when none is loaded
+    mirror: Mirror | None = None  # a rollout's mirror step (see `lora_syncer.proxy.shadow`)
 
 
 @dataclass(frozen=True, slots=True)

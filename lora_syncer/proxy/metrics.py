@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lora_syncer.proxy.exchange import Exchange
+from lora_syncer.proxy.shadow import ShadowMetrics
 
 # Proxy overhead is sub-millisecond; generations run for seconds or minutes.
 _DURATION_BUCKETS = (
@@ -147,6 +148,7 @@ class ProxyMetrics:
             ["pool"],
             registry=registry,
         )
+        self.shadow = ShadowMetrics(registry)  # copies are counted apart from the real traffic
         self._pools: set[str] = set()
         self._pool_children: dict[tuple[str, str], Any] = {}
         self._children: dict[tuple[str, str, str], Any] = {}

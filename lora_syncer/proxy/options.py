@@ -45,6 +45,7 @@ class ProxyOptions:
     upstream_timeout: float = 600.0  # longest silence between two chunks of an answer
     upstream_connect_timeout: float = 10.0
     upstream_connections: int = 512
+    shadow_concurrency: int = 2  # shadow copies in flight at once (a rollout's mirror step)
     client_idle_timeout: float = 75.0
     client_body_timeout: float = 60.0
     watch_mode: str = "auto"
@@ -96,6 +97,8 @@ class ProxyOptions:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.shadow_concurrency < 0:
+            raise ValueError("shadow_concurrency must be at least 0")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0..65535")
 

@@ -27,14 +27,15 @@ from aiohttp import web
 from lora_syncer.config.rules import RuleSet
 from lora_syncer.proxy.exchange import Exchange, ExchangeObserver
 from lora_syncer.proxy.forward import Forwarder
-from lora_syncer.proxy.matching import Route, RouteTable, decide
+from lora_syncer.proxy.matching import Mirror, Route, RouteTable, decide
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import ProxyOptions
 from lora_syncer.proxy.policy import is_admin_path, model_required, normalize_path
 from lora_syncer.proxy.pool_manager import PoolManager
 from lora_syncer.proxy.poolset import LoadedNames, PoolSet, UpstreamPool
 from lora_syncer.proxy.refusal import Refused, Unreachable, openai_error
-from lora_syncer.proxy.rewrite import loads, with_model
+from lora_syncer.proxy.rewrite import dumps, loads, with_model
+from lora_syncer.proxy.shadow import SHADOW_HEADER, ShadowCopy, ShadowSender
 from lora_syncer.proxy.transport import Transport, TransportLimits
 from lora_syncer.proxy.upstream import UpstreamClient
 
@@ -69,6 +70,7 @@ class ProxyCore:
         self.forwarder = Forwarder(
             self.transport, self.manager, metrics, rewrite_back=options.response_model == "requested"
         )
+        self.shadow = ShadowSender(self.transport, metrics.shadow, options.shadow_concurrency)
         # The metrics first; more observers (per-target telemetry) may be added.
         self.observers: list[ExchangeObserver] = [metrics.observe_exchange]
         self.in_flight = 0
@@ -109,6 +111,7 @@ class ProxyCore:
         await self.transport.open()
 
     async def close(self) -> None:
+        await self.shadow.cancel_all()
         await self.transport.close()
 
     async def wait_drained(self, within: float) -> bool:
@@ -142,6 +145,7 @@ class ProxyCore:
             raise
         finally:
             ex.ended = time.perf_counter()
+            self.shadow.settle(ex, ex.client_closed)
             for observe in self.observers:
                 try:
                     observe(ex)
@@ -264,10 +268,34 @@ class ProxyCore:
                 param="model",
             )
         ex.target = target
+        mirror = route.mirror
+        # A request the weights already send to the mirror target is not copied to it again.
+        if mirror is not None and not ex.tried and target != mirror.target:
+            self._mirror(ex, pool, route.alias, mirror)
         if target != model:
             assert ex.obj is not None
             return with_model(ex.obj, target)
         return ex.body
+
+    def _mirror(self, ex: Exchange, pool: UpstreamPool, alias: str, mirror: Mirror) -> None:
+        """Send a shadow copy of this request to the mirror target when it is one of the share selected."""
+        shadow = self.shadow
+        if not shadow.selects(alias, mirror.target, mirror.percent):
+            return
+        assert ex.obj is not None
+        request = ex.request
+        headers = self.forwarder.upstream_headers(request)
+        headers[SHADOW_HEADER] = "1"
+        copy = ShadowCopy(
+            alias,
+            mirror.target,
+            pool.base,
+            request.method,
+            request.raw_path,
+            headers,
+            dumps({**ex.obj, "model": mirror.target}),  # every other field, `stream` included, kept
+        )
+        shadow.send(copy, ex)
 
     def _count_decision(self, route: Route, target: str | None) -> None:
         key = (route.rule.id, target or "drained")

@@ -168,6 +168,7 @@ class ProxyService:
             await site.stop()  # phase 1: no new connections
         if runner.server is not None:
             runner.server.pre_shutdown()  # keep-alive connections close after their current request
+        await self.core.shadow.cancel_all()  # shadow copies are discarded work: not worth the grace
         drained = await self._drain(grace)  # phase 2: in-flight requests finish
         if not drained:
             log.warning(

@@ -236,7 +236,7 @@ class Reconciler:
         if self.status.server.runtime_updating_disabled and due:
             # Probe with the first action only: until the server allows updates, the rest would fail alike.
             due = due[:1]
-        failures = await self._execute(due)
+        failures = await self._execute(due, loaded)
         self.status.synced_once = True
         result = "ok" if not failures else "partial"
         if self.status.server.runtime_updating_disabled:
@@ -349,7 +349,20 @@ class Reconciler:
                 a.source = a.base_model = None
         return due
 
-    async def _execute(self, actions: list[Action]) -> int:
+    def _declared_since(self, adapter_id: str, planned_from: Loaded[AdaptersConfig] | None) -> bool:
+        """The file in force changed after the plan and now declares `adapter_id` in ensureExist.
+
+        A pass can outlive a newer edit (slow loads, a burst of edits): an unload planned from the
+        older file must not remove what the newer one asks for.
+        """
+        current = self.source.current
+        if current is None or current is planned_from:
+            return False
+        return any(d.id == adapter_id for d in current.value.ensure_exist)
+
+    async def _execute(
+        self, actions: list[Action], planned_from: Loaded[AdaptersConfig] | None = None
+    ) -> int:
         if not actions:
             return 0
         sem = asyncio.Semaphore(max(1, self.options.max_concurrency))
@@ -361,6 +374,13 @@ class Reconciler:
             nonlocal failures
             async with sem:
                 if self._stopping.is_set():
+                    return
+                if action.op == Op.UNLOAD and self._declared_since(action.adapter_id, planned_from):
+                    log.info(
+                        "unload skipped: the adapters file now declares it",
+                        adapter=action.adapter_id,
+                    )
+                    self.trigger("file changed during the pass")
                     return
                 if self.status.server.runtime_updating_disabled and not disabled_before:
                     # A call in this pass just found the admin routes off: the rest would fail alike.

@@ -10,9 +10,7 @@ teardown, so no scenario forgets to.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from lora_syncer.config.errors import ConfigError
 from lora_syncer.emulator import CallRecord, Emulator
 from lora_syncer.kubelet import ConfigMapVolume
 from lora_syncer.settings import SyncerSettings
+from tests.support.wait import eventually as support_eventually
 
 T = TypeVar("T")
 
@@ -121,19 +120,11 @@ async def eventually(
     within: float = WAIT,
     interval: float = 0.01,
 ) -> T:
-    """Poll `predicate` until it returns something truthy; fail naming `what` after `within`."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            result = await result
-        if result:
-            return result  # type: ignore[return-value]
-        last = result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {within}s waiting for: {what} (last value: {last!r})")
-        await asyncio.sleep(interval)
+    """tests.support.wait.eventually, with this harness's (predicate, what) call shape."""
+    result: T = await support_eventually(
+        predicate, timeout=within, interval=interval, message=f"waiting for: {what}"
+    )
+    return result
 
 
 @dataclass

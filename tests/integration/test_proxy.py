@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from lora_syncer.emulator import Emulator, EmulatorConfig
 from lora_syncer.kubelet import ConfigMapVolume
 from lora_syncer.proxy.options import SERVED_MODEL_HEADER, ProxyOptions
 from lora_syncer.proxy.service import ProxyService
+from tests.support.wait import eventually as support_eventually
 
 V1, V2 = "small-segment-lora-v1", "small-segment-lora-v2"
 ALIAS = "small-segment-lora"
@@ -77,16 +77,8 @@ def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 async def eventually(predicate: Callable[[], Any], what: str, within: float = WAIT) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.01)
+    """tests.support.wait.eventually, with this module's (predicate, what) call shape."""
+    return await support_eventually(predicate, timeout=within, message=f"waiting for: {what}")
 
 
 @dataclass

@@ -6,16 +6,16 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
-from lora_syncer.emulator import Emulator, EmulatorConfig
+from lora_syncer.emulator import Emulator
+from tests.support.fixtures import EmulatorFactory
+from tests.support.net import free_port
 
 V1 = "small-segment-lora-v1"
 RULES = f"""\
@@ -29,26 +29,10 @@ spec:
 WAIT = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest_asyncio.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    emu = Emulator(EmulatorConfig())
-    await emu.start()
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(emu.url + "/v1/load_lora_adapter", json={"lora_name": V1, "lora_path": "org/a"}) as r,
-        ):
-            assert r.status == 200
-        yield emu
-    finally:
-        await emu.stop()
+async def emulator(emulator_factory: EmulatorFactory) -> Emulator:
+    """The shared emulator fixture with V1 loaded."""
+    return await emulator_factory(preload={V1: "org/a"})
 
 
 async def start_proxy(

@@ -23,6 +23,7 @@ from lora_syncer.kubelet import ConfigMapVolume
 from lora_syncer.proxy.options import POOL_HEADER, ProxyOptions, proxy_options_from_args
 from lora_syncer.proxy.pools import PoolSpec
 from lora_syncer.proxy.service import ProxyService
+from tests.support.wait import eventually as support_eventually
 
 OLD, NEW = "vllm-llama3-8b-instruct", "vllm-llama3-8b-instruct-new"
 OLD_BASE, NEW_BASE = "meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.2-3B-Instruct"
@@ -95,16 +96,8 @@ def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 async def eventually(predicate: Any, what: str, within: float = WAIT) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.01)
+    """tests.support.wait.eventually, with this module's (predicate, what) call shape."""
+    return await support_eventually(predicate, timeout=within, message=f"waiting for: {what}")
 
 
 @dataclass

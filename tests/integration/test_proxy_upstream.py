@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from lora_syncer.proxy.upstream import (
     Disconnected,
     UpstreamClient,
 )
+from tests.support.net import free_port
 
 WAIT = 10.0
 
@@ -261,9 +261,7 @@ class TestFraming:
 class TestFailures:
     async def test_refused(self, client: UpstreamClient) -> None:
         """A port nobody listens on raises ConnectFailed carrying the OS error."""
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         with pytest.raises(ConnectFailed) as info:
             await post(client, f"http://127.0.0.1:{port}")
         assert isinstance(info.value.os_error, OSError)
@@ -351,7 +349,7 @@ class TestFailures:
             await release.wait()
 
         srv = await serve(script)
-        c = UpstreamClient(limit=4, connect_timeout=5, read_timeout=0.2)
+        c = UpstreamClient(limit=4, connect_timeout=5, read_timeout=2.0)
         try:
             with pytest.raises(TimeoutError):
                 await post(c, srv.url)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,20 +21,9 @@ from sync_harness import adapters_yaml, eventually
 
 from lora_syncer.emulator import Emulator
 from lora_syncer.kubelet import ConfigMapVolume
+from tests.support.processes import clean_env
 
-ROOT = Path(__file__).resolve().parents[2]
 EXIT_WAIT = 20.0  # bound on waiting for a child to exit (never reached when it behaves)
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LORA_SYNCER_") and k not in ("DYNAMIC_LORA_ROLLOUT_CONFIG", "VLLM_API_KEY")
-    }
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
 
 
 class Child:
@@ -95,18 +83,6 @@ class Child:
 
 
 @pytest_asyncio.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator() as emu:
-        yield emu
-
-
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-@pytest_asyncio.fixture
 async def spawn(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """`await spawn(args, env=..., metrics_port=...)` -> Child; every child is killed at teardown."""
     children: list[Child] = []
@@ -125,7 +101,7 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=env or _clean_env(),
+                env=env or clean_env(),
                 cwd=str(tmp_path),
             )
         finally:
@@ -177,7 +153,7 @@ class TestRun:
         cfg = tmp_path / "configmap.yaml"
         cfg.write_text(adapters_yaml(ADAPTERS[:2], host="127.0.0.1", port=emulator.port))
         port = free_port()
-        env = _clean_env(LORA_SYNCER_METRICS_PORT=str(port), LORA_SYNCER_METRICS_HOST="127.0.0.1")
+        env = clean_env(LORA_SYNCER_METRICS_PORT=str(port), LORA_SYNCER_METRICS_HOST="127.0.0.1")
         child = await spawn(["--config", str(cfg), "--reconcile-trigger", "1"], env=env, metrics_port=port)
         await child.wait_ready(http)
         assert emulator.loaded() == dict(ADAPTERS[:2])
@@ -190,7 +166,7 @@ class TestRun:
         cfg = tmp_path / "adapters.yaml"
         cfg.write_text(adapters_yaml(ADAPTERS[:2], host="127.0.0.1", port=emulator.port))
         port = free_port()
-        env = _clean_env(
+        env = clean_env(
             DYNAMIC_LORA_ROLLOUT_CONFIG=str(cfg),
             LORA_SYNCER_METRICS_PORT=str(port),
             LORA_SYNCER_METRICS_HOST="127.0.0.1",
@@ -297,7 +273,7 @@ async def _run_cli(*args: str, cwd: Path) -> tuple[int, str, str]:
         *_cli(*args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_clean_env(),
+        env=clean_env(),
         cwd=str(cwd),
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=EXIT_WAIT)

@@ -262,3 +262,24 @@ def _config_error(env: SyncEnv) -> Callable[[], Awaitable[dict[str, object] | No
         return st if st["config"]["error"] else None
 
     return check
+
+
+async def test_unload_planned_from_an_older_file_is_skipped(sync_env: SyncEnv) -> None:
+    """A pass outlived by a newer edit does not unload what the newer file declares again.
+
+    The pass planned from file B (victim in ensureNotExist) is busy with slow loads when file C
+    declares victim again; the queued unload is skipped, and the next pass sees C.
+    """
+    env = sync_env
+    env.write(adapters_yaml([("keep", V1), ("victim", V1)]))
+    await env.start(max_concurrency=1, reconcile_trigger=60.0)
+    await env.wait_loaded({"keep": V1, "victim": V1})
+    env.emulator.faults.load_delay = 1.0
+    env.write(adapters_yaml([("keep", V1), ("slow-1", V2), ("slow-2", V2)], not_exist=["victim"]))
+    await env.wait_state("slow-1", "loading")
+    env.write(adapters_yaml([("keep", V1), ("victim", V1), ("slow-1", V2), ("slow-2", V2)]))
+    await env.wait_loaded({"keep": V1, "victim": V1, "slow-1": V2, "slow-2": V2})
+    passes = await env.passes()
+    await eventually(lambda: _more_passes(env, passes + 1), "one more pass after the edit")
+    assert env.calls("unload", "victim") == []
+    assert "victim" in env.emulator.loaded()

@@ -12,10 +12,12 @@ from typing import Any
 
 import yaml
 
+from tests.support.seeds import EXAMPLES
+
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "charts" / "lora-syncer"
 SIDECAR_DIR = REPO / "sidecar"
-EXAMPLES_DIR = REPO / "examples"
+EXAMPLES_DIR = EXAMPLES  # the seeds' directory, one definition
 DOCKERFILE = REPO / "Dockerfile"
 
 ADAPTERS_KEY = "configmap.yaml"

@@ -14,8 +14,7 @@ from lora_syncer.config.manifest import configmaps_in
 from lora_syncer.config.source import WatchedFile
 from lora_syncer.config.yamldoc import load_documents
 from lora_syncer.sync.plan import ObservedModel, Op, PlanOptions, make_plan
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from tests.support.seeds import EXAMPLES
 
 SEED_002_INITIAL = """\
 vLLMLoRAConfig:

@@ -23,7 +23,7 @@ from lora_syncer.proxy.options import ProxyOptions, proxy_options_from_args
 from lora_syncer.settings import SyncerSettings, syncer_settings_from_args
 
 # What a command needs on its command line to get as far as its settings.
-BASE_ARGS: dict[str, list[str]] = {"check": ["adapters.yaml"]}
+BASE_ARGS: dict[str, list[str]] = {"check": ["adapters.yaml"], "digest": ["adapter-dir"]}
 ALL_VARIABLES = sorted({v for c in COMMANDS for s in command_settings(c) for v in s.variables})
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from lora_syncer.cli import main
+from tests.support.seeds import EXAMPLES as SEED_EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "qwen3-32b-rewrite"
+EXAMPLES = SEED_EXAMPLES / "qwen3-32b-rewrite"
 
 
 class TestPlanOffline:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from math import gcd
 
@@ -10,7 +13,7 @@ from hypothesis import strategies as st
 
 from lora_syncer.config.rules import parse_rules
 from lora_syncer.proxy.matching import RouteTable, decide
-from lora_syncer.proxy.select import SmoothWeightedRoundRobin, key_point, pick_sticky, reduce_weights
+from lora_syncer.proxy.select import SmoothWeightedRoundRobin, pick_sticky, reduce_weights
 
 V1, V2 = "small-segment-lora-v1", "small-segment-lora-v2"
 
@@ -131,10 +134,21 @@ class TestSticky:
         assert first == again
 
     def test_hash_is_stable_across_processes(self) -> None:
-        """The key hash is fixed (blake2b), not Python's per-process randomised hash."""
-        assert key_point("user-42") == int.from_bytes(
-            __import__("hashlib").blake2b(b"user-42", digest_size=8).digest(), "big"
-        )
+        """Two processes with different hash seeds give the same, pinned, point for a key."""
+        code = "from lora_syncer.proxy.select import key_point; print(key_point('user-42'))"
+        points = {
+            subprocess.run(
+                [sys.executable, "-c", code],
+                env={**os.environ, "PYTHONHASHSEED": seed},
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout.strip()
+            for seed in ("1", "2")
+        }
+        # blake2b-64 of b"user-42": changing the hash moves every sticky user to another target.
+        assert points == {"8043651368623730598"}
 
     def test_shares_roughly_follow_weights(self) -> None:
         """Over many keys the split follows the weights."""

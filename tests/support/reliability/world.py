@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import lora_syncer.app
+import lora_syncer.reloading
 from lora_syncer.app import Sidecar
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.source import ReloadOutcome, WatchedFile
@@ -34,13 +34,17 @@ FAST_SETTINGS: dict[str, Any] = {
 }
 
 
-def _noting_source(ledger: Ledger) -> type[WatchedFile[AdaptersConfig]]:
-    """A WatchedFile that tells `ledger` the configuration in force after each reload."""
+def _noting_source(ledger: Ledger, adapters: Path) -> type[WatchedFile[Any]]:
+    """A WatchedFile that tells `ledger` the adapters configuration in force after each reload
+    (the rules file, read by the same class, is left out)."""
 
-    class NotingWatchedFile(WatchedFile[AdaptersConfig]):
+    class NotingWatchedFile(WatchedFile[Any]):
         async def reload(self) -> ReloadOutcome:
             outcome = await super().reload()
-            ledger.read(self.current.value if self.current is not None else None)
+            if self.path == adapters:
+                current = self.current.value if self.current is not None else None
+                assert current is None or isinstance(current, AdaptersConfig)
+                ledger.read(current)
             return outcome
 
     return NotingWatchedFile
@@ -75,8 +79,9 @@ class World:
             **overrides,
         }
         self.sidecar = Sidecar(SyncerSettings(**values), proxy_options)
-        # The sidecar makes its adapters-file source in start(): give it one that reports its readings.
-        with mock.patch.object(lora_syncer.app, "WatchedFile", _noting_source(self.ledger)):
+        # The sidecar makes its reloading files in start(): give them a source that reports readings.
+        noting = _noting_source(self.ledger, self.volume.path(KEY))
+        with mock.patch.object(lora_syncer.reloading, "WatchedFile", noting):
             await self.sidecar.start()
         return self.sidecar
 
