@@ -17,6 +17,7 @@ from lora_syncer.options.shared import (
     POOLS,
     PROXY,
     PRUNE,
+    PRUNE_MAX,
     SERVER,
     SHUTDOWN_GRACE,
 )
@@ -67,6 +68,7 @@ RECONCILING = (
     ),
     Setting("--max-concurrency", whole_in(1, 256), default=4, help="load/unload calls in flight at once"),
     PRUNE,
+    PRUNE_MAX,
     BASE_MODEL_POLICY,
     ALLOWED_SOURCES,
     Setting(
@@ -216,6 +218,7 @@ PLAN: tuple[Section, ...] = (
                 help="plan against an empty server instead of asking vLLM",
             ),
             PRUNE.but(help="plan unloading undeclared adapters too"),
+            PRUNE_MAX,
             BASE_MODEL_POLICY,
             ALLOWED_SOURCES,
             Setting(
@@ -356,6 +359,13 @@ SPLIT_TEST: tuple[Section, ...] = (
                 help="extra request header, e.g. 'Authorization: Bearer ...' or 'x-user-id: 42' (repeatable)",
             ),
             Setting("--timeout", NUMBER_SECONDS, default=60.0, help="seconds per request"),
+            Setting(
+                "--by",
+                choice("model", "pool"),
+                default="model",
+                help="count the served model (x-lora-syncer-served-model, else the body's model) "
+                "or the pool (x-lora-syncer-pool)",
+            ),
             Setting(
                 "--json", action="flag", default=False, help="print the result as JSON instead of a table"
             ),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lora_syncer.options.setting import Setting
 from lora_syncer.options.values import (
+    COUNT_OR_PERCENT,
     HEADER_NAME,
     NUMBER_SECONDS,
     PATH,
@@ -50,6 +51,13 @@ PRUNE = Setting(
     action="switch",
     default=False,
     help="also unload adapters the server has that ensureExist does not declare",
+)
+PRUNE_MAX = Setting(
+    "--prune-max",
+    COUNT_OR_PERCENT,
+    default="50%",
+    help="with --prune, a pass that would unload more undeclared adapters than this (a count, or a "
+    "percentage of the loaded adapters) is held until the file stays unchanged for one more resync",
 )
 BASE_MODEL_POLICY = Setting(
     "--base-model-policy",

@@ -21,7 +21,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from lora_syncer.config.rules import RuleSet, parse_rules
+from lora_syncer.config.manifest import parse_rules_or_manifest
+from lora_syncer.config.rules import RuleSet
 from lora_syncer.config.rules.parse import alias_owners
 from lora_syncer.config.source import Loaded
 from lora_syncer.proxy.metrics import ProxyMetrics
@@ -95,7 +96,7 @@ class ProxyService:
             pool = options.pool_name
             self._source = ReloadingFile(
                 options.rules_path,
-                lambda raw, name: parse_rules(raw, name, pool_name=pool),
+                lambda raw, name: parse_rules_or_manifest(raw, name, pool_name=pool),
                 name="rules-file",
                 wording=RULES_WORDING,
                 metrics=_RulesReloadMetrics(self.metrics),
@@ -172,6 +173,11 @@ class ProxyService:
             pools={n: p.base for n, p in pools.pools.items()} if pools.health_tracked else None,
             rules=str(self.options.rules_path) if self.options.rules_path else None,
         )
+
+    @property
+    def rules_file(self) -> ReloadingFile[RuleSet] | None:
+        """The rules file kept in force (None without --rules); `run` cross-checks it."""
+        return self._source
 
     @property
     def port(self) -> int:

@@ -58,6 +58,11 @@ class SyncMetrics:
             registry=registry,
         )
         since.set_function(lambda: -1.0 if self._last_good_at is None else time.time() - self._last_good_at)
+        self.prune_held = Gauge(
+            "lora_syncer_prune_held_adapters",
+            "Undeclared adapters --prune would unload, held because they exceed --prune-max",
+            registry=registry,
+        )
         self.server_up = Gauge(
             "lora_syncer_server_up", "1 when vLLM answered the last pass", registry=registry
         )

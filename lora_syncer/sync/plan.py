@@ -71,6 +71,10 @@ class Skip:
 @dataclass(frozen=True)
 class PlanOptions:
     prune: bool = False
+    # --prune-max: `3` or `50%` (of the loaded adapters); see `prune_limit`.
+    prune_max: str = "50%"
+    # Prune unloads already confirmed (held once, then unchanged for a resync): not held again.
+    prune_confirmed: frozenset[str] = frozenset()
     base_model_policy: BaseModelPolicy = "warn"
     allowed_sources: tuple[str, ...] = ()
     supports_inplace: bool = True
@@ -85,10 +89,24 @@ class Plan:
     in_sync: tuple[str, ...] = ()  # declared present and loaded with the declared source
     absent: tuple[str, ...] = ()  # declared absent and not loaded
     base_model_warnings: tuple[Skip, ...] = field(default=())  # policy "warn": loaded anyway
+    # --prune unloads above --prune-max, not in `actions` until confirmed (see `prune_limit`).
+    held: tuple[str, ...] = ()
+    held_limit: int = 0
 
     @property
     def is_noop(self) -> bool:
         return not self.actions
+
+
+def prune_limit(text: str, loaded: int) -> int:
+    """How many undeclared adapters one pass may unload: a count, or a share of those loaded.
+
+    `50%` of 5 loaded is 2 (rounded down), so an edit that drops most of a file is held; `0`
+    holds every prune; `100%` never holds.
+    """
+    if text.endswith("%"):
+        return int(float(text[:-1]) * loaded // 100)
+    return int(text)
 
 
 # --- source policy -------------------------------------------------------------------------
@@ -289,10 +307,16 @@ def make_plan(
         else:
             absent.append(adapter.id)
 
+    held: tuple[str, ...] = ()
+    limit = 0
     if options.prune:
-        for adapter_id in loaded:
-            if adapter_id not in declared:
-                actions.append(Action(Op.UNLOAD, adapter_id, reason="not declared (--prune)"))
+        pruned = sorted(a for a in loaded if a not in declared)
+        limit = prune_limit(options.prune_max, len(loaded))
+        if len(pruned) > limit and not set(pruned) <= options.prune_confirmed:
+            # A truncated or mistyped file would empty the server: hold until confirmed.
+            held = tuple(pruned)
+        else:
+            actions.extend(Action(Op.UNLOAD, a, reason="not declared (--prune)") for a in pruned)
 
     return Plan(
         actions=tuple(actions),
@@ -300,4 +324,6 @@ def make_plan(
         in_sync=tuple(in_sync),
         absent=tuple(absent),
         base_model_warnings=tuple(warnings),
+        held=held,
+        held_limit=limit,
     )

@@ -58,7 +58,7 @@ from lora_syncer.sync.states import (
     Succeeded,
     Warming,
 )
-from lora_syncer.sync.status import AdapterStatus, BackoffPolicy, Declared, SyncStatus
+from lora_syncer.sync.status import AdapterStatus, BackoffPolicy, Declared, PruneHold, SyncStatus
 from lora_syncer.sync.vllm_client import VLLMClient
 from lora_syncer.sync.warmup import WarmupWorker
 
@@ -257,9 +257,11 @@ class Reconciler:
             self.options.plan,
             supports_inplace=self.status.server.supports_inplace,
             remote_sources=self.cache is not None,
+            prune_confirmed=self._prune_confirmed(loaded.generation),
         )
         resolved = self._resolved(config)
         plan = make_plan(config, models, options, resolved)
+        self._track_prune_hold(plan, loaded.generation)
         due = self._record_observation(config, models, plan)
         if self.status.server.runtime_updating_disabled and due:
             # Probe with the first action only: until the server allows updates, the rest would fail alike.
@@ -275,6 +277,44 @@ class Reconciler:
         if self.status.server.runtime_updating_disabled:
             result = "runtime_updating_disabled"
         return PassResult(result, actions=len(due), failures=failures, plan=plan)
+
+    def _prune_confirmed(self, generation: str) -> frozenset[str]:
+        """Held prune unloads become due once the same file has stayed in force one resync interval."""
+        hold = self.status.prune_hold
+        if hold is None or hold.generation != generation:
+            return frozenset()
+        if time.monotonic() - hold.since_monotonic < self.options.resync_interval:
+            return frozenset()
+        return frozenset(hold.adapters)
+
+    def _track_prune_hold(self, plan: Plan, generation: str) -> None:
+        """Report a new hold once (log, /status, metric); say when it is confirmed or withdrawn."""
+        hold = self.status.prune_hold
+        if plan.held:
+            if hold is not None and hold.adapters == plan.held and hold.generation == generation:
+                return  # the same hold, still waiting
+            self.status.prune_hold = PruneHold(
+                plan.held, plan.held_limit, generation, time.time(), time.monotonic()
+            )
+            self.metrics.prune_held.set(len(plan.held))
+            log.warning(
+                "prune held: the adapters file would unload more adapters than --prune-max; "
+                "nothing is unloaded unless the file stays unchanged for one more resync",
+                count=len(plan.held),
+                limit=plan.held_limit,
+                adapters=list(plan.held[:20]),
+                generation=generation,
+            )
+            return
+        if hold is None:
+            return
+        self.status.prune_hold = None
+        self.metrics.prune_held.set(0)
+        pruning = {a.adapter_id for a in plan.actions if a.op == Op.UNLOAD}
+        if set(hold.adapters) <= pruning:
+            log.warning("prune confirmed: the file stayed unchanged; unloading", count=len(hold.adapters))
+        else:
+            log.info("prune hold withdrawn: the adapters file changed", generation=generation)
 
     def _record_observation(
         self, config: AdaptersConfig, models: list[ObservedModel], plan: Plan
@@ -343,6 +383,11 @@ class Reconciler:
         for adapter_id in list(st.adapters):
             if adapter_id not in seen and adapter_id not in roots:
                 del st.adapters[adapter_id]
+            elif adapter_id not in seen:
+                # Still loaded, but the file no longer names it: /status must not say it is declared.
+                a = st.adapters[adapter_id]
+                a.declared, a.declaration = "undeclared", ("undeclared", None, None)
+                a.source = a.base_model = None
         return due
 
     def _declared_since(self, adapter_id: str, planned_from: Loaded[AdaptersConfig] | None) -> bool:
@@ -477,20 +522,24 @@ class Reconciler:
         a.apply(Failed(message, now, delay_of or self.options.backoff.delay, count_attempt))
         delay = (a.next_retry_at or now) - now
         self.metrics.operations.labels(op=action.op.value, result=result).inc()
+        # Not this adapter's fault (e.g. runtime updating off): no attempt counted, none shown.
+        attempts = {"attempts": a.attempts} if count_attempt else {}
         if changed or a.attempts <= 1:
             log.error(
                 f"{action.op.value} failed",
                 adapter=action.adapter_id,
+                source=action.source,
                 error=message,
-                attempts=a.attempts,
                 retry_in_seconds=round(delay, 1),
+                **attempts,
             )
         else:
             log.warning(
                 f"{action.op.value} failed again",
                 adapter=action.adapter_id,
-                attempts=a.attempts,
+                source=action.source,
                 retry_in_seconds=round(delay, 1),
+                **attempts,
             )
 
     # --- remote sources (--adapter-cache) --------------------------------------------------

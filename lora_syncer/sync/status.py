@@ -98,6 +98,17 @@ class ServerStatus:
     base_models: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class PruneHold:
+    """--prune unloads above --prune-max, waiting for the file to stay unchanged one more resync."""
+
+    adapters: tuple[str, ...]
+    limit: int
+    generation: str  # the adapters file's generation that asked for them
+    since: float  # wall clock, for /status
+    since_monotonic: float
+
+
 @dataclass
 class SyncStatus:
     adapters: dict[str, AdapterStatus] = field(default_factory=dict)
@@ -110,6 +121,7 @@ class SyncStatus:
     capacity: CapacityReport | None = None  # declared adapters against vLLM's CPU LoRA cache
     # The adapter cache's last GC figures (None without --adapter-cache).
     adapter_cache: dict[str, int | None] | None = None
+    prune_hold: PruneHold | None = None
 
     # Every model id the server serves (base models, --lora-modules, adapters), from the last
     # `GET /v1/models` and kept current by our own successful loads and unloads. Mutated in
