@@ -22,10 +22,19 @@ instead of the lean client (the way https upstreams go), to compare the two forw
 
 Also printed: the machine, the load average at start and end (other work on the machine shows
 there), and CPU time per request of the proxy and of nginx (from /proc; less sensitive to
-noise than req/s). Targets (issue 4): added p50 < 1 ms, throughput >= 0.5 x nginx.
+noise than req/s). The proxy runs at its default flags (metrics on, logging at info).
+
+`--runs N` repeats every scenario N times, the paths taking turns within each round, and reports
+the median of each figure (issue 11 asks for five). `--compare DIR` (repeatable) also starts a second proxy
+from another checkout (`PYTHONPATH=DIR`, e.g. `git archive main lora_syncer | tar -x -C DIR`),
+measured in the same rounds as `base`, so before/after is a same-run ratio. `--scenarios`
+picks some scenarios (latency, throughput, streaming, first-chunk).
+
+Targets (issue 11): CPU per proxied JSON request <= 2.6 x nginx's, throughput at 32 connections
+>= 0.75 x nginx's, added p50 at one connection <= 0.25 ms. Printed, never asserted.
 
 `--json FILE` also writes every measurement (and the machine, load averages and proxy command)
-to FILE; `python -m bench.benchmarks_report` runs this five times and renders bench/README.md.
+to FILE; `python -m bench.benchmarks_report` runs this and renders bench/README.md.
 """
 
 from __future__ import annotations
@@ -233,10 +242,12 @@ wrk.body = {body}
 """
 
 
-def _spawn(argv: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start a server and wait until `port` accepts connections."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -383,6 +394,93 @@ def _require_tools(no_nginx: bool) -> tuple[bool, bool]:
     return True, not no_nginx
 
 
+def _measure(
+    url: str,
+    model: str,
+    pids: list[int],
+    conns: int,
+    stream: bool,
+    tool: str,
+    have_wrk: bool,
+    tmp: Path,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One measurement of one path: wrk (or the aiohttp load generator) plus the server's CPU per request."""
+    cpu0 = _cpu_seconds(pids)
+    if tool == "wrk" and have_wrk:
+        script = tmp / f"{model}-{stream}.lua"
+        script.write_text(WRK_SCRIPT.format(body=json.dumps(json.dumps(_body(model, stream)))))
+        r = _wrk(url, script, conns, args.duration)
+    else:
+        r = _pyload(url, model, conns, args.duration, stream)
+        if tool == "py":  # report the time to the first chunk
+            r = {**r, "p50_ms": r["ttfb_p50_ms"], "p99_ms": r["ttfb_p99_ms"]}
+    cpu = _cpu_seconds(pids) - cpu0
+    r["cpu_us"] = 1e6 * cpu / r["requests"] if pids and r["requests"] else float("nan")
+    return r
+
+
+def _median_result(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of every figure over the rounds (errors and requests: summed)."""
+    out: dict[str, Any] = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds]
+        if key in ("errors", "requests"):
+            out[key] = sum(values)
+        else:
+            finite = [v for v in values if v == v]
+            out[key] = statistics.median(finite) if finite else float("nan")
+    out["min_requests"] = min(r["requests"] for r in rounds)
+    return out
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Same-run comparisons: added p50 over direct, req/s and CPU per request against nginx (and base)."""
+    d = results["direct"]
+    out: dict[str, float] = {}
+    for label in [k for k in results if k == "proxy" or k.startswith("base")]:
+        p = results[label]
+        out[f"{label} added p50 ms"] = p["p50_ms"] - d["p50_ms"]
+        out[f"{label}/direct req/s"] = _div(p["rps"], d["rps"])
+        if "nginx" in results:
+            n = results["nginx"]
+            out[f"{label}/nginx req/s"] = _div(p["rps"], n["rps"])
+            out[f"{label}/nginx cpu"] = _div(p["cpu_us"], n["cpu_us"])
+    if "nginx" in results:
+        out["nginx added p50 ms"] = results["nginx"]["p50_ms"] - d["p50_ms"]
+    for label in [k for k in results if k.startswith("base")]:
+        out[f"proxy/{label} cpu"] = _div(results["proxy"]["cpu_us"], results[label]["cpu_us"])
+        out[f"proxy/{label} req/s"] = _div(results["proxy"]["rps"], results[label]["rps"])
+    return out
+
+
+def _print_targets(scenarios: dict[str, Any]) -> None:
+    """The issue-11 targets next to the figures (printed, never asserted)."""
+    rows = []
+    lat, thr = scenarios.get("latency"), scenarios.get("throughput")
+    if lat:
+        rows.append(
+            (
+                "added p50, 1 conn, JSON",
+                f"{_fmt(lat['ratios'].get('proxy added p50 ms', float('nan')))} ms",
+                "<= 0.25 ms",
+            )
+        )
+    if thr and "proxy/nginx cpu" in thr["ratios"]:
+        rows.append(
+            ("CPU per request / nginx's, 32 conns", f"{_fmt(thr['ratios']['proxy/nginx cpu'])}x", "<= 2.6x")
+        )
+        rows.append(("req/s / nginx's, 32 conns", f"{_fmt(thr['ratios']['proxy/nginx req/s'])}x", ">= 0.75x"))
+    if rows:
+        print("\ntargets (issue 11):")
+        for label, figure, target in rows:
+            print(f"  {label:<38} {figure:>9}   target {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -407,7 +505,22 @@ def main() -> None:
     parser.add_argument(
         "--proxy-arg", action="append", default=[], help="extra flag for the proxy (repeatable)"
     )
+    parser.add_argument("--runs", type=int, default=1, help="rounds per scenario; medians reported")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        help="also measure the proxy of another checkout (PYTHONPATH=DIR) as `base` (repeatable: base2, ...)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="latency,throughput,streaming,first-chunk",
+        help="comma-separated: latency, throughput, streaming, first-chunk",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    args.runs = max(1, min(args.runs, 15))
 
     if args.role == "upstream":
         _run_loop(_upstream(args.port))
@@ -430,7 +543,6 @@ def main() -> None:
     )
 
     upstream_port, proxy_port, nginx_port = _free_port(), _free_port(), _free_port()
-    metrics_port = _free_port()
     report: dict[str, Any] = {
         "machine": _machine(),
         "loadavg_start": _loadavg(),
@@ -438,7 +550,8 @@ def main() -> None:
         "proxy_transport": args.proxy_transport,
         "duration_s": args.duration,
         "concurrency": args.concurrency,
-        "scenarios": [],
+        "runs": args.runs,
+        "scenarios": {},
     }
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmpdir:
@@ -473,26 +586,45 @@ def main() -> None:
             rules = tmp / "rules.yaml"
             rules.write_text(RULES)
             launcher = ["-m", "lora_syncer"] if args.proxy_transport == "lean" else ["-c", SESSION_PROXY]
-            # Default flags (metrics on, logs at info): what a deployment runs.
-            proxy_argv = [
-                "proxy",
-                "--rules",
-                str(rules),
-                "--server",
-                f"http://127.0.0.1:{upstream_port}",
-                "--proxy-host",
-                "127.0.0.1",
-                "--proxy-port",
-                str(proxy_port),
-                "--metrics-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(metrics_port),
-                *args.proxy_arg,
-            ]
-            report["proxy_command"] = ["lora-syncer", *proxy_argv]
-            proxy = _spawn([sys.executable, *launcher, *proxy_argv], proxy_port, tmp / "proxy.log")
+
+            def start_proxy(port: int, name: str, pythonpath: str | None) -> subprocess.Popen[bytes]:
+                # Default flags: metrics served (on their own port), logging at info.
+                env = dict(os.environ)
+                if pythonpath is not None:
+                    env["PYTHONPATH"] = pythonpath
+                return _spawn(
+                    [
+                        sys.executable,
+                        *launcher,
+                        "proxy",
+                        "--rules",
+                        str(rules),
+                        "--server",
+                        f"http://127.0.0.1:{upstream_port}",
+                        "--proxy-host",
+                        "127.0.0.1",
+                        "--proxy-port",
+                        str(port),
+                        "--metrics-host",
+                        "127.0.0.1",
+                        "--metrics-port",
+                        str(_free_port()),
+                        *args.proxy_arg,
+                    ],
+                    port,
+                    tmp / f"{name}.log",
+                    env,
+                )
+
+            proxy = start_proxy(proxy_port, "proxy", None)
+            report["proxy_command"] = ["lora-syncer", "proxy", "--rules", "...", *args.proxy_arg]
             procs.append(proxy)
+            compared: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+            for i, other in enumerate(args.compare):
+                label = "base" if i == 0 else f"base{i + 1}"
+                other_port = _free_port()
+                compared[label] = (other_port, start_proxy(other_port, label, str(other.resolve())))
+                procs.append(compared[label][1])
             paths: dict[str, tuple[str, str, list[int]]] = {
                 "direct": (f"http://127.0.0.1:{upstream_port}", TARGET, []),
             }
@@ -512,53 +644,83 @@ def main() -> None:
                     [nginx.pid, *_children(nginx.pid)],
                 )
             paths["proxy"] = (f"http://127.0.0.1:{proxy_port}", ALIAS, [proxy.pid])
+            for label, (other_port, other_proc) in compared.items():
+                paths[label] = (f"http://127.0.0.1:{other_port}", ALIAS, [other_proc.pid])
 
-            scenarios = [
-                ("latency, 1 conn, JSON", 1, False, "wrk"),
-                (f"throughput, {args.concurrency} conns, JSON", args.concurrency, False, "wrk"),
-                (f"streaming, {args.concurrency} conns, SSE x{STREAM_CHUNKS}", args.concurrency, True, "wrk"),
-                ("first chunk, 1 conn, SSE", 1, True, "py"),
-            ]
+            all_scenarios = {
+                "latency": ("latency, 1 conn, JSON", 1, False, "wrk"),
+                "throughput": (f"throughput, {args.concurrency} conns, JSON", args.concurrency, False, "wrk"),
+                "streaming": (
+                    f"streaming, {args.concurrency} conns, SSE x{STREAM_CHUNKS}",
+                    args.concurrency,
+                    True,
+                    "wrk",
+                ),
+                "first-chunk": ("first chunk, 1 conn, SSE", 1, True, "py"),
+            }
+            chosen = [k.strip() for k in args.scenarios.split(",") if k.strip()]
+            unknown = [k for k in chosen if k not in all_scenarios]
+            if unknown:
+                raise SystemExit(
+                    f"error: --scenarios: unknown {', '.join(unknown)}; use {', '.join(all_scenarios)}"
+                )
             header = (
                 f"{'scenario':<34} {'path':<7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
                 f"{'cpu us/req':>10} {'errors':>6}"
             )
+            print(f"{args.runs} round(s) per scenario, paths taking turns; medians below each round's rows\n")
             print(header)
             print("-" * len(header))
             summary: list[str] = []
-            for name, conns, stream, tool in scenarios:
-                results: dict[str, dict[str, Any]] = {}
-                for label, (base, model, pids) in paths.items():
-                    url = base + "/v1/chat/completions"
-                    cpu0 = _cpu_seconds(pids)
-                    if tool == "wrk" and have_wrk:
-                        script = tmp / f"{model}-{stream}.lua"
-                        script.write_text(
-                            WRK_SCRIPT.format(body=json.dumps(json.dumps(_body(model, stream))))
+            labels = list(paths)
+            for key in chosen:
+                name, conns, stream, tool = all_scenarios[key]
+                rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+                for i in range(args.runs):
+                    order = labels[i % len(labels) :] + labels[: i % len(labels)]  # alternate who goes first
+                    for label in order:
+                        base, model, pids = paths[label]
+                        if label == "nginx":  # its worker may have been forked after the first look
+                            pids = [pids[0], *_children(pids[0])]
+                        r = _measure(
+                            base + "/v1/chat/completions",
+                            model,
+                            pids,
+                            conns,
+                            stream,
+                            tool,
+                            have_wrk,
+                            tmp,
+                            args,
                         )
-                        r = _wrk(url, script, conns, args.duration)
-                    else:
-                        r = _pyload(url, model, conns, args.duration, stream)
-                        if tool == "py":  # report the time to the first chunk
-                            r = {**r, "p50_ms": r["ttfb_p50_ms"], "p99_ms": r["ttfb_p99_ms"]}
-                    cpu = _cpu_seconds(pids) - cpu0
-                    r["cpu_us"] = 1e6 * cpu / r["requests"] if pids and r["requests"] else float("nan")
-                    results[label] = r
+                        rounds[label].append(r)
+                        if args.runs > 1:
+                            print(
+                                f"{name + f' #{i + 1}':<34} {label:<7} {_fmt(r['rps'], '.0f'):>8} "
+                                f"{_fmt(r['p50_ms']):>7} {_fmt(r['p99_ms']):>7} {_fmt(r['cpu_us'], '.0f'):>10} "
+                                f"{r['errors']:>6}",
+                                flush=True,
+                            )
+                results = {label: _median_result(rs) for label, rs in rounds.items()}
+                for label, r in results.items():
                     print(
-                        f"{name:<34} {label:<7} {_fmt(r['rps'], '.0f'):>8} {_fmt(r['p50_ms']):>7} "
-                        f"{_fmt(r['p99_ms']):>7} {_fmt(r['cpu_us'], '.0f'):>10} {r['errors']:>6}",
+                        f"{name + (' median' if args.runs > 1 else ''):<34} {label:<7} {_fmt(r['rps'], '.0f'):>8} "
+                        f"{_fmt(r['p50_ms']):>7} {_fmt(r['p99_ms']):>7} {_fmt(r['cpu_us'], '.0f'):>10} "
+                        f"{r['errors']:>6}",
                         flush=True,
                     )
-                d, p = results["direct"], results["proxy"]
-                line = f"{name}: added p50 {p['p50_ms'] - d['p50_ms']:.2f} ms, proxy/direct {p['rps'] / d['rps']:.2f}"
-                if "nginx" in results:
-                    n = results["nginx"]
-                    line += f", proxy/nginx {p['rps'] / n['rps']:.2f} (nginx added p50 {n['p50_ms'] - d['p50_ms']:.2f} ms)"
-                summary.append(line)
-                report["scenarios"].append({"name": name, "paths": results})
+                short = [f"{k} {r['min_requests']}" for k, r in results.items() if r["min_requests"] < 4000]
+                if short:
+                    print(
+                        f"  note: fewer than 4,000 requests in a measurement ({', '.join(short)}): raise --duration"
+                    )
+                figures = _ratios(results)
+                report["scenarios"][key] = {"name": name, "results": results, "ratios": figures}
+                summary.append(f"{name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in figures.items()))
             print()
             for line in summary:
                 print(line)
+            _print_targets(report["scenarios"])
             print(f"\nload average at end: {_loadavg()}")
             report["loadavg_end"] = _loadavg()
             report["summary"] = summary

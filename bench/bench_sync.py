@@ -18,7 +18,13 @@ way and watches the server. Sections:
 `--real` repeats (a) and (b, N=200) against a real CPU vLLM (scripts/setup-vllm-env.sh).
 Targets from the issue are printed next to the figures; nothing is asserted.
 
+`--rss` measures only the sidecar's memory (issue 11): the real `lora-syncer run` against the
+emulator with 200 and with 10,000 adapters declared, started on the full file, waited until every
+adapter is loaded and one resync has passed; prints VmRSS, peak VmHWM and smaps Pss next to the
+targets (45 MiB at 200, 64 MiB at 10,000).
+
 Usage: .venv/bin/python -m bench.bench_sync [--quick] [--real] [--only abcde] [--swaps 30] [--json FILE]
+       .venv/bin/python -m bench.bench_sync --rss [--rss-sizes 200,10000]
 """
 
 from __future__ import annotations
@@ -83,6 +89,18 @@ def rss_kib(pid: int) -> tuple[int, int]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0])
     return values["VmRSS"], values["VmHWM"]
+
+
+def pss_kib(pid: int) -> int | None:
+    """Proportional set size in KiB (shared pages split between the processes mapping them)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return None
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -454,6 +472,76 @@ async def bench_idle(workdir: Path, server: str, seconds: float) -> dict[str, An
 # --- main --------------------------------------------------------------------------------------------
 
 
+# --- --rss: the sidecar's memory with N declared (issue 11) -----------------------------------------
+
+RSS_TARGETS_MIB = {200: 45.0, 10000: 64.0}
+
+
+async def bench_rss(workdir: Path, server: str, sources: Sequence[str], n: int) -> dict[str, Any]:
+    """Start `lora-syncer run` on a file declaring `n` adapters; RSS once all are loaded and one resync passed."""
+    vol = ConfigMapVolume(workdir / f"cm-rss-{n}")
+    text = adapters_file([(f"rss-{i}", sources[i % len(sources)]) for i in range(n)])
+    vol.write({KEY: text})
+    async with session() as s:
+        await unload_all(s, server)
+        started = time.perf_counter()
+        sidecar = await start_sidecar(workdir, vol.path(KEY), server)
+        try:
+            await wait_listed(s, server, n, poll=0.05 if n <= 200 else 0.25)
+            await wait_sidecar_generation(s, sidecar, text)
+            synced = time.perf_counter() - started
+            await asyncio.sleep(6)  # past one default 5 s resync: the steady state, not the start-up peak
+            rss, hwm = rss_kib(sidecar.popen.pid)
+            pss = pss_kib(sidecar.popen.pid)
+        finally:
+            sidecar.stop()
+        await unload_all(s, server)
+    target = RSS_TARGETS_MIB.get(n)
+    return {
+        "declared": n,
+        "synced_s": synced,
+        "rss_mib": rss / 1024,
+        "peak_rss_mib": hwm / 1024,
+        "pss_mib": pss / 1024 if pss is not None else None,
+        "target_mib": target,
+        "ratio_to_target": (rss / 1024) / target if target else None,
+    }
+
+
+async def run_rss(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "rss": []}
+    print("machine:", results["machine"], flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-rss-") as tmp:
+        workdir = Path(tmp)
+        emu = await start_emulator(workdir)
+        hub = [f"org/adapter-{i}" for i in range(16)]
+        try:
+            for n in args.rss_sizes:
+                res = await bench_rss(workdir, emu.url, hub, n)
+                results["rss"].append(res)
+                print(
+                    "rss:",
+                    {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()},
+                    flush=True,
+                )
+        finally:
+            emu.stop()
+    lines = [
+        "",
+        "| declared | VmRSS | peak VmHWM | Pss | target (issue 11) | RSS / target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results["rss"]:
+        target = f"<= {r['target_mib']:.0f} MiB" if r["target_mib"] else "-"
+        ratio = f"{r['ratio_to_target']:.2f}" if r["ratio_to_target"] else "-"
+        pss = f"{r['pss_mib']:.1f} MiB" if r["pss_mib"] is not None else "-"
+        lines.append(
+            f"| {r['declared']:,} | {r['rss_mib']:.1f} MiB | {r['peak_rss_mib']:.1f} MiB | {pss} | {target} | {ratio} |"
+        )
+    print("\n".join(lines))
+    return results
+
+
 def row(label: str, figure: str, target: str, baseline: str, ratio: float | None) -> str:
     r = f"{ratio:.2f}x" if ratio is not None else "-"
     return f"| {label} | {figure} | {target} | {baseline} | {r} |"
@@ -644,7 +732,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="window of (d) (default: 20)")
     parser.add_argument("--profile", action="store_true", help="print the profile of (c)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--rss", action="store_true", help="only the sidecar's RSS with 200 and 10,000 declared (issue 11)"
+    )
+    parser.add_argument(
+        "--rss-sizes",
+        type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+        default=[200, 10000],
+        help="adapter counts for --rss (default: 200,10000)",
+    )
     args = parser.parse_args(argv)
+    if args.rss:
+        results = asyncio.run(run_rss(args))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return 0
     args.swaps = max(3, min(args.swaps, 200))
     args.idle_seconds = max(5.0, min(args.idle_seconds, 120.0))
     results = asyncio.run(run(args))

@@ -81,6 +81,12 @@ BENCHES: dict[str, Bench] = {
             "those rounds (cpu_us_per_request, paired_difference_vs_plain_us).",
         ),
     ),
+    # It alternates its own five runs (remote vs local, download vs direct) and reports medians.
+    "bench_sources": Bench(
+        runs=1,
+        quick_args=("--runs", "1", "--mb", "2", "--adapters", "200"),
+        notes=("one invocation: the script runs five alternating rounds itself and reports their medians",),
+    ),
 }
 
 

@@ -19,8 +19,10 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from lora_syncer.config.adapters import AdaptersConfig, parse_adapters
+from lora_syncer.config.adapters import AdaptersConfig
+from lora_syncer.config.manifest import parse_adapters_or_manifest
 from lora_syncer.config.source import Loaded
+from lora_syncer.config_warnings import ConfigWarnings
 from lora_syncer.health import HealthSources, build_health_app
 from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
 from lora_syncer.runtime import StopSignals
@@ -30,7 +32,7 @@ from lora_syncer.sync.capacity import CapacityCheck
 from lora_syncer.sync.metrics import SyncMetrics
 from lora_syncer.sync.plan import PlanOptions
 from lora_syncer.sync.reconciler import Reconciler, SyncOptions
-from lora_syncer.sync.render import readiness, render_status
+from lora_syncer.sync.render import alias_readiness, readiness, render_status
 from lora_syncer.sync.states import AdapterState
 from lora_syncer.sync.status import BackoffPolicy, SyncStatus
 from lora_syncer.sync.vllm_client import Timeouts, VLLMClient
@@ -54,6 +56,7 @@ def sync_options(settings: SyncerSettings) -> SyncOptions:
         max_concurrency=settings.max_concurrency,
         plan=PlanOptions(
             prune=settings.prune,
+            prune_max=settings.prune_max,
             base_model_policy=settings.base_model_policy,
             allowed_sources=settings.allowed_sources,
         ),
@@ -111,6 +114,7 @@ class Sidecar:
     )
     _runner: web.AppRunner | None = None
     _client: VLLMClient | None = None
+    _cache: Any = None  # lora_syncer.sources.service.CacheService with --adapter-cache
 
     async def start(self) -> None:
         s = self.settings
@@ -123,7 +127,7 @@ class Sidecar:
         )
         adapters: ReloadingFile[AdaptersConfig] = ReloadingFile(
             s.config,
-            parse_adapters,
+            parse_adapters_or_manifest,  # the mounted key, or a ConfigMap manifest
             name="adapters-file",
             wording=ADAPTERS_WORDING,
             metrics=metrics,
@@ -132,12 +136,29 @@ class Sidecar:
             ),
         )
         self.adapters_file = adapters
+        cache = None
+        if s.adapter_cache is not None:
+            from lora_syncer.sources.service import CacheService, CacheSettings
+
+            self._cache = CacheService(
+                CacheSettings(
+                    root=s.adapter_cache,
+                    max_bytes=s.adapter_cache_max_bytes,
+                    gc_grace=s.adapter_cache_gc_grace,
+                    concurrency=s.download_concurrency,
+                    allowed_sources=s.allowed_sources,
+                ),
+                metrics,
+            )
+            self._cache.open()  # removes what a killed run left half-downloaded
+            cache = self._cache.cache
         reconciler = Reconciler(
             adapters,
             self._client,
             sync_options(s),
             metrics,
             capacity=CapacityCheck(self._client, metrics, s.max_cpu_loras),
+            cache=cache,
         )
         if s.warmup:
             reconciler.warmup = WarmupWorker(
@@ -177,6 +198,15 @@ class Sidecar:
             sources.sections["rollouts"] = self.proxy.rollouts_status
             sources.routes.extend(self.proxy.health_routes())
             sources.ready_checks.append(self.proxy.ready)
+            self._watch_cross_check(sources, reconciler, adapters)
+            if not self.proxy_options.pool_mode and s.ready_when == "synced":  # other pools: not ours to know
+                proxy = self.proxy
+                sources.ready_checks.append(
+                    lambda: alias_readiness(
+                        {alias: r.names for alias, r in proxy.core.table.exact.items()},
+                        reconciler.status.loaded_names(),
+                    )
+                )
 
         self._runner = web.AppRunner(build_health_app(sources), handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -198,6 +228,30 @@ class Sidecar:
             proxy_port=getattr(self.proxy, "port", None),
             watch=adapters.backend,
         )
+
+    def _watch_cross_check(
+        self, sources: HealthSources, reconciler: Reconciler, adapters: ReloadingFile[AdaptersConfig]
+    ) -> None:
+        """Both files are here: report their disagreements once per change of either."""
+        rules = self.proxy.rules_file
+        if rules is None:
+            return
+        warnings = ConfigWarnings(self.registry)
+        sources.sections["crossCheck"] = warnings.status
+
+        def check() -> None:
+            warnings.update(adapters.current, rules.current, reconciler.status.server.base_models)
+
+        for file in (adapters, rules):
+            inner = file.on_change
+
+            def changed(loaded: Any, inner: Any = inner) -> None:
+                if inner is not None:
+                    inner(loaded)
+                check()
+
+            file.on_change = changed
+        check()
 
     def syncer_status(self) -> dict[str, Any]:
         """The `syncer` section of `/status`."""
@@ -237,6 +291,8 @@ class Sidecar:
         if self.proxy is not None:
             await self.proxy.stop(grace)
         await self.supervisor.stop()
+        if self._cache is not None:
+            await self._cache.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._client is not None:
@@ -245,6 +301,12 @@ class Sidecar:
 
 
 async def run_sidecar(settings: SyncerSettings, proxy_options: Any = None) -> int:
+    if proxy_options is not None and proxy_options.port and proxy_options.port == settings.metrics_port:
+        log.error(
+            "--proxy-port and --metrics-port are the same port; give each its own",
+            port=settings.metrics_port,
+        )
+        return 2
     sidecar = Sidecar(settings, proxy_options)
     signals = StopSignals()
     signals.install()

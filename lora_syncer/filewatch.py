@@ -6,6 +6,11 @@ treat any event there as "re-read now"; readers compare content hashes to decide
 anything really changed. watchdog's thread hands events to the loop with
 `call_soon_threadsafe`. Where inotify is unavailable (or the directory does not exist yet) a
 stat-polling task takes over; it costs one `stat` per interval.
+
+A plain file edited in place (not kubelet's swap) may be read half-written. With inotify the
+watcher remembers that the file was modified and not yet closed by its writer (`writing`):
+readers wait for the close-write event (watchdog's `FileClosedEvent`). A write handle left
+idle for `STALE_WRITE_SECONDS` is treated as done, so a lost close event cannot freeze the file.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,8 @@ from lora_syncer.supervisor import Supervisor
 log = structlog.get_logger("lora_syncer.filewatch")
 
 Signature = tuple[int, int, int, str] | None
+
+STALE_WRITE_SECONDS = 60.0
 
 
 def file_signature(path: Path) -> Signature:
@@ -60,6 +68,14 @@ class FileWatcher:
         self._poll_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.backend: str = "none"
+        # Monotonic time of the last write event on the file itself with no close-write since.
+        self._open_write_since: float | None = None
+
+    @property
+    def writing(self) -> bool:
+        """The file was modified in place and its writer has not closed it yet."""
+        since = self._open_write_since
+        return since is not None and time.monotonic() - since < STALE_WRITE_SECONDS
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -91,12 +107,16 @@ class FileWatcher:
         loop = self._loop
         assert loop is not None
         notify = self._notify_from_thread
+        target = os.path.abspath(self.path)
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
                 if event.event_type in ("opened", "closed_no_write"):
                     return  # reads (including our own) are not changes
-                notify()
+                if _as_str(event.src_path) == target or _as_str(event.dest_path) == target:
+                    notify(event.event_type)
+                else:
+                    notify(None)
 
         observer = Observer()
         observer.schedule(_Handler(), str(directory), recursive=False)
@@ -104,11 +124,19 @@ class FileWatcher:
         observer.start()
         self._observer = observer
 
-    def _notify_from_thread(self) -> None:
+    def _notify_from_thread(self, event_type: str | None) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
-                loop.call_soon_threadsafe(self._on_change)
+                loop.call_soon_threadsafe(self._on_event, event_type)
+
+    def _on_event(self, event_type: str | None) -> None:
+        """On the loop: track the file's open write handle (`event_type` is None for other files)."""
+        if event_type in ("modified", "created"):
+            self._open_write_since = time.monotonic()
+        elif event_type is not None:  # closed (close-write), deleted, moved
+            self._open_write_since = None
+        self._on_change()
 
     async def _poll(self, last: Signature) -> None:
         while True:
@@ -138,3 +166,7 @@ class FileWatcher:
         if observer is not None:
             observer.stop()
             await asyncio.to_thread(observer.join, 2.0)
+
+
+def _as_str(path: str | bytes) -> str:
+    return os.path.abspath(os.fsdecode(path)) if path else ""

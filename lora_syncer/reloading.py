@@ -6,6 +6,9 @@ One component for both of the sidecar's files (the adapters file and the proxy's
 - coalesces bursts: one reload runs at a time, and any number of events during it cause
   exactly one more;
 - re-reads every `resync_interval` seconds as a safety net for a missed event;
+- reads a plain file (not kubelet's symlink swap, which stays instant) only once its writer
+  has closed it (inotify close-write) and its size and mtime have stayed the same for
+  `settle` seconds, so an editor's or script's half-written file is never acted on;
 - keeps the last good parse in force when the file is missing, unreadable or invalid;
 - logs a rejected file exactly once per rejected edit (the same bad bytes re-read at every
   resync are not logged again), and once more when the file is valid again;
@@ -27,7 +30,7 @@ import structlog
 
 from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.source import Loaded, ReloadOutcome, WatchedFile
-from lora_syncer.filewatch import FileWatcher
+from lora_syncer.filewatch import FileWatcher, file_signature
 from lora_syncer.supervisor import Supervisor
 
 T = TypeVar("T")
@@ -60,6 +63,8 @@ class WatchOptions:
     mode: str = "auto"  # auto | inotify | poll
     poll_interval: float = 1.0
     resync_interval: float = 5.0
+    # A plain file must stay unchanged this long before it is read (kubelet's swap: not waited).
+    settle: float = 0.25
 
 
 class ReloadingFile(Generic[T]):
@@ -160,7 +165,24 @@ class ReloadingFile(Generic[T]):
                 await asyncio.wait_for(self._wanted.wait(), timeout=self._options.resync_interval)
             # Cleared before reading: an event arriving during the read asks for one more.
             self._wanted.clear()
-            await self.reload()
+            if await self._settled():
+                await self.reload()
+
+    async def _settled(self) -> bool:
+        """True when the file may be read now. False: still being written; its next event re-asks."""
+        if self.path.is_symlink():
+            return True  # kubelet's atomic swap: the new file is complete when it appears
+        watcher = self._watcher
+        if watcher is not None and watcher.writing:
+            return False  # the close-write event will ask again
+        before = file_signature(self.path)
+        await asyncio.sleep(self._options.settle)
+        if watcher is not None and watcher.writing:
+            return False
+        if file_signature(self.path) != before:
+            self._wanted.set()  # still changing: look again after another settle
+            return False
+        return True
 
     # --- lifecycle -------------------------------------------------------------------------
 

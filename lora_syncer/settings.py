@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lora_syncer.options.commands import RUN
 from lora_syncer.options.parser import fail
 from lora_syncer.options.shared import DEFAULT_CONFIG
+from lora_syncer.sync.vllm_client import v1_suffix_problem
 
 __all__ = ["DEFAULT_CONFIG", "SyncerSettings", "syncer_settings_from_args"]
 
@@ -31,6 +32,7 @@ class SyncerSettings(BaseModel):
     config_validation: bool = True
     max_concurrency: int = Field(4, ge=1, le=256)
     prune: bool = False
+    prune_max: str = "50%"
     base_model_policy: Literal["ignore", "warn", "enforce"] = "warn"
     allowed_sources: tuple[str, ...] = ()
     api_key: str | None = Field(default=None, repr=False)
@@ -44,6 +46,10 @@ class SyncerSettings(BaseModel):
     call_timeout: float = Field(15.0, gt=0)
     load_timeout: float = Field(120.0, gt=0)
     shutdown_grace: float = Field(10.0, ge=0)
+    adapter_cache: Path | None = None
+    adapter_cache_max_bytes: int | None = Field(default=None, ge=1)
+    adapter_cache_gc_grace: float = Field(900.0, gt=0)
+    download_concurrency: int = Field(4, ge=1, le=64)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -57,6 +63,9 @@ class SyncerSettings(BaseModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{value!r} is not an http(s) URL like http://localhost:8000")
+        problem = v1_suffix_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value.rstrip("/")
 
     @field_validator("allowed_sources", mode="before")

@@ -52,7 +52,8 @@ def _one(source: str, rules: list[str]) -> Checksum:
 
 def run(args: argparse.Namespace) -> int:
     """Print one checksum per source (`SOURCE  sha256:...` when several are given)."""
-    rules = [r.strip() for item in args.allowed_sources for r in item.split(",") if r.strip()]
+    # Settings are declared in lora_syncer.options.commands.DIGEST (typed and split there).
+    rules = list(args.allowed_sources)
     sources: list[str] = [str(s) for s in args.source]
     failed = 0
     for source in sources:

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lora_syncer.config.adapters import AdaptersConfig, parse_adapters, parse_adapters_text
+from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.errors import ConfigError
-from lora_syncer.config.manifest import configmaps_in
+from lora_syncer.config.manifest import configmaps_in, parse_adapters_or_manifest
 from lora_syncer.config.rules.model import rollout_summary
 from lora_syncer.config.source import read_file
 from lora_syncer.config.yamldoc import YamlSyntaxError, decode_text, load_documents
@@ -21,7 +21,7 @@ from lora_syncer.rollout.spec import RolloutSpec
 from lora_syncer.sync.errors import VLLMError
 from lora_syncer.sync.plan import ObservedModel, Plan, PlanOptions, make_plan
 from lora_syncer.sync.reconciler import supports_inplace
-from lora_syncer.sync.vllm_client import VLLMClient
+from lora_syncer.sync.vllm_client import VLLMClient, v1_suffix_problem
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -42,13 +42,12 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "in_sync": list(plan.in_sync),
         "absent": list(plan.absent),
         "warnings": [{"adapter": w.adapter_id, "detail": w.detail} for w in plan.base_model_warnings],
+        "held": list(plan.held),
     }
 
 
 def render_plan(plan: Plan, server: str) -> str:
     lines = [f"Plan against {server}:"]
-    if plan.is_noop:
-        lines.append("  nothing to do: the server matches the file")
     for a in plan.actions:
         how = " (in place)" if a.inplace else (" (unload + load)" if a.op.value == "reload" else "")
         src = f" from {a.source}" if a.source else ""
@@ -57,6 +56,15 @@ def render_plan(plan: Plan, server: str) -> str:
         lines.append(f"  skip    {s.adapter_id}  -- {s.reason.value}: {s.detail}")
     for w in plan.base_model_warnings:
         lines.append(f"  warn    {w.adapter_id}  -- {w.detail}")
+    for held in plan.held:
+        lines.append(
+            f"  held    {held}  -- not declared (--prune), but {len(plan.held)} unloads exceed --prune-max "
+            f"({plan.held_limit}): `run` waits for the file to stay unchanged one more resync"
+        )
+    if plan.is_noop and not plan.skips and not plan.held:
+        lines.append("  nothing to do: the server matches the file")
+    elif plan.is_noop:
+        lines.append("  nothing to load or unload now (see the lines above)")
     if plan.in_sync:
         lines.append(f"  ok      {len(plan.in_sync)} loaded as declared: {', '.join(plan.in_sync)}")
     if plan.absent:
@@ -71,14 +79,7 @@ async def _observe(url: str, api_key: str | None) -> tuple[list[ObservedModel], 
 
 def load_adapters_or_manifest(raw: bytes, name: str) -> AdaptersConfig:
     """An adapters file, or the adapters file carried by a ConfigMap manifest."""
-    try:
-        docs = [d for d in load_documents(decode_text(raw)) if d.data is not None]
-    except (YamlSyntaxError, UnicodeDecodeError):
-        return parse_adapters(raw, name)  # reports the problem in the usual form
-    for entry in configmaps_in(docs) or []:
-        if "vLLMLoRAConfig" in entry.text:
-            return parse_adapters_text(entry.text, f"{name}[{entry.configmap}/{entry.key}]")
-    return parse_adapters(raw, name)
+    return parse_adapters_or_manifest(raw, name)
 
 
 def rollouts_in_manifest(raw: bytes, name: str) -> list[RolloutSpec]:
@@ -108,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return 1
     server: str = (args.server or config.server_url).rstrip("/")
+    problem = v1_suffix_problem(server)
+    if problem is not None:
+        print(f"--server: {problem}", file=sys.stderr)
+        return 2
     version: str | None = None
     observed: list[ObservedModel] = []
     if not args.offline:
@@ -119,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     options = PlanOptions(
         prune=args.prune,
+        prune_max=args.prune_max,
         base_model_policy=args.base_model_policy,
         allowed_sources=tuple(args.allowed_sources),
         supports_inplace=supports_inplace(version),

@@ -80,8 +80,11 @@ async def serve(options: ProxyOptions, metrics_host: str, metrics_port: int, gra
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `lora-syncer proxy`."""
-    if not args.rules:
-        fail("--rules / LORA_SYNCER_RULES: is required: the rules file to serve")
+    if not args.rules and not args.pool:
+        fail(
+            "--rules / LORA_SYNCER_RULES: is required unless --pool is given: "
+            "the rules file to serve, or --pool NAME=URL[@WEIGHT] to split between pools"
+        )
     try:
         options = proxy_options_from_args(args, args.server, pools_from_rules=True)
     except ValueError as exc:  # settings that contradict each other

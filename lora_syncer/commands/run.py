@@ -25,6 +25,12 @@ def _server_from_file(path: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = syncer_settings_from_args(args)
+    if settings.adapter_cache is not None and settings.adapter_cache_gc_grace < args.upstream_timeout:
+        # A request queued through the proxy may still read a version vLLM no longer lists.
+        fail(
+            f"--adapter-cache-gc-grace {settings.adapter_cache_gc_grace:g} is shorter than --upstream-timeout "
+            f"{args.upstream_timeout:g}: queued requests may still read an unlisted version; raise the grace"
+        )
     proxy_options: Any = None
     if args.rules:
         from lora_syncer.proxy.options import proxy_options_from_args
@@ -39,4 +45,5 @@ def run(args: argparse.Namespace) -> int:
     from lora_syncer.app import run_sidecar
     from lora_syncer.runtime import run_async
 
-    return run_async(run_sidecar(settings, proxy_options))
+    # uvloop only when this process serves the proxy (see run_async).
+    return run_async(run_sidecar(settings, proxy_options), fast_loop=proxy_options is not None)

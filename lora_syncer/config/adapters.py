@@ -6,7 +6,7 @@ vLLMLoRAConfig:
   host: localhost                   # optional, default localhost
   port: 8000                        # optional, default 8000
   defaultBaseModel: Qwen/Qwen3-32B  # optional
-  ensureExist:    {models: [{id, source, base-model?}, ...]}
+  ensureExist:    {models: [{id, source, base-model?, checksum?}, ...]}
   ensureNotExist: {models: [{id, source?, base-model?}, ...]}
 ```
 
@@ -19,6 +19,7 @@ error naming the key probably meant (the old sidecar ignored it, so a typo such 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,6 +40,8 @@ class DesiredAdapter:
     id: str
     source: str
     base_model: str | None = None
+    # `sha256:<64 lower-case hex>` pinning a remote source's content (see docs/adapter-sources.md).
+    checksum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,17 +77,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
 
 
+_CHECKSUM = re.compile(r"sha256:[0-9a-fA-F]{64}")
+
+
 class _Adapter(_Strict):
     id: StrictStr = Field(min_length=1)
     source: StrictStr = Field(min_length=1)
     base_model: StrictStr | None = Field(default=None, alias="base-model", min_length=1)
+    # Known since 0.2.0; older versions ignore the key with a warning.
+    checksum: StrictStr | None = None
+
+    @field_validator("checksum")
+    @classmethod
+    def _checksum_format(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _CHECKSUM.fullmatch(value):
+            raise ValueError("expected 'sha256:<64 hex digits>' (print it with `lora-syncer digest SOURCE`)")
+        return value.lower()
 
 
 class _RemovedAdapter(_Strict):
-    # ensureNotExist only needs the name; upstream files carry the source too, so accept it.
+    # ensureNotExist only needs the name; upstream files carry the source too, so accept it
+    # (and a checksum, so moving an entry from one list to the other is a cut and paste).
     id: StrictStr = Field(min_length=1)
     source: StrictStr | None = None
     base_model: StrictStr | None = Field(default=None, alias="base-model")
+    checksum: StrictStr | None = None
 
 
 class _ExistList(_Strict):
@@ -209,7 +228,9 @@ def config_from_document(doc: Document) -> AdaptersConfig:
         host=parsed.host,
         port=parsed.port,
         default_base_model=default_base,
-        ensure_exist=tuple(DesiredAdapter(m.id, m.source, m.base_model or default_base) for m in exist),
+        ensure_exist=tuple(
+            DesiredAdapter(m.id, m.source, m.base_model or default_base, m.checksum) for m in exist
+        ),
         ensure_not_exist=tuple(
             DesiredAdapter(m.id, m.source or "", m.base_model or default_base) for m in not_exist
         ),

@@ -1,4 +1,4 @@
-"""Find the user's files inside whatever `lora-syncer check` is given (pure).
+"""Find the user's files inside whatever a command is given (pure).
 
 A file may be an adapters file, a rules file, or a Kubernetes manifest (a ConfigMap, or a
 `kind: List` of them as `kubectl get -o yaml` prints) that carries those files under `data`.
@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lora_syncer.config.adapters import ROOT_KEY
-from lora_syncer.config.rules import is_rules_document
-from lora_syncer.config.yamldoc import Document
+from lora_syncer.config.adapters import ROOT_KEY, AdaptersConfig, parse_adapters, parse_adapters_text
+from lora_syncer.config.errors import ConfigError, Issue
+from lora_syncer.config.rules import RuleSet, is_rules_document, parse_rules, parse_rules_text
+from lora_syncer.config.yamldoc import Document, YamlSyntaxError, decode_text, load_documents
 
 FileKind = Literal["adapters", "rules", "unknown"]
 
@@ -56,3 +57,50 @@ def configmaps_in(docs: list[Document]) -> list[Embedded] | None:
                     key_line = doc.line_of((*prefix, "data", key)) or 1
                     found.append(Embedded(name, str(key), value, key_line))
     return found if any_configmap else None
+
+
+def _kind_of(text: str) -> FileKind:
+    try:
+        docs = [d for d in load_documents(text) if d.data is not None]
+    except YamlSyntaxError:
+        return "unknown"
+    return classify(docs[0].data) if docs else "unknown"
+
+
+def entry_of_kind(raw: bytes, name: str, kind: FileKind) -> tuple[str, str] | None:
+    """`(text, name)` of the `kind` entry when `raw` is a ConfigMap manifest; None for a plain file.
+
+    The one input story: every command that reads an adapters or rules file also takes the
+    ConfigMap manifest carrying it (`kubectl apply -f` input) and picks the entry by content,
+    whatever its key. A manifest without such an entry is a ConfigError naming its keys.
+    """
+    try:
+        docs = [d for d in load_documents(decode_text(raw)) if d.data is not None]
+    except (YamlSyntaxError, UnicodeDecodeError):
+        return None  # not a manifest we can read: the plain parser reports the problem
+    entries = configmaps_in(docs)
+    if entries is None:
+        return None
+    for entry in entries:
+        if _kind_of(entry.text) == kind:
+            return entry.text, f"{name}[{entry.configmap}/{entry.key}]"
+    keys = ", ".join(f"{e.configmap}/{e.key}" for e in entries) or "none"
+    what = "an adapters file (vLLMLoRAConfig)" if kind == "adapters" else "a rules file"
+    raise ConfigError(
+        name,
+        [Issue("", f"this ConfigMap manifest carries no {what} under data (entries: {keys})")],
+    )
+
+
+def parse_adapters_or_manifest(raw: bytes, name: str) -> AdaptersConfig:
+    """An adapters file, or the one carried by a ConfigMap manifest."""
+    found = entry_of_kind(raw, name, "adapters")
+    return parse_adapters(raw, name) if found is None else parse_adapters_text(*found)
+
+
+def parse_rules_or_manifest(raw: bytes, name: str, *, pool_name: str | None = None) -> RuleSet:
+    """A rules file, or the one carried by a ConfigMap manifest."""
+    found = entry_of_kind(raw, name, "rules")
+    if found is None:
+        return parse_rules(raw, name, pool_name=pool_name)
+    return parse_rules_text(found[0], found[1], pool_name=pool_name)

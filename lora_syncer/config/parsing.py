@@ -36,6 +36,8 @@ def pydantic_message(err: Any, out_of_range: str | None = None) -> str:
     kind = str(err.get("type", ""))
     if kind in _RANGE:
         return out_of_range or f"is out of range: {err.get('msg', '')}"
+    if kind == "value_error":  # our own validators: their message without pydantic's prefix
+        return str(err.get("msg", "is invalid")).removeprefix("Value error, ")
     return _HINTS.get(kind) or str(err.get("msg", "is invalid"))
 
 

@@ -17,6 +17,7 @@ from lora_syncer.options.shared import (
     POOLS,
     PROXY,
     PRUNE,
+    PRUNE_MAX,
     SERVER,
     SHUTDOWN_GRACE,
 )
@@ -32,6 +33,7 @@ from lora_syncer.options.values import (
     PORT,
     ROUTE_PATH,
     SECONDS_OR_ZERO,
+    SIZE,
     URL,
     WHOLE,
     choice,
@@ -66,6 +68,7 @@ RECONCILING = (
     ),
     Setting("--max-concurrency", whole_in(1, 256), default=4, help="load/unload calls in flight at once"),
     PRUNE,
+    PRUNE_MAX,
     BASE_MODEL_POLICY,
     ALLOWED_SOURCES,
     Setting(
@@ -100,9 +103,43 @@ RECONCILING = (
     ),
 )
 
+# The proxy's --upstream-timeout default: the GC grace may not be shorter (see settings.py).
+DEFAULT_GC_GRACE = 900.0
+
+ADAPTER_CACHE = (
+    Setting(
+        "--adapter-cache",
+        PATH,
+        metavar="DIR",
+        help="directory (a volume shared with vLLM, mounted at the same path) where s3:// and https:// "
+        "adapter sources are downloaded; without it such sources are refused",
+    ),
+    Setting(
+        "--adapter-cache-max-bytes",
+        SIZE,
+        default_text="no budget",
+        help="size budget of the adapter cache (e.g. 20GiB): versions vLLM no longer lists are "
+        "removed, least recently used first, to stay under it",
+    ),
+    Setting(
+        "--adapter-cache-gc-grace",
+        NUMBER_SECONDS,
+        default=DEFAULT_GC_GRACE,
+        help="seconds a version must be unlisted by vLLM before its files may be removed; at least "
+        "--upstream-timeout (queued requests may still read it)",
+    ),
+    Setting(
+        "--download-concurrency",
+        whole_in(1, 64),
+        default=4,
+        help="objects of one s3:// source downloaded at once",
+    ),
+)
+
 RUN: tuple[Section, ...] = (
     ("adapters file and server", (CONFIG, SERVER, API_KEY)),
     ("reconciling", RECONCILING),
+    ("adapter sources", ADAPTER_CACHE),
     (
         "health, metrics and process",
         (
@@ -181,6 +218,7 @@ PLAN: tuple[Section, ...] = (
                 help="plan against an empty server instead of asking vLLM",
             ),
             PRUNE.but(help="plan unloading undeclared adapters too"),
+            PRUNE_MAX,
             BASE_MODEL_POLICY,
             ALLOWED_SOURCES,
             Setting(
@@ -322,6 +360,13 @@ SPLIT_TEST: tuple[Section, ...] = (
             ),
             Setting("--timeout", NUMBER_SECONDS, default=60.0, help="seconds per request"),
             Setting(
+                "--by",
+                choice("model", "pool"),
+                default="model",
+                help="count the served model (x-lora-syncer-served-model, else the body's model) "
+                "or the pool (x-lora-syncer-pool)",
+            ),
+            Setting(
                 "--json", action="flag", default=False, help="print the result as JSON instead of a table"
             ),
         ),
@@ -410,9 +455,12 @@ DIGEST: tuple[Section, ...] = (
                 action="positional",
                 env=None,
                 metavar="SOURCE",
-                help="a local directory or archive, an s3:// prefix or an http(s):// archive",
+                help="a local adapter directory or .tar.gz/.tgz/.zip archive, an s3:// prefix or an "
+                "http(s):// archive",
             ),
-            ALLOWED_SOURCES,
+            ALLOWED_SOURCES.but(
+                help="refuse URLs (and redirect hops) no rule admits, as `run` does; repeat or comma-separate",
+            ),
         ),
     ),
 )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lora_syncer.options.setting import Setting
 from lora_syncer.options.values import (
+    COUNT_OR_PERCENT,
     HEADER_NAME,
     NUMBER_SECONDS,
     PATH,
@@ -51,6 +52,13 @@ PRUNE = Setting(
     default=False,
     help="also unload adapters the server has that ensureExist does not declare",
 )
+PRUNE_MAX = Setting(
+    "--prune-max",
+    COUNT_OR_PERCENT,
+    default="50%",
+    help="with --prune, a pass that would unload more undeclared adapters than this (a count, or a "
+    "percentage of the loaded adapters) is held until the file stays unchanged for one more resync",
+)
 BASE_MODEL_POLICY = Setting(
     "--base-model-policy",
     choice("ignore", "warn", "enforce"),
@@ -66,7 +74,8 @@ ALLOWED_SOURCES = Setting(
     split_flags=True,
     default_text="any",
     help="allowed adapter sources: a prefix (a hub org like 'myorg/' or a directory like "
-    "'/adapters/'), or 're:<regex>'; repeat or comma-separate. Others are refused",
+    "'/adapters/'), a remote root ('s3://bucket/team', 'https://host[:port]/path'), or 're:<regex>'; "
+    "repeat or comma-separate. Others are refused (plain http:// always needs a rule)",
 )
 
 # --- serving: health/metrics server, shutdown, logs -----------------------------------

@@ -167,6 +167,15 @@ def _source_pattern(text: str) -> str:
             re.compile(value[3:])
         except re.error as exc:
             raise ValueError(f"{text!r} is not a valid regular expression: {exc}") from None
+    elif value.lower().startswith(("s3://", "http://", "https://")):
+        # A malformed remote rule is an error at start, not a silent refusal of every source.
+        from lora_syncer.sources.errors import InvalidSource
+        from lora_syncer.sources.uri import validate_rule
+
+        try:
+            validate_rule(value)
+        except InvalidSource as exc:
+            raise ValueError(f"{text!r} is not a valid source rule: {exc}") from None
     return value
 
 
@@ -228,6 +237,23 @@ def _name_path(text: str) -> str:
     return text
 
 
+def _count_or_percent(text: str) -> str:
+    """`3` (adapters) or `50%` (of those loaded), normalised; see `sync.plan.prune_limit`."""
+    body = text.strip()
+    if body.endswith("%"):
+        value = _non_negative(body[:-1])
+        if value > 100:
+            raise ValueError(f"{text!r} must be 0%..100%")
+        return f"{value:g}%"
+    try:
+        count = int(body)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a count like 3 or a percentage like 50%") from None
+    if count < 0:
+        raise ValueError(f"{text!r} must not be negative")
+    return str(count)
+
+
 TEXT = ValueType(str, "TEXT")
 PATH = ValueType(Path, "PATH")
 NUMBER_SECONDS = ValueType(_positive, "SECONDS", ("abc", "0", "-1", "nan"))
@@ -240,7 +266,7 @@ SIZE = ValueType(_size, "SIZE", ("lots", "0"))
 HEADER_NAME = ValueType(_header_name, "NAME", ("x user", "a:b"))
 HEADER = ValueType(_header, "'NAME: VALUE'", ("no-colon", "bad name: 1"))
 ROUTE_PATH = ValueType(_route_path, "PATH", ("v1/models",))
-SOURCE_PATTERN = ValueType(_source_pattern, "PREFIX|re:REGEX", ("re:(",))
+SOURCE_PATTERN = ValueType(_source_pattern, "PREFIX|re:REGEX", ("re:(", "s3://Bad_Bucket"))
 POOL = ValueType(
     _pool,
     "NAME=URL[@WEIGHT]",
@@ -248,6 +274,7 @@ POOL = ValueType(
 )
 LATENCY = ValueType(_pair(None, "SECONDS"), "ENDPOINT=SECONDS", ("chat", "chat=abc", "chat=-1", "nowhere=1"))
 FAILURE_RATE = ValueType(_pair(1.0, "RATE"), "ENDPOINT=RATE", ("chat", "chat=abc", "chat=2"))
+COUNT_OR_PERCENT = ValueType(_count_or_percent, "N|P%", ("lots", "-1", "150%", "1.5"))
 MODEL_FAULT = ValueType(
     _model_fault,
     "MODEL:FIELD=VALUE",

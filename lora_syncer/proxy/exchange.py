@@ -29,7 +29,7 @@ ErrorClass = Literal["upstream_5xx", "connect", "timeout", "broken_stream", "sse
 class Exchange:
     """The state of one request; times are `time.perf_counter()` seconds."""
 
-    request: web.Request
+    request: web.BaseRequest
     started: float
     body: bytes = b""
     # The JSON object of the body when it may be rewritten, its `model`, and whether one is required.

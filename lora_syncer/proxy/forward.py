@@ -52,7 +52,7 @@ class Forwarder:
         self.metrics = metrics
         self._rewrite_back = rewrite_back
 
-    def upstream_headers(self, request: web.Request) -> CIMultiDict[str]:
+    def upstream_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
         """The request's headers as sent to the model server (also for shadow copies)."""
         headers = end_to_end(request.headers)
         # The body has been read whole already: no 100-continue handshake with the model server.
@@ -259,7 +259,7 @@ class Forwarder:
         return response
 
 
-def _abort(request: web.Request) -> None:
+def _abort(request: web.BaseRequest) -> None:
     """Close the client connection so a cut-short answer is seen as cut short, not complete."""
     transport = request.transport
     if transport is not None:

@@ -183,9 +183,12 @@ class CircuitBreaker:
     def probe_succeeded(self) -> bool:
         """A health probe passed; True when the pool came back into the rotation."""
         was_open = self.opened_at is not None
-        self.opened_at = None
-        self.failures = 0
-        self.backoff = 0.0
+        if was_open:
+            self.opened_at = None
+            self.failures = 0
+            self.backoff = 0.0
+        # While closed, a passing /health says nothing about the requests failing in a row (a server
+        # can answer /health and fail every inference): their count stands.
         return was_open
 
     def retry_at(self) -> float | None:

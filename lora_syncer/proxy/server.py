@@ -9,6 +9,12 @@ observer (the metrics first) gets the exchange. A client that goes away cancels 
 (aiohttp's handler cancellation), which closes the upstream connection so vLLM aborts the
 generation.
 
+The proxy port is served by aiohttp's low-level server (`web.Server`) with `ProxyCore.handle` as
+its only handler: every path goes to the same place, so there is no router, middleware, app
+signal or `web.Request` copy per request.
+What the application layer did that a proxy needs is done here: the body-size limit (the
+request factory) and `Expect: 100-continue`.
+
 Never logged: bodies, prompts, header values (`Authorization` included).
 """
 
@@ -39,7 +45,7 @@ from lora_syncer.proxy.shadow import SHADOW_HEADER, ShadowCopy, ShadowSender
 from lora_syncer.proxy.transport import Transport, TransportLimits
 from lora_syncer.proxy.upstream import UpstreamClient
 
-__all__ = ["PROXY_CORE", "ProxyCore", "bind_socket", "build_proxy_app", "openai_error"]
+__all__ = ["ProxyCore", "bind_socket", "build_proxy_server", "openai_error"]
 
 log = structlog.get_logger("lora_syncer.proxy")
 
@@ -78,7 +84,6 @@ class ProxyCore:
         self._drained.set()
         self._sticky = options.sticky_header
         self._target_header = options.target_header
-        self._decision_children: dict[tuple[str, str], Any] = {}
 
     # --- what the service reads and calls ----------------------------------------------
 
@@ -125,7 +130,7 @@ class ProxyCore:
 
     # --- the handler -----------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         ex = Exchange(request, time.perf_counter())
         self.in_flight += 1
         self._drained.clear()
@@ -159,7 +164,11 @@ class ProxyCore:
     async def _handle(self, ex: Exchange) -> web.StreamResponse:
         request = ex.request
         path = request.path
-        if not self.options.allow_admin_routes and is_admin_path(path):
+        kind = _PATH_KINDS.get(path)
+        if kind is None:
+            kind = _path_kind(path)
+        admin, required, models_list = kind
+        if admin and not self.options.allow_admin_routes:
             raise Refused(
                 403,
                 f"{path} is a model-server control route and is not reachable through the proxy "
@@ -167,10 +176,15 @@ class ProxyCore:
                 "admin_route",
             )
         method = request.method
-        body = await self._read_body(request) if request.body_exists else b""
+        if request.body_exists:
+            if _EXPECT in request.headers:
+                await _expect_continue(request)
+            body = await self._read_body(request)
+        else:
+            body = b""
         ex.body = body
-        rewritable = method == "POST" and bool(body) and self._parse(ex, path)
-        augment = method == "GET" and normalize_path(path) == "/v1/models"
+        rewritable = method == "POST" and bool(body) and self._parse(ex, required)
+        augment = models_list and method == "GET"
         if self._sticky:
             ex.sticky_key = request.headers.get(self._sticky) or None
         manager = self.manager
@@ -199,7 +213,7 @@ class ProxyCore:
                 )
                 pool = other
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.options.max_body_size
         length = request.content_length
         if length is not None and length > limit:
@@ -217,12 +231,12 @@ class ProxyCore:
             raise Refused(408, "the request body did not arrive in time", "body_timeout") from None
 
     @staticmethod
-    def _parse(ex: Exchange, path: str) -> bool:
+    def _parse(ex: Exchange, required: bool) -> bool:
         """Read the JSON object of a body whose `model` the rules may rewrite; False to pass it on as is."""
-        required = model_required(path)
-        ctype = ex.request.content_type
-        if not required and not (ctype == "application/json" or ctype.endswith("+json")):
-            return False  # e.g. a multipart upload: not ours to read
+        if not required and ex.request.headers.get("Content-Type") != "application/json":
+            ctype = ex.request.content_type  # parsed only when not the plain common value
+            if not (ctype == "application/json" or ctype.endswith("+json")):
+                return False  # e.g. a multipart upload: not ours to read
         try:
             obj = loads(ex.body)
         except ValueError as exc:
@@ -317,29 +331,58 @@ class ProxyCore:
         return target
 
     def _count_decision(self, route: Route, target: str | None) -> None:
-        key = (route.rule.id, target or "drained")
-        child = self._decision_children.get(key)
-        if child is None:
-            child = self._decision_children[key] = self.metrics.decisions.labels(*key)
-        child.inc()
+        self.metrics.decision(route.rule.id, target or "drained")
 
 
-PROXY_CORE = web.AppKey("proxy_core", ProxyCore)
+_EXPECT = "Expect"
+
+# path -> (control route, must name a model, is GET /v1/models): clients reuse a handful of
+# paths, so the three checks are one dict lookup; bounded for clients that do not.
+_PATH_KINDS: dict[str, tuple[bool, bool, bool]] = {}
+_PATH_KINDS_MAX = 1024
 
 
-def build_proxy_app(core: ProxyCore) -> web.Application:
-    """The proxy application: one catch-all route; the upstream session lives in cleanup_ctx."""
-    app = web.Application(client_max_size=core.options.max_body_size, handler_args=None)
-    app[PROXY_CORE] = core
+def _path_kind(path: str) -> tuple[bool, bool, bool]:
+    kind = (is_admin_path(path), model_required(path), normalize_path(path) == "/v1/models")
+    if len(_PATH_KINDS) >= _PATH_KINDS_MAX:
+        _PATH_KINDS.clear()
+    _PATH_KINDS[path] = kind
+    return kind
 
-    async def session_ctx(app: web.Application) -> Any:
-        await core.open()
-        yield
-        await core.close()
 
-    app.cleanup_ctx.append(session_ctx)
-    app.router.add_route("*", "/{tail:.*}", core.handle)
-    return app
+async def _expect_continue(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` (HTTP/1.1) so the client sends its body; refuse other expectations."""
+    expect = request.headers.get(_EXPECT, "")
+    if request.version < (1, 1):
+        return
+    if expect.lower() != "100-continue":
+        raise Refused(417, f"unknown Expect: {expect}", "bad_request")
+    if not request.content.is_eof():  # the client waits for this before sending the body
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
+def build_proxy_server(core: ProxyCore, *, keepalive_timeout: float) -> web.Server:
+    """The proxy's low-level server: `core.handle` for every request, bodies bounded by --max-body-size.
+
+    The upstream session is opened and closed by the caller (`ProxyService`).
+    """
+    limit = core.options.max_body_size
+
+    def request_factory(
+        message: Any, payload: Any, protocol: Any, writer: Any, task: asyncio.Task[None]
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, asyncio.get_running_loop(), client_max_size=limit
+        )
+
+    return web.Server(
+        core.handle,
+        request_factory=request_factory,
+        handler_cancellation=True,  # a client that leaves cancels its upstream call
+        keepalive_timeout=keepalive_timeout,
+        access_log=None,
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -21,12 +21,13 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from lora_syncer.config.rules import RuleSet, parse_rules
+from lora_syncer.config.manifest import parse_rules_or_manifest
+from lora_syncer.config.rules import RuleSet
 from lora_syncer.config.rules.parse import alias_owners
 from lora_syncer.config.source import Loaded
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER, ProxyOptions
-from lora_syncer.proxy.server import ProxyCore, bind_socket, build_proxy_app
+from lora_syncer.proxy.server import ProxyCore, bind_socket, build_proxy_server
 from lora_syncer.proxy.telemetry import TargetTelemetry
 from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
 from lora_syncer.rollout.analysis_io import Analyzer as PrometheusAnalyzer
@@ -95,7 +96,7 @@ class ProxyService:
             pool = options.pool_name
             self._source = ReloadingFile(
                 options.rules_path,
-                lambda raw, name: parse_rules(raw, name, pool_name=pool),
+                lambda raw, name: parse_rules_or_manifest(raw, name, pool_name=pool),
                 name="rules-file",
                 wording=RULES_WORDING,
                 metrics=_RulesReloadMetrics(self.metrics),
@@ -129,7 +130,7 @@ class ProxyService:
                     resync_interval=options.rules_resync_interval,
                 ),
             )
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._port: int | None = None
         self._probing = False
         self._abort_drain = asyncio.Event()
@@ -143,13 +144,11 @@ class ProxyService:
             await self._source.start(self.supervisor)
         if self.rollouts is not None:
             await self.rollouts.start(self.supervisor)
-        app = build_proxy_app(self.core)
-        runner = web.AppRunner(
-            app,
+        await self.core.open()
+        server = build_proxy_server(self.core, keepalive_timeout=self.options.client_idle_timeout)
+        runner = web.ServerRunner(
+            server,
             handle_signals=False,
-            access_log=None,
-            handler_cancellation=True,  # a client that leaves cancels its upstream call
-            keepalive_timeout=self.options.client_idle_timeout,
             shutdown_timeout=1.0,  # the drain phase in stop() is where the grace period is spent
         )
         await runner.setup()
@@ -176,6 +175,11 @@ class ProxyService:
         )
 
     @property
+    def rules_file(self) -> ReloadingFile[RuleSet] | None:
+        """The rules file kept in force (None without --rules); `run` cross-checks it."""
+        return self._source
+
+    @property
     def port(self) -> int:
         """The port actually bound (the options may say 0)."""
         if self._port is None:
@@ -196,6 +200,7 @@ class ProxyService:
         runner = self._runner
         self._runner = None
         if runner is None:
+            await self.core.close()  # start() may have opened the upstream session before failing
             return
         for site in list(runner.sites):
             await site.stop()  # phase 1: no new connections
@@ -208,6 +213,7 @@ class ProxyService:
                 "proxy grace period over; cancelling requests still in flight", in_flight=self.core.in_flight
             )
         await runner.cleanup()  # phase 3: cancel what is left, close the upstream session
+        await self.core.close()
         log.info("proxy stopped")
 
     def abort_drain(self) -> None:

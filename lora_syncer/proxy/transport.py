@@ -9,6 +9,8 @@ error whichever client carried the request.
 
 from __future__ import annotations
 
+import socket
+import ssl
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -64,15 +66,54 @@ class UpstreamFailure:
         return self.kind != "timeout"
 
 
+def _os_words(err: BaseException | None) -> str:
+    if isinstance(err, socket.gaierror):
+        return "host name not found"
+    if isinstance(err, ssl.SSLError):
+        return "TLS handshake failed"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, ConnectionResetError):
+        return "connection reset by the upstream"
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror.lower()
+    return "connection failed"
+
+
+def in_words(exc: BaseException) -> str:
+    """An exception of either client as a person says it (refused, timed out, ...), never a class name."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not trusted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, ConnectFailed | aiohttp.ClientConnectorError):
+        return _os_words(exc.os_error)
+    if isinstance(exc, ConnectTimedOut | aiohttp.ConnectionTimeoutError):
+        return "connect timed out"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the upstream closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer was cut short"
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return "not a valid http(s) URL"
+    if isinstance(exc, OSError):
+        return _os_words(exc)
+    return str(exc) or "the connection broke"
+
+
 def classify(exc: BaseException) -> UpstreamFailure:
     """The one mapping from either client's exceptions to an `UpstreamFailure`."""
     if isinstance(exc, ConnectFailed | aiohttp.ClientConnectorError):
-        return UpstreamFailure("connect", str(exc.os_error))
+        return UpstreamFailure("connect", in_words(exc))
     if isinstance(exc, ConnectTimedOut | aiohttp.ConnectionTimeoutError):
-        return UpstreamFailure("connect_timeout", "connect timed out")
+        return UpstreamFailure("connect_timeout", in_words(exc))
     if isinstance(exc, TimeoutError):  # aiohttp's read timeouts are TimeoutErrors too
         return UpstreamFailure("timeout", "timed out")
-    return UpstreamFailure("disconnect", type(exc).__name__)
+    return UpstreamFailure("disconnect", in_words(exc))
 
 
 class _SessionAnswer:
@@ -192,5 +233,5 @@ class Transport:
         except TimeoutError:
             return "health probe: timed out"
         except (aiohttp.ClientError, OSError) as exc:
-            return f"health probe: {type(exc).__name__}"
+            return f"health probe: {in_words(exc)}"
         return None

@@ -130,6 +130,12 @@ class AdapterCache:
         self._by_declaration: dict[tuple[str, str | None], str] = {}
         self._flights: dict[tuple[str, str | None], asyncio.Task[CachedVersion]] = {}
         self._publish_lock = threading.Lock()
+        self._overflow_logged = 0
+        self._total = 0  # bytes of every indexed version, kept as versions come and go
+        # Bumped whenever a version is added or forgotten: callers may memoise lookups on it.
+        self.generation = 0
+        self._listed_roots: frozenset[str] | None = None
+        self._observed_generation = -1
 
     # --- start-up ------------------------------------------------------------------------------
 
@@ -185,25 +191,40 @@ class AdapterCache:
     # --- lookups and downloads -----------------------------------------------------------------
 
     def _add(self, version: CachedVersion, last_used: float) -> None:
+        old = self._entries.get(version.name)
+        if old is not None:
+            self._total -= old.version.size
         self._entries[version.name] = _Entry(version, last_used)
+        self._total += version.size
+        self.generation += 1
         self._by_declaration[(version.source, str(version.checksum))] = version.name
         if not version.pinned:
             self._by_declaration[(version.source, None)] = version.name
 
     def _forget(self, name: str) -> None:
-        self._entries.pop(name, None)
+        entry = self._entries.pop(name, None)
+        if entry is not None:
+            self._total -= entry.version.size
+            self.generation += 1
         for key in [k for k, v in self._by_declaration.items() if v == name]:
             del self._by_declaration[key]
 
-    def lookup(self, source: str, checksum: str | None) -> CachedVersion | None:
-        """The cached version for this declaration, without any download."""
-        expected = parse_checksum(checksum) if checksum else None
-        key = (source, str(expected) if expected else None)
-        name = self._by_declaration.get(key)
+    def lookup(self, source: str, checksum: str | None, *, verify: bool = True) -> CachedVersion | None:
+        """The cached version for this declaration, without any download.
+
+        `verify=False` trusts the index (no filesystem access): what every pass's planning uses,
+        so a no-op pass costs no stat per cached version. Loading verifies.
+        """
+        # Fast path: a checksum already in canonical form (as the adapters file gives it).
+        name = self._by_declaration.get((source, checksum))
+        expected = None
+        if name is None and checksum:
+            expected = parse_checksum(checksum)
+            name = self._by_declaration.get((source, str(expected)))
         if name is None and expected is not None:
             name = version_name(source, expected)
         entry = self._entries.get(name) if name else None
-        if entry is None or not entry.version.path.is_dir():
+        if entry is None or (verify and not entry.version.path.is_dir()):
             if entry is not None:
                 self._forget(entry.version.name)
             return None
@@ -316,17 +337,35 @@ class AdapterCache:
 
     # --- GC -----------------------------------------------------------------------------------
 
+    @property
+    def over_budget(self) -> bool:
+        """More bytes than --adapter-cache-max-bytes: GC has work to weigh."""
+        return self._max_bytes is not None and self._total > self._max_bytes
+
+    @property
+    def count(self) -> int:
+        """Versions in the cache."""
+        return len(self._entries)
+
     def versions(self) -> list[CachedVersion]:
         return [e.version for e in self._entries.values()]
 
     def observe(self, listed_roots: Collection[str], now: float | None = None) -> None:
         """Record which versions vLLM lists now (its `/v1/models` roots)."""
         now = self._clock() if now is None else now
-        listed = {Path(r).name for r in listed_roots if Path(r).parent == self.root}
+        roots = frozenset(listed_roots)
+        if roots == self._listed_roots and self.generation == self._observed_generation:
+            return  # nothing changed since the last pass: every entry's state still holds
+        self._listed_roots, self._observed_generation = roots, self.generation
+        # String operations, not Path objects: this runs for every listed adapter.
+        prefix = str(self.root).rstrip("/") + "/"
+        listed = {r[len(prefix) :].rstrip("/") for r in roots if r.startswith(prefix)}
         for name, entry in self._entries.items():
             if name in listed:
                 entry.listed, entry.unlisted_since, entry.last_used = True, None, now
             else:
+                if entry.listed:
+                    entry.last_used = now  # in use until now: LRU counts from here
                 if entry.listed or entry.unlisted_since is None:
                     entry.unlisted_since = now
                 entry.listed = False
@@ -350,9 +389,13 @@ class AdapterCache:
         Call `observe` first with vLLM's current list.
         """
         now = self._clock() if now is None else now
-        decision: GcDecision = plan_gc(
-            self.usage(declared), max_bytes=self._max_bytes, grace=self._grace, now=now
-        )
+        if self._max_bytes is None or self._total <= self._max_bytes:
+            # Within budget (the common case): nothing may go, no per-version work.
+            decision = GcDecision(
+                delete=(), total_bytes=self._total, kept_bytes=self._total, overflow_bytes=0
+            )
+        else:
+            decision = plan_gc(self.usage(declared), max_bytes=self._max_bytes, grace=self._grace, now=now)
         for name in decision.delete:
             # Marker first: a crash half-way leaves an unmarked directory, removed at next start.
             (self.root / (name + MARKER_SUFFIX)).unlink(missing_ok=True)
@@ -360,12 +403,18 @@ class AdapterCache:
             await asyncio.to_thread(self._remove_tree, self.root / name)
         if decision.delete:
             log.info("adapter_cache_gc", deleted=list(decision.delete), kept_bytes=decision.kept_bytes)
-        if decision.overflow_bytes:
-            log.warning(
-                "adapter_cache_over_budget",
-                overflow_bytes=decision.overflow_bytes,
-                max_bytes=self._max_bytes,
-            )
+        if decision.overflow_bytes != self._overflow_logged:
+            # Once per change, not once per pass: the figure stays in /status and a metric.
+            if decision.overflow_bytes:
+                log.warning(
+                    "adapter_cache_over_budget",
+                    overflow_bytes=decision.overflow_bytes,
+                    max_bytes=self._max_bytes,
+                    hint="declared or loaded versions alone exceed --adapter-cache-max-bytes",
+                )
+            else:
+                log.info("adapter_cache_within_budget", kept_bytes=decision.kept_bytes)
+            self._overflow_logged = decision.overflow_bytes
         return GcReport(
             deleted=decision.delete,
             total_bytes=decision.total_bytes,

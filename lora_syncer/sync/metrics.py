@@ -58,8 +58,39 @@ class SyncMetrics:
             registry=registry,
         )
         since.set_function(lambda: -1.0 if self._last_good_at is None else time.time() - self._last_good_at)
+        self.prune_held = Gauge(
+            "lora_syncer_prune_held_adapters",
+            "Undeclared adapters --prune would unload, held because they exceed --prune-max",
+            registry=registry,
+        )
         self.server_up = Gauge(
             "lora_syncer_server_up", "1 when vLLM answered the last pass", registry=registry
+        )
+        # Remote adapter sources (--adapter-cache).
+        self.download_bytes = Counter(
+            "lora_syncer_source_download_bytes",
+            "Bytes downloaded from s3:// and https:// adapter sources",
+            registry=registry,
+        )
+        self.download_seconds = Histogram(
+            "lora_syncer_source_download_seconds",
+            "Wall time of one successful adapter download (fetch and verify)",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=registry,
+        )
+        self.download_failures = Counter(
+            "lora_syncer_source_download_failures",
+            "Failed adapter downloads, by reason (checksum_mismatch, download_failed, too_large, ...)",
+            ["reason"],
+            registry=registry,
+        )
+        self.cache_bytes = Gauge(
+            "lora_syncer_adapter_cache_bytes", "Bytes of adapter versions in the cache", registry=registry
+        )
+        self.cache_overflow_bytes = Gauge(
+            "lora_syncer_adapter_cache_overflow_bytes",
+            "Bytes over --adapter-cache-max-bytes that GC may not free (declared or loaded versions)",
+            registry=registry,
         )
 
         self.warmups = Counter(
@@ -119,6 +150,16 @@ class SyncMetrics:
         self.capacity_declared.set(report.declared)
         self.capacity_limit.set(-1 if report.limit is None else report.limit)
         self.capacity_max_lora.set(-1 if report.max_lora is None else report.max_lora)
+
+    # The adapter cache's `DownloadMeter`.
+
+    def downloaded(self, nbytes: int, seconds: float) -> None:
+        self.download_bytes.inc(nbytes)
+        self.download_seconds.observe(seconds)
+
+    def download_failed(self, reason: str, nbytes: int) -> None:
+        self.download_bytes.inc(nbytes)
+        self.download_failures.labels(reason=reason).inc()
 
     def set_state_counts(self, counts: dict[str, int]) -> None:
         for state in AdapterState:

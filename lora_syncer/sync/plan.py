@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os.path
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Literal
 
 from lora_syncer.config.adapters import AdaptersConfig, DesiredAdapter
+from lora_syncer.sources.errors import InvalidSource
+from lora_syncer.sources.uri import ArchiveSource, S3Source, parse_source, redact_url, remote_source_allowed
 
 BaseModelPolicy = Literal["ignore", "warn", "enforce"]
 
@@ -52,6 +55,10 @@ class Action:
     # For RELOAD: True when the server can swap weights in place (vLLM >= 0.15).
     inplace: bool = False
     reason: str = ""
+    # A remote source not in the adapter cache yet: `source` is the declared s3:// or https://
+    # source, fetched (and verified against `checksum`) before vLLM loads the cached copy.
+    fetch: bool = False
+    checksum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,15 @@ class Skip:
 @dataclass(frozen=True)
 class PlanOptions:
     prune: bool = False
+    # --prune-max: `3` or `50%` (of the loaded adapters); see `prune_limit`.
+    prune_max: str = "50%"
+    # Prune unloads already confirmed (held once, then unchanged for a resync): not held again.
+    prune_confirmed: frozenset[str] = frozenset()
     base_model_policy: BaseModelPolicy = "warn"
     allowed_sources: tuple[str, ...] = ()
     supports_inplace: bool = True
+    # --adapter-cache is set: s3:// and https:// sources may be fetched (refused otherwise).
+    remote_sources: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,10 +89,24 @@ class Plan:
     in_sync: tuple[str, ...] = ()  # declared present and loaded with the declared source
     absent: tuple[str, ...] = ()  # declared absent and not loaded
     base_model_warnings: tuple[Skip, ...] = field(default=())  # policy "warn": loaded anyway
+    # --prune unloads above --prune-max, not in `actions` until confirmed (see `prune_limit`).
+    held: tuple[str, ...] = ()
+    held_limit: int = 0
 
     @property
     def is_noop(self) -> bool:
         return not self.actions
+
+
+def prune_limit(text: str, loaded: int) -> int:
+    """How many undeclared adapters one pass may unload: a count, or a share of those loaded.
+
+    `50%` of 5 loaded is 2 (rounded down), so an edit that drops most of a file is held; `0`
+    holds every prune; `100%` never holds.
+    """
+    if text.endswith("%"):
+        return int(float(text[:-1]) * loaded // 100)
+    return int(text)
 
 
 # --- source policy -------------------------------------------------------------------------
@@ -125,6 +152,50 @@ def source_allowed(source: str, rules: Sequence[str]) -> bool:
     return any(SourceRule.parse(r).allows(source) for r in rules)
 
 
+# A declaration of a remote source: (source, checksum) -> the cached version's directory.
+Resolved = Mapping[tuple[str, str | None], str]
+
+NEEDS_CACHE = (
+    "{scheme}:// sources need --adapter-cache DIR (a volume shared with vLLM at the same path); set it"
+)
+
+
+def is_remote(source: str) -> bool:
+    """s3:// or http(s):// (whatever the case): fetched by lora-syncer, not handed to vLLM."""
+    return "://" in source and source[:8].lower().startswith(("s3://", "http://", "https://"))
+
+
+@lru_cache(maxsize=65536)
+def _parse_remote(source: str) -> S3Source | ArchiveSource | str:
+    """The typed remote source, or the one-line reason it is invalid (memoised: runs every pass)."""
+    try:
+        parsed = parse_source(source)
+    except InvalidSource as exc:
+        return exc.message
+    assert isinstance(parsed, S3Source | ArchiveSource)
+    return parsed
+
+
+def remote_refusal(source: str, options: PlanOptions) -> str | None:
+    """Why a remote source cannot be fetched here (None: it can)."""
+    return _refusal(source, options.remote_sources, options.allowed_sources)
+
+
+@lru_cache(maxsize=65536)
+def _refusal(source: str, remote_sources: bool, rules: tuple[str, ...]) -> str | None:
+    # Memoised: a pure function of its arguments, asked for every remote adapter every pass.
+    parsed = _parse_remote(source)
+    if isinstance(parsed, str):
+        return parsed
+    if not remote_sources:
+        return NEEDS_CACHE.format(scheme=source.split("://", 1)[0].lower())
+    if not remote_source_allowed(parsed, rules):
+        if not rules:
+            return f"source {redact_url(source)}: plain http:// needs an --allowed-sources rule"
+        return f"source {redact_url(source)} is not allowed by --allowed-sources"
+    return None
+
+
 def _base_model_ok(adapter: DesiredAdapter, served: frozenset[str]) -> bool:
     return adapter.base_model is None or not served or adapter.base_model in served
 
@@ -140,8 +211,19 @@ def served_base_models(observed: Iterable[ObservedModel]) -> frozenset[str]:
     return frozenset(names)
 
 
-def make_plan(config: AdaptersConfig, observed: Sequence[ObservedModel], options: PlanOptions) -> Plan:
-    """What to do so the server matches `config`."""
+def make_plan(
+    config: AdaptersConfig,
+    observed: Sequence[ObservedModel],
+    options: PlanOptions,
+    resolved: Resolved | None = None,
+) -> Plan:
+    """What to do so the server matches `config`.
+
+    A remote source is compared by the directory of its cached version (`resolved`), the path
+    vLLM was given: an adapter fetched once is in sync on every later pass. One not resolved
+    yet gets an action with `fetch=True`.
+    """
+    resolved = resolved or {}
     loaded = {m.id: m for m in observed if m.is_adapter}
     base_names = {m.id for m in observed if not m.is_adapter}
     served = served_base_models(observed)
@@ -159,7 +241,15 @@ def make_plan(config: AdaptersConfig, observed: Sequence[ObservedModel], options
                 Skip(adapter.id, SkipReason.CONFLICT, "listed in both ensureExist and ensureNotExist")
             )
             continue
-        if not source_allowed(adapter.source, options.allowed_sources):
+        remote = is_remote(adapter.source)
+        target: str | None = adapter.source
+        if remote:
+            refusal = remote_refusal(adapter.source, options)
+            if refusal is not None:
+                skips.append(Skip(adapter.id, SkipReason.FORBIDDEN_SOURCE, refusal))
+                continue
+            target = resolved.get((adapter.source, adapter.checksum))
+        elif not source_allowed(adapter.source, options.allowed_sources):
             skips.append(
                 Skip(
                     adapter.id,
@@ -179,18 +269,30 @@ def make_plan(config: AdaptersConfig, observed: Sequence[ObservedModel], options
                 continue
             warnings.append(skip)
         current = loaded.get(adapter.id)
-        if current is None:
+        if target is None:  # remote, not cached: fetch, then load (or reload) the cached copy
+            shown = redact_url(adapter.source)
             actions.append(
-                Action(Op.LOAD, adapter.id, adapter.source, reason="declared in ensureExist, not loaded")
+                Action(
+                    Op.LOAD if current is None else Op.RELOAD,
+                    adapter.id,
+                    adapter.source,
+                    inplace=current is not None and options.supports_inplace,
+                    reason=f"{shown} is not in the adapter cache yet",
+                    fetch=True,
+                    checksum=adapter.checksum,
+                )
             )
-        elif current.root is not None and current.root != adapter.source:
+        elif current is None:
+            actions.append(Action(Op.LOAD, adapter.id, target, reason="declared in ensureExist, not loaded"))
+        elif current.root is not None and current.root != target:
             actions.append(
                 Action(
                     Op.RELOAD,
                     adapter.id,
-                    adapter.source,
+                    target,
                     inplace=options.supports_inplace,
-                    reason=f"loaded from {current.root!r}, declared source is {adapter.source!r}",
+                    reason=f"loaded from {current.root!r}, declared source is "
+                    f"{redact_url(adapter.source) if remote else adapter.source!r}",
                 )
             )
         else:
@@ -205,10 +307,16 @@ def make_plan(config: AdaptersConfig, observed: Sequence[ObservedModel], options
         else:
             absent.append(adapter.id)
 
+    held: tuple[str, ...] = ()
+    limit = 0
     if options.prune:
-        for adapter_id in loaded:
-            if adapter_id not in declared:
-                actions.append(Action(Op.UNLOAD, adapter_id, reason="not declared (--prune)"))
+        pruned = sorted(a for a in loaded if a not in declared)
+        limit = prune_limit(options.prune_max, len(loaded))
+        if len(pruned) > limit and not set(pruned) <= options.prune_confirmed:
+            # A truncated or mistyped file would empty the server: hold until confirmed.
+            held = tuple(pruned)
+        else:
+            actions.extend(Action(Op.UNLOAD, a, reason="not declared (--prune)") for a in pruned)
 
     return Plan(
         actions=tuple(actions),
@@ -216,4 +324,6 @@ def make_plan(config: AdaptersConfig, observed: Sequence[ObservedModel], options
         in_sync=tuple(in_sync),
         absent=tuple(absent),
         base_model_warnings=tuple(warnings),
+        held=held,
+        held_limit=limit,
     )

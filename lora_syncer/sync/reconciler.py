@@ -9,7 +9,9 @@ any number arriving during a pass cause exactly one more pass after it.
 from __future__ import annotations
 
 import asyncio
+import os.path
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -17,6 +19,9 @@ import structlog
 
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.source import Loaded
+from lora_syncer.sources.cache import AdapterCache
+from lora_syncer.sources.errors import ChecksumMismatch, SourceError
+from lora_syncer.sources.uri import redact_url
 from lora_syncer.sync.capacity import CapacityCheck
 from lora_syncer.sync.errors import (
     AdapterRejected,
@@ -27,11 +32,21 @@ from lora_syncer.sync.errors import (
     VLLMError,
 )
 from lora_syncer.sync.metrics import SyncMetrics
-from lora_syncer.sync.plan import Action, ObservedModel, Op, Plan, PlanOptions, make_plan
+from lora_syncer.sync.plan import (
+    Action,
+    ObservedModel,
+    Op,
+    Plan,
+    PlanOptions,
+    Resolved,
+    is_remote,
+    make_plan,
+)
 from lora_syncer.sync.server_probe import ServerProbe
 from lora_syncer.sync.server_probe import supports_inplace as supports_inplace  # re-exported
 from lora_syncer.sync.states import (
     AdapterState,
+    Downloaded,
     Due,
     Failed,
     Gone,
@@ -43,7 +58,7 @@ from lora_syncer.sync.states import (
     Succeeded,
     Warming,
 )
-from lora_syncer.sync.status import AdapterStatus, BackoffPolicy, Declared, SyncStatus
+from lora_syncer.sync.status import AdapterStatus, BackoffPolicy, Declared, PruneHold, SyncStatus
 from lora_syncer.sync.vllm_client import VLLMClient
 from lora_syncer.sync.warmup import WarmupWorker
 
@@ -99,6 +114,7 @@ class Reconciler:
         status: SyncStatus | None = None,
         warmup: WarmupWorker | None = None,
         capacity: CapacityCheck | None = None,
+        cache: AdapterCache | None = None,
     ) -> None:
         self.source = source
         self.client = client
@@ -115,6 +131,11 @@ class Reconciler:
         self.pass_lock = asyncio.Lock()
         self.warmup = warmup  # --warmup: loads end in `warming`, this worker makes them `loaded`
         self.capacity = capacity
+        # --adapter-cache: remote sources are fetched into it and loaded from there.
+        self.cache = cache
+        self._fetched: set[str] = set()  # versions fetched during the current pass
+        # (config, cache generation) -> resolved paths: a no-op pass resolves nothing again.
+        self._resolved_memo: tuple[AdaptersConfig, int, Resolved] | None = None
 
     # --- triggers --------------------------------------------------------------------------
 
@@ -232,8 +253,15 @@ class Reconciler:
         models = await self.server.observe()
         if models is None:
             return PassResult("server_down")
-        options = replace(self.options.plan, supports_inplace=self.status.server.supports_inplace)
-        plan = make_plan(config, models, options)
+        options = replace(
+            self.options.plan,
+            supports_inplace=self.status.server.supports_inplace,
+            remote_sources=self.cache is not None,
+            prune_confirmed=self._prune_confirmed(loaded.generation),
+        )
+        resolved = self._resolved(config)
+        plan = make_plan(config, models, options, resolved)
+        self._track_prune_hold(plan, loaded.generation)
         due = self._record_observation(config, models, plan)
         if self.status.server.runtime_updating_disabled and due:
             # Probe with the first action only: until the server allows updates, the rest would fail alike.
@@ -243,11 +271,50 @@ class Reconciler:
         failures = await self._execute(due, loaded)
         if self.warmup is not None:
             self.warmup.resume(time.monotonic())  # warm-ups lost to a server blip or due for a retry
+        await self._collect_cache(resolved, models)
         self.status.synced_once = True
         result = "ok" if not failures else "partial"
         if self.status.server.runtime_updating_disabled:
             result = "runtime_updating_disabled"
         return PassResult(result, actions=len(due), failures=failures, plan=plan)
+
+    def _prune_confirmed(self, generation: str) -> frozenset[str]:
+        """Held prune unloads become due once the same file has stayed in force one resync interval."""
+        hold = self.status.prune_hold
+        if hold is None or hold.generation != generation:
+            return frozenset()
+        if time.monotonic() - hold.since_monotonic < self.options.resync_interval:
+            return frozenset()
+        return frozenset(hold.adapters)
+
+    def _track_prune_hold(self, plan: Plan, generation: str) -> None:
+        """Report a new hold once (log, /status, metric); say when it is confirmed or withdrawn."""
+        hold = self.status.prune_hold
+        if plan.held:
+            if hold is not None and hold.adapters == plan.held and hold.generation == generation:
+                return  # the same hold, still waiting
+            self.status.prune_hold = PruneHold(
+                plan.held, plan.held_limit, generation, time.time(), time.monotonic()
+            )
+            self.metrics.prune_held.set(len(plan.held))
+            log.warning(
+                "prune held: the adapters file would unload more adapters than --prune-max; "
+                "nothing is unloaded unless the file stays unchanged for one more resync",
+                count=len(plan.held),
+                limit=plan.held_limit,
+                adapters=list(plan.held[:20]),
+                generation=generation,
+            )
+            return
+        if hold is None:
+            return
+        self.status.prune_hold = None
+        self.metrics.prune_held.set(0)
+        pruning = {a.adapter_id for a in plan.actions if a.op == Op.UNLOAD}
+        if set(hold.adapters) <= pruning:
+            log.warning("prune confirmed: the file stayed unchanged; unloading", count=len(hold.adapters))
+        else:
+            log.info("prune hold withdrawn: the adapters file changed", generation=generation)
 
     def _record_observation(
         self, config: AdaptersConfig, models: list[ObservedModel], plan: Plan
@@ -258,9 +325,15 @@ class Reconciler:
         roots = {m.id: m.root for m in models if m.is_adapter}
         seen: set[str] = set()
 
-        def entry(adapter_id: str, declared: Declared, source: str | None, base: str | None) -> AdapterStatus:
+        def entry(
+            adapter_id: str,
+            declared: Declared,
+            source: str | None,
+            base: str | None,
+            checksum: str | None = None,
+        ) -> AdapterStatus:
             seen.add(adapter_id)
-            key = (declared, source, base)
+            key = (declared, source, base, checksum)
             a = st.adapters.get(adapter_id)
             if a is None:
                 a = st.adapters[adapter_id] = AdapterStatus(id=adapter_id, declared=declared)
@@ -274,7 +347,7 @@ class Reconciler:
             return a
 
         for d in config.ensure_exist:
-            entry(d.id, "present", d.source, d.base_model)
+            entry(d.id, "present", d.source, d.base_model, d.checksum)
         for d in config.ensure_not_exist:
             if d.id not in config.conflicts:
                 entry(d.id, "absent", d.source or None, d.base_model)
@@ -310,6 +383,11 @@ class Reconciler:
         for adapter_id in list(st.adapters):
             if adapter_id not in seen and adapter_id not in roots:
                 del st.adapters[adapter_id]
+            elif adapter_id not in seen:
+                # Still loaded, but the file no longer names it: /status must not say it is declared.
+                a = st.adapters[adapter_id]
+                a.declared, a.declaration = "undeclared", ("undeclared", None, None)
+                a.source = a.base_model = None
         return due
 
     def _declared_since(self, adapter_id: str, planned_from: Loaded[AdaptersConfig] | None) -> bool:
@@ -374,6 +452,11 @@ class Reconciler:
         bound = log.bind(adapter=action.adapter_id, op=action.op.value)
         started = time.perf_counter()
         try:
+            if action.fetch:
+                fetched = await self._fetch(action)
+                if fetched is None:
+                    return False
+                action = replace(action, source=fetched, fetch=False)
             a.apply(Started(action.op))
             if action.op == Op.UNLOAD:
                 outcome = await self.client.unload(action.adapter_id)
@@ -400,7 +483,9 @@ class Reconciler:
             bound.info(
                 f"{action.op.value} done",
                 outcome=outcome,
-                source=action.source,
+                source=redact_url(action.source)
+                if action.source and "://" in action.source
+                else action.source,
                 reason=action.reason,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
@@ -424,25 +509,105 @@ class Reconciler:
         return False
 
     def _fail(
-        self, a: AdapterStatus, action: Action, message: str, result: str, count_attempt: bool = True
+        self,
+        a: AdapterStatus,
+        action: Action,
+        message: str,
+        result: str,
+        count_attempt: bool = True,
+        delay_of: Callable[[int], float] | None = None,
     ) -> None:
         changed = a.last_error != message
         now = time.monotonic()
-        a.apply(Failed(message, now, self.options.backoff.delay, count_attempt))
+        a.apply(Failed(message, now, delay_of or self.options.backoff.delay, count_attempt))
         delay = (a.next_retry_at or now) - now
         self.metrics.operations.labels(op=action.op.value, result=result).inc()
+        # Not this adapter's fault (e.g. runtime updating off): no attempt counted, none shown.
+        attempts = {"attempts": a.attempts} if count_attempt else {}
         if changed or a.attempts <= 1:
             log.error(
                 f"{action.op.value} failed",
                 adapter=action.adapter_id,
+                source=action.source,
                 error=message,
-                attempts=a.attempts,
                 retry_in_seconds=round(delay, 1),
+                **attempts,
             )
         else:
             log.warning(
                 f"{action.op.value} failed again",
                 adapter=action.adapter_id,
-                attempts=a.attempts,
+                source=action.source,
                 retry_in_seconds=round(delay, 1),
+                **attempts,
             )
+
+    # --- remote sources (--adapter-cache) --------------------------------------------------
+
+    def _resolved(self, config: AdaptersConfig) -> Resolved:
+        """Declared remote sources already in the cache -> their directories (no filesystem access)."""
+        cache = self.cache
+        if cache is None:
+            return {}
+        memo = self._resolved_memo
+        if memo is not None and memo[0] is config and memo[1] == cache.generation:
+            return memo[2]
+        out: dict[tuple[str, str | None], str] = {}
+        for d in config.ensure_exist:
+            if is_remote(d.source):
+                try:
+                    found = cache.lookup(d.source, d.checksum, verify=False)
+                except SourceError:
+                    continue  # refused by the plan with its reason
+                if found is not None:
+                    out[(d.source, d.checksum)] = str(found.path)
+        self._resolved_memo = (config, cache.generation, out)
+        return out
+
+    async def _fetch(self, action: Action) -> str | None:
+        """Download the action's source into the cache; its directory, or None after recording the failure."""
+        assert self.cache is not None and action.source is not None
+        a = self.status.adapters[action.adapter_id]
+        a.apply(Downloaded(0, None))
+
+        def progress(done: int, total: int | None) -> None:
+            a.apply(Downloaded(done, total))
+
+        try:
+            version = await self.cache.ensure(action.source, action.checksum, progress)
+        except ChecksumMismatch as exc:
+            # The content will not change by itself: retry only at the longest backoff.
+            longest = self.options.backoff.maximum
+            self._fail(a, action, exc.message, exc.reason, delay_of=lambda _n: longest)
+            return None
+        except SourceError as exc:
+            self._fail(a, action, exc.message, exc.reason)
+            return None
+        self._fetched.add(version.name)
+        return str(version.path)
+
+    async def _collect_cache(self, resolved: Resolved, models: list[ObservedModel]) -> None:
+        """Record which cached versions vLLM lists, then delete what GC allows; report the figures."""
+        cache = self.cache
+        if cache is None:
+            return
+        cache.observe([m.root for m in models if m.is_adapter and m.root])
+        # Declared versions: those resolved at the start of this pass, and those it just fetched.
+        # Only GC over the budget needs them.
+        declared: set[str] = set(self._fetched)
+        self._fetched.clear()
+        if cache.over_budget:
+            declared.update(os.path.basename(path) for path in resolved.values())
+        try:
+            report = await cache.collect(declared)
+        except OSError as exc:  # a full or read-only volume must not stop syncing
+            log.error("adapter cache GC failed", error=str(exc))
+            return
+        self.metrics.cache_bytes.set(report.kept_bytes)
+        self.metrics.cache_overflow_bytes.set(report.overflow_bytes)
+        self.status.adapter_cache = {
+            "totalBytes": report.kept_bytes,
+            "maxBytes": report.max_bytes,
+            "overflowBytes": report.overflow_bytes,
+            "versions": cache.count,
+        }

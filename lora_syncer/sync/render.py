@@ -5,11 +5,13 @@ Keys are camelCase, the same style as the proxy's section.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.source import Loaded
+from lora_syncer.sources.uri import redact_url
 from lora_syncer.sync.capacity import CapacityReport
 from lora_syncer.sync.states import AdapterState
 from lora_syncer.sync.status import AdapterStatus, ServerStatus, SyncStatus
@@ -35,6 +37,8 @@ def readiness(status: SyncStatus, config: ConfigView, mode: str = "synced") -> t
     if config.current is None:
         err = config.error
         return False, f"no valid adapters file yet: {err.summary() if err else 'not read yet'}"
+    if status.server.reachable is False:
+        return False, f"vLLM server unreachable: {status.server.last_error or 'no answer yet'}"
     if not status.synced_once:
         return False, "first reconcile pass has not completed"
     if not status.server.reachable:
@@ -48,6 +52,18 @@ def readiness(status: SyncStatus, config: ConfigView, mode: str = "synced") -> t
         note = f" ({warming} warming up)" if warming else ""
         return False, f"{len(missing)} declared adapter(s) not loaded yet{note}: {shown}"
     return True, ""
+
+
+def alias_readiness(aliases: Mapping[str, Sequence[str]], loaded: frozenset[str]) -> tuple[bool, str]:
+    """Not ready while a rules alias has no target the server serves: its clients would get 404s."""
+    dead = {alias: targets for alias, targets in aliases.items() if targets and not set(targets) & loaded}
+    if not dead:
+        return True, ""
+    shown = "; ".join(
+        f"alias {alias!r}: none of its targets is loaded ({', '.join(targets)})"
+        for alias, targets in sorted(dead.items())[:5]
+    )
+    return False, f"proxy: {shown}"
 
 
 def render_server(server: ServerStatus) -> dict[str, Any]:
@@ -70,7 +86,8 @@ def render_adapter(a: AdapterStatus, now_monotonic: float) -> dict[str, Any]:
         retry_in = round(max(0.0, m.next_retry_at - now_monotonic), 3)
     body: dict[str, Any] = {
         "declared": a.declared,
-        "source": a.source,
+        # A pre-signed URL carries its signature in the query: never shown.
+        "source": redact_url(a.source) if a.source and "://" in a.source else a.source,
         "baseModel": a.base_model,
         "observedRoot": a.observed_root,
         "state": m.state.value,
@@ -96,6 +113,21 @@ def render_capacity(report: CapacityReport | None) -> dict[str, Any] | None:
     }
 
 
+def render_prune_hold(status: SyncStatus) -> dict[str, Any] | None:
+    hold = status.prune_hold
+    if hold is None:
+        return None
+    return {
+        "adapters": list(hold.adapters),
+        "count": len(hold.adapters),
+        "limit": hold.limit,
+        "generation": hold.generation,
+        "since": hold.since,
+        "reason": f"would unload {len(hold.adapters)} undeclared adapter(s), more than --prune-max "
+        f"allows ({hold.limit}); unloaded only if the file stays unchanged for one more resync",
+    }
+
+
 def render_status(status: SyncStatus, config: ConfigView, now_monotonic: float) -> dict[str, Any]:
     """The `syncer` section of `/status`."""
     current = config.current
@@ -116,6 +148,7 @@ def render_status(status: SyncStatus, config: ConfigView, now_monotonic: float) 
             "lastPassSeconds": status.last_pass_seconds,
             "lastPassResult": status.last_pass_result,
             "counts": {k: v for k, v in status.counts().items() if v},
+            "pruneHold": render_prune_hold(status),
         },
         "capacity": render_capacity(status.capacity),
         "warnings": [w for w in (status.capacity.warning if status.capacity else None,) if w],
@@ -123,4 +156,5 @@ def render_status(status: SyncStatus, config: ConfigView, now_monotonic: float) 
             a.id: render_adapter(a, now_monotonic)
             for a in sorted(status.adapters.values(), key=lambda x: x.id)
         },
+        **({"adapterCache": status.adapter_cache} if status.adapter_cache is not None else {}),
     }

@@ -20,6 +20,9 @@ from lora_syncer.sync.vllm_client import VLLMClient
 
 log = structlog.get_logger("lora_syncer.sync")
 
+# While waiting for the server at start-up, one progress line this often (seconds).
+PROGRESS_EVERY = 5.0
+
 
 def supports_inplace(version: str | None) -> bool:
     """`load_inplace` exists from vLLM 0.15.0 on; unknown versions are assumed recent."""
@@ -45,15 +48,35 @@ class ServerProbe:
     async def wait_until_healthy(self, within: float, interval: float, stopping: asyncio.Event) -> bool:
         """Start-up: poll `/health` up to `within` seconds (or until `stopping`) without blocking the loop."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
+        started = loop.time()
+        deadline = started + within
+        next_report = started + PROGRESS_EVERY
         while not stopping.is_set():
-            if await self.client.health():
-                log.info("vLLM server is healthy", server=self.client.base_url)
+            problem = await self.client.health_problem()
+            if problem is None:
+                log.info(
+                    "vLLM server is healthy",
+                    server=self.client.base_url,
+                    waited_seconds=round(loop.time() - started, 1),
+                )
                 return True
-            if loop.time() >= deadline:
+            # /readyz says why it is not ready while we wait (not "first pass has not completed").
+            self.lost(problem)
+            now = loop.time()
+            if now >= next_report:
+                next_report = now + PROGRESS_EVERY
+                log.info(
+                    "waiting for the vLLM server",
+                    server=self.client.base_url,
+                    error=problem,
+                    waited_seconds=round(now - started, 1),
+                    timeout_seconds=within,
+                )
+            if now >= deadline:
                 log.warning(
                     "vLLM server not healthy within --health-check-timeout; will keep retrying with backoff",
                     server=self.client.base_url,
+                    error=problem,
                     timeout_seconds=within,
                 )
                 return False

@@ -51,7 +51,7 @@ class AdapterStatus:
     base_model: str | None = None
     observed_root: str | None = None
     machine: AdapterMachine = field(default_factory=AdapterMachine)
-    declaration: tuple[str, str | None, str | None] = ("", None, None)
+    declaration: tuple[str | None, ...] = ("", None, None, None)  # declared, source, base, checksum
     changed_at: float = field(default_factory=time.time)
     # Bumped by every state change of any adapter: the proxy's routable-names snapshot compares it.
     state_changes: ClassVar[int] = 0
@@ -98,6 +98,17 @@ class ServerStatus:
     base_models: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class PruneHold:
+    """--prune unloads above --prune-max, waiting for the file to stay unchanged one more resync."""
+
+    adapters: tuple[str, ...]
+    limit: int
+    generation: str  # the adapters file's generation that asked for them
+    since: float  # wall clock, for /status
+    since_monotonic: float
+
+
 @dataclass
 class SyncStatus:
     adapters: dict[str, AdapterStatus] = field(default_factory=dict)
@@ -108,6 +119,9 @@ class SyncStatus:
     last_pass_result: str | None = None
     synced_once: bool = False
     capacity: CapacityReport | None = None  # declared adapters against vLLM's CPU LoRA cache
+    # The adapter cache's last GC figures (None without --adapter-cache).
+    adapter_cache: dict[str, int | None] | None = None
+    prune_hold: PruneHold | None = None
 
     # Every model id the server serves (base models, --lora-modules, adapters), from the last
     # `GET /v1/models` and kept current by our own successful loads and unloads. Mutated in

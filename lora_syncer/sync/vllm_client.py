@@ -9,6 +9,8 @@ assert on ("attempt 2/3 failed; will retry").
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from lora_syncer.memory import trim_heap
 from lora_syncer.sync.errors import (
     AdapterRejected,
     AuthenticationFailed,
@@ -37,6 +40,9 @@ from lora_syncer.sync.errors import (
 from lora_syncer.sync.plan import ObservedModel
 
 log = structlog.get_logger("lora_syncer.vllm")
+
+# A `/v1/models` answer this large (about 1,000 adapters) is followed by a heap trim.
+_BIG_ANSWER = 256 * 1024
 T = TypeVar("T")
 
 
@@ -57,6 +63,52 @@ class Timeouts:
     connect: float = 3.0
     read: float = 15.0
     load: float = 120.0  # a load may fetch an adapter from a hub
+
+
+def v1_suffix_problem(url: str) -> str | None:
+    """A server URL ending in `/v1` would make every call `/v1/v1/...`: say to drop it."""
+    trimmed = url.rstrip("/")
+    if trimmed.endswith("/v1"):
+        return f"{url!r} ends with /v1: drop the /v1 (use {trimmed[:-3]!r}); the syncer adds /v1/... itself"
+    return None
+
+
+def os_error_in_words(err: BaseException | None) -> str:
+    """An OS-level connection error as a person says it (never a class name)."""
+    if isinstance(err, socket.gaierror):
+        return "host name not found"
+    if isinstance(err, ssl.SSLError):
+        return f"TLS handshake failed ({getattr(err, 'reason', None) or 'see the server certificate'})"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused (nothing listening on that port)"
+    if isinstance(err, ConnectionResetError):
+        return "connection reset by the server"
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror.lower()
+    return "connection failed"
+
+
+def connection_error_in_words(exc: BaseException) -> str:
+    """The syncer's one mapping from a client exception to words (refused, timed out, ...)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not trusted (check the server's certificate or use http://)"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed (is the server speaking https?)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return os_error_in_words(exc.os_error)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer was cut short"
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return "not a valid http(s) URL (it must start with http:// or https://)"
+    if isinstance(exc, aiohttp.ClientOSError | OSError):
+        return os_error_in_words(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return "connection failed"
 
 
 class LoadOutcome:
@@ -136,16 +188,15 @@ class VLLMClient:
         try:
             async with self._session.request(method, url, json=json_body, timeout=timeout) as resp:
                 return resp.status, await resp.text(errors="replace")
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise ServerTimeout(f"{method} {path}: no answer in time ({exc.__class__.__name__})") from None
-        except aiohttp.ClientConnectorError as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise ServerTimeout(f"{method} {url}: no answer in time (timed out)") from None
+        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+            words = connection_error_in_words(exc)
+            raise ServerUnavailable(f"{method} {url}: cannot connect: {words}") from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise ServerUnavailable(
-                f"{method} {path}: cannot connect to {self.base_url}: {exc.os_error}"
+                f"{method} {url}: connection lost: {connection_error_in_words(exc)}"
             ) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
-            raise ServerUnavailable(f"{method} {path}: connection lost: {exc}") from None
-        except aiohttp.ClientError as exc:
-            raise ServerUnavailable(f"{method} {path}: {exc}") from None
 
     def _translate(self, path: str, status: int, text: str) -> VLLMError:
         """Map a non-2xx answer to an error type. The only place response statuses are interpreted."""
@@ -194,11 +245,17 @@ class VLLMClient:
 
     async def health(self) -> bool:
         """One `GET /health` (no retry): True on 200."""
+        return await self.health_problem() is None
+
+    async def health_problem(self) -> str | None:
+        """One `GET /health` (no retry): None on 200, else why not, in words, with the URL."""
         try:
             status, _ = await self._request("GET", "/health", read_timeout=self._timeouts.connect)
-        except TransientError:
-            return False
-        return status == 200
+        except TransientError as exc:
+            return exc.message
+        if status != 200:
+            return f"GET {self.base_url}/health: HTTP {status}"
+        return None
 
     async def version(self) -> str | None:
         """The server's version from `GET /version`, or None when it does not say."""
@@ -251,13 +308,18 @@ class VLLMClient:
                 raise self._translate("/v1/models", status, text)
             try:
                 data = json.loads(text)["data"]
-                return [
+                models = [
                     ObservedModel(id=str(m["id"]), root=m.get("root"), parent=m.get("parent"))
                     for m in data
                     if isinstance(m, dict) and "id" in m
                 ]
             except (ValueError, KeyError, TypeError) as exc:
                 raise UnexpectedResponse(f"/v1/models: unreadable answer: {exc}", status=status) from None
+            if len(text) > _BIG_ANSWER:
+                # Thousands of decoded dicts were just freed: hand the heap they fragmented back.
+                del data, text
+                trim_heap()
+            return models
 
         return await self._with_retry("list_models", call)
 

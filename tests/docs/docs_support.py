@@ -395,6 +395,9 @@ _METRIC_SUFFIXES: dict[str, tuple[str, ...]] = {
     "GaugeMetricFamily": (),
     "Histogram": ("_bucket", "_sum", "_count", "_created"),
     "HistogramMetricFamily": ("_bucket", "_sum", "_count", "_created"),
+    # The proxy's lock-free per-request series (lora_syncer/proxy/metrics.py), same exposition.
+    "HotCounter": ("_total", "_created"),
+    "HotHistogram": ("_bucket", "_sum", "_count", "_created"),
     "Summary": ("_sum", "_count", "_created"),
     "SummaryMetricFamily": ("_sum", "_count", "_created"),
     "Info": ("_info",),

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from lora_syncer.cli import COMMANDS
 from lora_syncer.commands.check import check_file
 from lora_syncer.config.manifest import classify
+from lora_syncer.config_warnings import ConfigWarnings
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.telemetry import TargetTelemetry
 from lora_syncer.rollout.metrics import RolloutMetrics
@@ -318,6 +319,7 @@ class TestReferenceTables:
         ProxyMetrics(registry)
         TargetTelemetry(registry)
         RolloutMetrics(registry)
+        ConfigWarnings(registry)  # `run --rules` only
         real: dict[str, tuple[str, tuple[str, ...]]] = {}
         collectors: list[Any] = list(registry._collector_to_names)
         for c in collectors:

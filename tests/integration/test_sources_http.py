@@ -13,7 +13,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
-from sources_servers import FileServer
 
 from lora_syncer.sources.cache import MARKER_SUFFIX, TMP_DIR, AdapterCache, version_name
 from lora_syncer.sources.digest import Checksum, archive_checksum, directory_checksum
@@ -22,6 +21,7 @@ from lora_syncer.sources.fetch import RemoteFetcher
 from lora_syncer.sources.fetch_http import HttpFetcher
 from lora_syncer.sources.retry import RetryPolicy
 from lora_syncer.sources.uri import ArchiveSource, parse_source
+from tests.support.sources_servers import FileServer
 
 FAST_RETRY = RetryPolicy(attempts=3, initial=0.01, max_delay=0.05)
 

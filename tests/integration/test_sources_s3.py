@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from sources_servers import ACCESS_KEY, SECRET_KEY, moto_server, s3_env
 
 from lora_syncer.cli import main
 from lora_syncer.sources.cache import MARKER_SUFFIX, TMP_DIR, AdapterCache
@@ -26,6 +25,7 @@ from lora_syncer.sources.fetch import RemoteFetcher
 from lora_syncer.sources.fetch_s3 import S3Fetcher, S3Object
 from lora_syncer.sources.retry import RetryPolicy
 from lora_syncer.sources.uri import S3Source, parse_source, remote_source_allowed
+from tests.support.sources_servers import ACCESS_KEY, SECRET_KEY, moto_server, s3_env
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

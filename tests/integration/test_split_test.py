@@ -17,6 +17,9 @@ from lora_syncer.commands.split_test import SplitResult, format_table, split_tes
 from lora_syncer.emulator import Emulator, EmulatorConfig
 from lora_syncer.proxy.options import ProxyOptions
 from lora_syncer.proxy.service import ProxyService
+from tests.support.http import wait_until_answers
+from tests.support.net import free_port
+from tests.support.processes import Child, clean_env
 
 V1, V2 = "small-segment-lora-v1", "small-segment-lora-v2"
 SOURCE = "ttt421/nec119-small-segment-lora"
@@ -147,9 +150,10 @@ class TestSplitTest:
         assert result.served == {V1: 36, V2: 4}
 
     async def test_failures_counted(self, proxy_url: str) -> None:
-        """Answers that are errors are counted as failures by status."""
+        """Answers that are errors are rows of their own, with the server's message."""
         result = await split_test(proxy_url, "no-such-model", 3)
-        assert result.failures == {"HTTP 404": 3}
+        [(reason, count)] = result.failures.items()
+        assert count == 3 and reason.startswith("HTTP 404: ") and "no-such-model" in reason
         assert not result.served
 
     async def test_command_prints_table(self, proxy_url: str) -> None:
@@ -186,19 +190,20 @@ class TestSplitTest:
             "2",
         )
         assert code == 1
-        assert "2 x HTTP 404" in out
+        row = next(line for line in out.splitlines() if line.startswith("error: HTTP 404: "))
+        assert "nope" in row and row.split()[-2:] == ["2", "100.0%"]
 
     def test_table_format(self) -> None:
-        """The table lists models by count with shares of the successful requests, then failures."""
+        """The table lists models by count, then errors as rows; shares are of all answers."""
         result = SplitResult(total=4)
         result.served.update({"a": 1, "b": 2})
-        result.failures["timeout"] += 1
+        result.failures["timed out"] += 1
         text = format_table(result, "m", "http://x")
         lines = text.splitlines()
-        assert lines[2].split() == ["b", "2", "66.7%"]
-        assert lines[3].split() == ["a", "1", "33.3%"]
-        assert lines[4].split() == ["failed", "1"]
-        assert "1 x timeout" in text
+        assert lines[2].split() == ["b", "2", "50.0%"]
+        assert lines[3].split() == ["a", "1", "25.0%"]
+        assert lines[4].split() == ["error:", "timed", "out", "1", "25.0%"]
+        assert lines[5].split() == ["failed", "1"]
 
 
 class TestSeedScript:
@@ -216,3 +221,54 @@ class TestSeedScript:
         assert out.rstrip().endswith(
             "small-segment-lora-v1: 18 requests\nsmall-segment-lora-v2: 2 requests"
         ), out
+
+
+class TestSplitTestCountsWhatServed:
+    async def test_header_beats_the_body_with_response_model_requested(self, tmp_path: Path) -> None:
+        """`--response-model requested` puts the alias in the body; the header still names v1/v2."""
+        emulator = Emulator(EmulatorConfig())
+        emulator.preload({V1: SOURCE, V2: SOURCE})
+        await emulator.start()
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(RULES_90_10)
+        options = ProxyOptions(
+            upstream=emulator.url, rules_path=rules, host="127.0.0.1", port=0, response_model="requested"
+        )
+        proxy = ProxyService(options, registry=CollectorRegistry())
+        await proxy.start()
+        try:
+            result = await split_test(f"http://127.0.0.1:{proxy.port}", "small-segment-lora", 20)
+            assert result.served == {V1: 18, V2: 2}
+        finally:
+            await proxy.stop(grace=1.0)
+            await emulator.stop()
+
+    async def test_by_pool_counts_the_pool_header(self, tmp_path: Path) -> None:
+        """`split-test --by pool` against `proxy --pool old=URL@90 --pool new=URL@10`."""
+        old, new = Emulator(EmulatorConfig()), Emulator(EmulatorConfig())
+        await old.start()
+        await new.start()
+        port = free_port()
+        args = ["proxy", "--pool", f"old={old.url}@90", "--pool", f"new={new.url}@10"]
+        args += ["--proxy-host", "127.0.0.1", "--proxy-port", str(port), "--metrics-port", str(free_port())]
+        child = await Child.spawn(args, tmp_path / "proxy.log", port)
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+                await wait_until_answers(http, child.url + "/v1/models", proc=child.proc)
+            code, out, err = await run_process(
+                sys.executable, "-m", "lora_syncer", "split-test", "--url", child.url,
+                "--model", "Qwen/Qwen3-32B", "-n", "20", "--by", "pool", env=clean_env(),
+            )  # fmt: skip
+            assert code == 0, err
+            lines = [line.split() for line in out.splitlines()]
+            assert ["pool", "requests", "share"] in lines
+            assert ["old", "18", "90.0%"] in lines and ["new", "2", "10.0%"] in lines
+        finally:
+            await child.stop()
+            await old.stop()
+            await new.stop()
+
+    async def test_refused_connection_is_said_in_words(self) -> None:
+        result = await split_test(f"http://127.0.0.1:{free_port()}", "m", 2)
+        assert dict(result.failures) == {"connection refused": 2}
+        assert result.to_dict()["failures"]["connection refused"]["share"] == 1.0

@@ -88,7 +88,7 @@ async def test_burst_of_swaps_coalesces_into_few_passes(sync_env: SyncEnv) -> No
     # would need 50 * slow; a coalescing one needs about burst_time / slow + 2.
     slow = 0.2
     # --prune so that "the server matches the last file" means exactly its adapters.
-    await env.start(reconcile_trigger=60.0, prune=True)
+    await env.start(reconcile_trigger=60.0, prune=True, prune_max="100%")
     await env.wait_loaded({"seed": V1})
     before = await env.passes()
     env.emulator.faults.latency = {"models": slow}
@@ -122,7 +122,7 @@ async def test_churn_does_not_grow_memory(sync_env: SyncEnv) -> None:
         for k in (0, 1)
     ]
     env.write(files[0])
-    await env.start(reconcile_trigger=60.0, prune=True, max_concurrency=8)
+    await env.start(reconcile_trigger=60.0, prune=True, prune_max="100%", max_concurrency=8)
     await env.wait_loaded({f"set0-{i}": f"org/set0-{i}" for i in range(20)})
     # Only what the syncer, its client and servers hold: the emulator's call log and this test's
     # history grow by design.

@@ -16,6 +16,7 @@ from lora_syncer.sync.plan import (
     SkipReason,
     SourceRule,
     make_plan,
+    prune_limit,
     source_allowed,
 )
 from lora_syncer.sync.reconciler import supports_inplace
@@ -65,7 +66,7 @@ class TestMakePlan:
         assert all(
             x.adapter_id != "stray" for x in make_plan(cfg([("a", "s")]), observed, PlanOptions()).actions
         )
-        pruned = make_plan(cfg([("a", "s")]), observed, PlanOptions(prune=True))
+        pruned = make_plan(cfg([("a", "s")]), observed, PlanOptions(prune=True, prune_max="100%"))
         assert (Op.UNLOAD, "stray") in [(x.op, x.adapter_id) for x in pruned.actions]
 
     def test_prune_never_touches_base_models(self) -> None:
@@ -133,7 +134,8 @@ class TestMakePlan:
         """Whatever the inputs, no UNLOAD targets an id declared in ensureExist, and applying the plan converges."""
         config = cfg(list(exist.items()), sorted(not_exist))
         observed = [BASE, *(lora(k, v) for k, v in loaded.items())]
-        plan = make_plan(config, observed, PlanOptions(prune=prune))
+        # --prune-max 100%: convergence in one pass (holding is tested on its own below).
+        plan = make_plan(config, observed, PlanOptions(prune=prune, prune_max="100%"))
         for action in plan.actions:
             if action.op == Op.UNLOAD:
                 assert action.adapter_id not in exist
@@ -144,7 +146,11 @@ class TestMakePlan:
                 server.pop(action.adapter_id, None)
             else:
                 server[action.adapter_id] = action.source or ""
-        again = make_plan(config, [BASE, *(lora(k, v) for k, v in server.items())], PlanOptions(prune=prune))
+        again = make_plan(
+            config,
+            [BASE, *(lora(k, v) for k, v in server.items())],
+            PlanOptions(prune=prune, prune_max="100%"),
+        )
         assert again.is_noop
 
 
@@ -200,3 +206,51 @@ class TestBackoffAndVersion:
     def test_supports_inplace(self, version: str | None, expected: bool) -> None:
         """load_inplace is used from vLLM 0.15 on (unknown versions are assumed recent)."""
         assert supports_inplace(version) is expected
+
+
+class TestPruneMax:
+    """--prune-max: an edit that would prune too much is held (pure part; the loop is tested live)."""
+
+    @pytest.mark.parametrize(
+        ("text", "loaded", "limit"),
+        [
+            ("50%", 5, 2),
+            ("50%", 1, 0),
+            ("100%", 3, 3),
+            ("0%", 9, 0),
+            ("3", 10, 3),
+            ("0", 4, 0),
+            ("12.5%", 8, 1),
+        ],
+    )
+    def test_limit_is_a_count_or_a_share_of_the_loaded(self, text: str, loaded: int, limit: int) -> None:
+        assert prune_limit(text, loaded) == limit
+
+    def test_more_than_the_limit_is_held_not_planned(self) -> None:
+        observed = [BASE, lora("a", "s"), lora("b", "s"), lora("c", "s")]
+        plan = make_plan(cfg([("a", "s")]), observed, PlanOptions(prune=True))
+        assert plan.held == ("b", "c") and plan.held_limit == 1
+        assert [x for x in plan.actions if x.op == Op.UNLOAD] == []
+
+    def test_confirmed_prune_is_planned(self) -> None:
+        observed = [BASE, lora("a", "s"), lora("b", "s"), lora("c", "s")]
+        options = PlanOptions(prune=True, prune_confirmed=frozenset({"b", "c"}))
+        plan = make_plan(cfg([("a", "s")]), observed, options)
+        assert plan.held == ()
+        assert sorted(x.adapter_id for x in plan.actions if x.op == Op.UNLOAD) == ["b", "c"]
+
+    def test_a_larger_prune_than_confirmed_is_held_again(self) -> None:
+        observed = [BASE, lora("a", "s"), lora("b", "s"), lora("c", "s")]
+        options = PlanOptions(prune=True, prune_confirmed=frozenset({"b"}))
+        plan = make_plan(cfg([]), observed, options)
+        assert plan.held == ("a", "b", "c")
+
+    def test_within_the_limit_is_planned_at_once(self) -> None:
+        observed = [BASE, lora("a", "s"), lora("b", "s"), lora("c", "s")]
+        plan = make_plan(cfg([("a", "s"), ("b", "s")]), observed, PlanOptions(prune=True))
+        assert plan.held == () and [(x.op, x.adapter_id) for x in plan.actions] == [(Op.UNLOAD, "c")]
+
+    def test_explicit_ensure_not_exist_is_never_held(self) -> None:
+        observed = [BASE, lora("a", "s"), lora("b", "s")]
+        plan = make_plan(cfg([], ["a", "b"]), observed, PlanOptions(prune=True, prune_max="0"))
+        assert plan.held == () and len(plan.actions) == 2

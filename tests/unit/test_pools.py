@@ -152,6 +152,14 @@ class TestCircuitBreaker:
         assert b.probe_succeeded()
         assert (b.state(3.0), b.available(3.0), b.backoff, b.opens) == ("closed", True, 0.0, 1)
 
+    def test_passing_probe_does_not_forgive_failed_requests_while_closed(self) -> None:
+        """A server that answers /health but fails every request still leaves the rotation."""
+        b = CircuitBreaker(failure_threshold=2)
+        assert not b.record_failure(0.0, "HTTP 500")
+        assert not b.probe_succeeded()  # /health passes between the two failures
+        assert b.record_failure(0.1, "HTTP 500")
+        assert b.state(0.1) == "open"
+
     def test_failed_probe_opens_at_once(self) -> None:
         """One failed health probe takes a pool out (the server said it is not healthy)."""
         b = CircuitBreaker(failure_threshold=5)

@@ -58,6 +58,18 @@ def test_a_rules_file_holds_rollouts_beside_rules_and_warns_about_shared_models(
     assert rs.to_dict()["adapterRollouts"][0]["steps"][1] == {"pause": {"duration": "2s"}}
 
 
+def test_check_warns_that_removing_a_rollout_hands_its_model_back_to_the_rule() -> None:
+    """The rule still sends a-v1 everything: deleting the completed rollout would move traffic off a-v2."""
+    rs = parse_rules_text(REWRITE + "---\n" + good(), "rules.yaml")
+    moved = [w.format() for w in rs.warnings if "removing AdapterRollout/r" in w.message]
+    assert len(moved) == 1, [w.format() for w in rs.warnings]
+    assert "0% of 'a' to the canary 'a-v2'" in moved[0] and "set that rule to 100% a-v2" in moved[0]
+    # A rule already at 100% canary: removing the rollout changes nothing, so no warning.
+    at_canary = REWRITE.replace("targets: [{modelRewrite: a-v1}]", "targets: [{modelRewrite: a-v2}]")
+    rs = parse_rules_text(at_canary + "---\n" + good(), "rules.yaml")
+    assert not [w for w in rs.warnings if "removing AdapterRollout" in w.message]
+
+
 def test_a_broken_rollout_fails_the_rules_file_but_not_its_neighbour() -> None:
     text = good() + "---\n" + BROKEN
     with pytest.raises(ConfigError) as err:

@@ -104,6 +104,12 @@ spec:
           volumeMounts:
             - name: dshm
               mountPath: /dev/shm
+            {{- if .Values.adapterCache.enabled }}
+            # The sidecar writes each adapter version here; vLLM loads it by the same path.
+            - name: adapter-cache
+              mountPath: {{ .Values.adapterCache.mountPath }}
+              readOnly: true
+            {{- end }}
             {{- with .Values.vllm.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -131,6 +137,12 @@ spec:
         - name: lora-syncer-state
           emptyDir:
             sizeLimit: 16Mi
+        {{- if .Values.adapterCache.enabled }}
+        # Disk-backed (no medium: Memory): the budget plus the largest download in flight.
+        - name: adapter-cache
+          emptyDir:
+            sizeLimit: {{ printf "%dGi" (add (int .Values.adapterCache.maxGiB) (int .Values.adapterCache.largestDownloadGiB)) }}
+        {{- end }}
         {{- with .Values.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

@@ -103,6 +103,14 @@ sidecar) or under containers (sidecar.native: false); the body is the same.
     - name: LORA_SYNCER_ALLOWED_SOURCES
       value: {{ join "," . | quote }}
     {{- end }}
+    {{- if .Values.adapterCache.enabled }}
+    - name: LORA_SYNCER_ADAPTER_CACHE
+      value: {{ .Values.adapterCache.mountPath | quote }}
+    - name: LORA_SYNCER_ADAPTER_CACHE_MAX_BYTES
+      value: {{ printf "%dGiB" (int .Values.adapterCache.maxGiB) | quote }}
+    - name: LORA_SYNCER_ADAPTER_CACHE_GC_GRACE
+      value: {{ .Values.adapterCache.gcGraceSeconds | quote }}
+    {{- end }}
     {{- with .Values.sidecar.readyWhen }}
     - name: LORA_SYNCER_READY_WHEN
       value: {{ . | quote }}
@@ -159,6 +167,10 @@ sidecar) or under containers (sidecar.native: false); the body is the same.
       mountPath: /tmp
     - name: lora-syncer-state
       mountPath: /var/lib/lora-syncer
+    {{- if .Values.adapterCache.enabled }}
+    - name: adapter-cache
+      mountPath: {{ .Values.adapterCache.mountPath }}
+    {{- end }}
 {{- end }}
 
 {{/* The first pool's name: what rules' poolRef and HTTPRoute backendRefs call it. */}}

@@ -158,6 +158,26 @@ def rollout_conflicts(rollouts: list[RolloutSpec], rules: list[Rule]) -> list[Is
     # The position does not matter for the warnings: only who owns which name.
     idle = RolloutPosition(Phase.PROGRESSING, 0, 0, 0, "", 0.0)
     _, issues = overrides([(spec, idle) for spec in rollouts], alias_owners(rules))
+    exact, _, _ = resolve_precedence(rules)
+    for spec in rollouts:
+        rule = exact.get(spec.model)
+        if rule is None:
+            continue
+        total = sum(t.weight for t in rule.targets)
+        share = sum(t.weight for t in rule.targets if t.name == spec.canary) / total if total else 0.0
+        if share < 1.0:
+            # The rollout wins while it exists; deleting it after completion hands the name back.
+            issues.append(
+                Issue(
+                    path="spec.model",
+                    message=f"removing AdapterRollout/{spec.name} restores {rule.id}, which sends "
+                    f"{share:.0%} of {spec.model!r} to the canary {spec.canary!r}: once the rollout has "
+                    f"completed, set that rule to 100% {spec.canary} before removing the rollout, or "
+                    "traffic moves off the completed canary",
+                    line=spec.line,
+                    severity="warning",
+                )
+            )
     return issues
 
 

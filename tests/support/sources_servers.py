@@ -1,12 +1,12 @@
 """Servers for the adapter-source tests: a real S3-compatible server (moto, as a subprocess on
-127.0.0.1) and a small aiohttp file server that counts requests and can hold responses.
+127.0.0.1) and a small aiohttp file server that counts requests, and can hold responses or send
+them slowly. Shared by the integration, e2e and benchmark code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,21 +18,16 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.support.net import free_port
+
 ACCESS_KEY = "AKIAMOTOTESTKEY00001"
 SECRET_KEY = "moto-test-secret-value-never-shown"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
 def moto_server() -> Iterator[str]:
     """A moto S3 server in its own process; yields its endpoint URL."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -82,6 +77,7 @@ class FileServer:
     chunked: set[str] = field(default_factory=set)  # paths sent without Content-Length
     gzip_encoded: set[str] = field(default_factory=set)  # paths labelled Content-Encoding: gzip
     hold: asyncio.Event | None = None  # when set: the body is sent only once the event is set
+    chunk_delay: float = 0.0  # seconds between 64 KiB chunks (a slow server)
     requests: Counter[str] = field(default_factory=Counter)
     etag: str = '"v1"'
     _runner: web.AppRunner | None = None
@@ -111,6 +107,8 @@ class FileServer:
             await self.hold.wait()
         for i in range(0, len(data), 65536):
             await resp.write(data[i : i + 65536])
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
         await resp.write_eof()
         return resp
 

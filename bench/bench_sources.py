@@ -1,0 +1,346 @@
+"""Benchmarks of remote adapter sources (issue 15). Figures are printed, never asserted.
+
+  a  declared -> listed for a 50 MB adapter from a local S3 server (moto), through the sidecar
+     (`--adapter-cache`), vs the same library's plain download (S3Fetcher, same concurrency, same
+     file system) plus a direct load; median of alternating runs
+  b  CPU of a no-op pass with 10,000 cached s3:// sources vs the same pass with the same 10,000
+     directories declared as local sources (in-process reconciler, emulator in its own process)
+  c  RSS (VmRSS, peak VmHWM) of `lora-syncer run` with one local adapter vs one s3:// adapter
+
+The emulator plays vLLM (its own process). Usage:
+
+  .venv/bin/python bench/bench_sources.py [--runs 5] [--mb 50] [--adapters 10000] [--only abc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_sync import (  # noqa: E402
+    adapters_file,
+    direct_load,
+    listed,
+    machine,
+    rss_kib,
+    session,
+    start_emulator,
+    start_sidecar,
+    unload_all,
+)
+
+from lora_syncer.kubelet import ConfigMapVolume  # noqa: E402
+from tests.support.sources_servers import moto_server, s3_env  # noqa: E402
+
+KEY = "configmap.yaml"
+BUCKET = "bench"
+ADAPTER_CONFIG = json.dumps(
+    {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}
+).encode()
+
+
+def remote_file(entries: Sequence[tuple[str, str, str | None]]) -> str:
+    lines = ["vLLMLoRAConfig:", "  ensureExist:", "    models:"]
+    for adapter_id, source, checksum in entries:
+        lines += [f"    - id: {adapter_id}", f"      source: {source}"]
+        if checksum:
+            lines.append(f"      checksum: {checksum}")
+    return "\n".join(lines) + "\n"
+
+
+async def wait_listed_name(s: aiohttp.ClientSession, server: str, name: str, within: float = 600) -> None:
+    deadline = time.perf_counter() + within
+    while name not in await listed(s, server):
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{name} not listed within {within} s")
+        await asyncio.sleep(0.005)
+
+
+# --- (a) declared -> listed, 50 MB from S3 -----------------------------------------------------
+
+
+async def bench_declared_to_listed(workdir: Path, server: str, mb: int, runs: int) -> dict[str, Any]:
+    import boto3
+
+    from lora_syncer.sources.digest import directory_checksum
+    from lora_syncer.sources.fetch_s3 import S3Fetcher
+    from lora_syncer.sources.uri import S3Source
+
+    files = {"adapter_config.json": ADAPTER_CONFIG}
+    # Several objects, as a real adapter directory has, so the concurrency counts.
+    per = mb * 1024 * 1024 // 4
+    for i in range(4):
+        files[f"adapter_model-{i}.safetensors"] = os.urandom(per)
+    local = workdir / "upload"
+    local.mkdir()
+    client = boto3.session.Session().client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    for name, data in files.items():
+        (local / name).write_bytes(data)
+        client.put_object(Bucket=BUCKET, Key=f"big/{name}", Body=data)
+    checksum = str(directory_checksum(local))
+    source = f"s3://{BUCKET}/big/"
+    volume = ConfigMapVolume(workdir / "config")
+    volume.write({KEY: adapters_file([])})
+    sidecar_s: list[float] = []
+    direct_s: list[float] = []
+    async with session() as s:
+        for run in range(runs):
+            # The sidecar: fresh cache, already running and idle when the file changes.
+            cache = workdir / f"cache-{run}"
+            sidecar = await start_sidecar(
+                workdir, volume.path(KEY), server, "--adapter-cache", str(cache), "--reconcile-trigger", "5"
+            )
+            try:
+                t0 = time.perf_counter()
+                volume.write({KEY: remote_file([(f"big-{run}", source, checksum)])})
+                await wait_listed_name(s, server, f"big-{run}")
+                sidecar_s.append(time.perf_counter() - t0)
+            finally:
+                sidecar.stop()
+            volume.write({KEY: adapters_file([])})
+            await unload_all(s, server)
+            shutil.rmtree(cache, ignore_errors=True)
+            # The baseline: the same library's download into the same file system, then a direct load.
+            dest = workdir / f"direct-{run}"
+            dest.mkdir()
+            t0 = time.perf_counter()
+            got = await S3Fetcher(concurrency=4).download(S3Source(BUCKET, "big/"), dest)
+            await direct_load(s, server, f"direct-{run}", str(dest))
+            await wait_listed_name(s, server, f"direct-{run}")
+            direct_s.append(time.perf_counter() - t0)
+            assert str(got.checksum) == checksum
+            await unload_all(s, server)
+            shutil.rmtree(dest, ignore_errors=True)
+    med, base = statistics.median(sidecar_s), statistics.median(direct_s)
+    return {
+        "mb": mb,
+        "sidecar_s": sidecar_s,
+        "direct_s": direct_s,
+        "sidecar_median_s": med,
+        "direct_median_s": base,
+        "ratio": med / base,
+    }
+
+
+# --- (b) no-op pass, 10,000 cached s3:// sources vs local --------------------------------------
+
+
+def populate_cache(root: Path, n: int) -> list[tuple[str, str, str]]:
+    """n published versions, written in the cache's layout: (source, checksum, directory)."""
+    from lora_syncer.sources.cache import MARKER_SUFFIX, TMP_DIR, version_name
+    from lora_syncer.sources.digest import parse_checksum
+
+    root.mkdir(parents=True)
+    (root / TMP_DIR).mkdir()
+    out = []
+    for i in range(n):
+        source = f"s3://{BUCKET}/team/adapter-{i}/"
+        checksum = parse_checksum("sha256:" + f"{i:064x}")
+        name = version_name(source, checksum)
+        d = root / name
+        d.mkdir()
+        (d / "adapter_config.json").write_bytes(ADAPTER_CONFIG)
+        marker = {
+            "source": source,
+            "checksum": str(checksum),
+            "pinned": True,
+            "revision": None,
+            "size": len(ADAPTER_CONFIG),
+            "last_used": time.time(),
+        }
+        (root / (name + MARKER_SUFFIX)).write_text(json.dumps(marker))
+        out.append((source, str(checksum), str(d)))
+    return out
+
+
+async def bench_noop(
+    workdir: Path, server: str, n: int, runs: int, passes: int = 5, profile: bool = False
+) -> dict[str, Any]:
+    from prometheus_client import CollectorRegistry
+
+    from lora_syncer.config.adapters import AdaptersConfig, parse_adapters
+    from lora_syncer.config.source import WatchedFile
+    from lora_syncer.sources.cache import AdapterCache
+    from lora_syncer.sources.fetch import RemoteFetcher
+    from lora_syncer.sync.metrics import SyncMetrics
+    from lora_syncer.sync.plan import PlanOptions
+    from lora_syncer.sync.reconciler import Reconciler, SyncOptions
+    from lora_syncer.sync.vllm_client import VLLMClient
+
+    cache_dir = workdir / "noop-cache"
+    versions = populate_cache(cache_dir, n)
+    remote_cfg = workdir / "remote.yaml"
+    remote_cfg.write_text(remote_file([(f"a{i}", src, ck) for i, (src, ck, _) in enumerate(versions)]))
+    local_cfg = workdir / "local.yaml"
+    local_cfg.write_text(adapters_file([(f"a{i}", d) for i, (_, _, d) in enumerate(versions)]))
+    async with session() as s:
+        sem = asyncio.Semaphore(16)
+
+        async def load(i: int, d: str) -> None:
+            async with sem:
+                await direct_load(s, server, f"a{i}", d)
+
+        await asyncio.gather(*(load(i, d) for i, (_, _, d) in enumerate(versions)))
+
+    cache = AdapterCache(cache_dir, RemoteFetcher(http=None, s3=None), max_bytes=None, gc_grace=900)
+    cache.open()
+    client = VLLMClient(server)
+
+    def reconciler(config: Path, remote: bool) -> Reconciler:
+        source: WatchedFile[AdaptersConfig] = WatchedFile(config, parse_adapters)
+        options = SyncOptions(plan=PlanOptions())
+        return Reconciler(
+            source, client, options, SyncMetrics(CollectorRegistry()), cache=cache if remote else None
+        )
+
+    recs = {"s3": reconciler(remote_cfg, True), "local": reconciler(local_cfg, False)}
+    cpu: dict[str, list[float]] = {"s3": [], "local": []}
+    try:
+        for rec in recs.values():
+            await rec.source.reload()  # type: ignore[attr-defined]
+            await rec.run_pass({"bench"})
+            first = await rec.run_pass({"bench"})
+            if first.actions:
+                raise RuntimeError(f"expected a no-op pass, got {first.actions} actions ({first.result})")
+        for _ in range(runs):
+            for kind in ("local", "s3"):  # alternating
+                samples = []
+                for _ in range(passes):
+                    c0 = time.process_time()
+                    result = await recs[kind].run_pass({"bench"})
+                    samples.append(time.process_time() - c0)
+                    assert result.actions == 0, result
+                cpu[kind].append(statistics.median(samples))
+        if profile:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(3):
+                await recs["s3"].run_pass({"bench"})
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+    finally:
+        await client.aclose()
+        async with session() as s:
+            await unload_all(s, server)
+    s3_ms, local_ms = statistics.median(cpu["s3"]) * 1000, statistics.median(cpu["local"]) * 1000
+    return {"adapters": n, "s3_cpu_ms": s3_ms, "local_cpu_ms": local_ms, "ratio": s3_ms / local_ms}
+
+
+# --- (c) RSS ----------------------------------------------------------------------------------
+
+
+async def bench_rss(workdir: Path, server: str, runs: int) -> dict[str, Any]:
+    from lora_syncer.sources.digest import directory_checksum
+
+    local = workdir / "rss-local"
+    local.mkdir()
+    (local / "adapter_config.json").write_bytes(ADAPTER_CONFIG)
+    checksum = str(directory_checksum(workdir / "upload"))
+    results: dict[str, list[tuple[int, int]]] = {"local": [], "s3": []}
+    async with session() as s:
+        for run in range(runs):
+            for kind in ("local", "s3"):
+                volume = ConfigMapVolume(workdir / f"rss-config-{kind}-{run}")
+                name = f"rss-{kind}-{run}"
+                entry = (
+                    (name, str(local), None) if kind == "local" else (name, f"s3://{BUCKET}/big/", checksum)
+                )
+                volume.write({KEY: remote_file([entry])})
+                cache = workdir / f"rss-cache-{kind}-{run}"
+                sidecar = await start_sidecar(
+                    workdir, volume.path(KEY), server, "--adapter-cache", str(cache)
+                )
+                try:
+                    await wait_listed_name(s, server, name)
+                    await asyncio.sleep(2.0)  # a few resync passes after the load
+                    results[kind].append(rss_kib(sidecar.popen.pid))
+                finally:
+                    sidecar.stop()
+                await unload_all(s, server)
+                shutil.rmtree(cache, ignore_errors=True)
+    med = {k: (statistics.median(r for r, _ in v), max(h for _, h in v)) for k, v in results.items()}
+    return {"rss_kib": med}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="bench-sources-") as tmp, moto_server() as endpoint:
+        os.environ.update(s3_env(endpoint))
+        workdir = Path(tmp)
+        emulator = await start_emulator(workdir)
+        try:
+            if "a" in args.only or "c" in args.only:
+                results["a"] = await bench_declared_to_listed(workdir, emulator.url, args.mb, args.runs)
+            if "c" in args.only:
+                results["c"] = await bench_rss(workdir, emulator.url, max(1, args.runs // 2))
+            if "b" in args.only:
+                results["b"] = await bench_noop(
+                    workdir, emulator.url, args.adapters, args.runs, profile=args.profile
+                )
+        finally:
+            emulator.stop()
+    return results
+
+
+def report(r: dict[str, Any]) -> None:
+    print(f"machine: {r['machine']}")
+    if "a" in r:
+        a = r["a"]
+        print(
+            f"(a) {a['mb']} MB s3:// adapter, declared -> listed: sidecar median {a['sidecar_median_s']:.2f} s, "
+            f"plain download + direct load {a['direct_median_s']:.2f} s, ratio {a['ratio']:.2f}"
+        )
+        print(
+            f"    runs: sidecar {[round(x, 2) for x in a['sidecar_s']]}, direct {[round(x, 2) for x in a['direct_s']]}"
+        )
+    if "b" in r:
+        b = r["b"]
+        print(
+            f"(b) no-op pass CPU, {b['adapters']} adapters: cached s3:// {b['s3_cpu_ms']:.1f} ms, "
+            f"local {b['local_cpu_ms']:.1f} ms, ratio {b['ratio']:.2f} (target <= 1.1)"
+        )
+    if "c" in r:
+        for kind, (rss, hwm) in r["c"]["rss_kib"].items():
+            print(f"(c) RSS with one {kind} adapter: {rss / 1024:.1f} MiB (peak {hwm / 1024:.1f} MiB)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--mb", type=int, default=50)
+    parser.add_argument("--adapters", type=int, default=10_000)
+    parser.add_argument("--only", default="abc")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", action="store_true", help="print (b)'s profile of three s3:// passes")
+    args = parser.parse_args(argv)
+    results = asyncio.run(run(args))
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
