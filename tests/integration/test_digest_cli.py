@@ -69,8 +69,15 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     ]
     none = digest(cwd=tmp_path)
     assert none.returncode == 2 and len(none.stderr.strip().splitlines()) == 1
-    two = digest("a", "b", cwd=tmp_path)
-    assert two.returncode == 2 and "digest takes one SOURCE" in two.stderr
+    two = digest("a", "b", cwd=tmp_path)  # several sources: one line each, exit 1 if any failed
+    assert two.returncode == 1 and [line.split(":")[2].strip() for line in two.stderr.splitlines()] == [
+        "a",
+        "b",
+    ]
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d1" / "f").write_text("x")
+    both = digest("d1", "nope", cwd=tmp_path)
+    assert both.returncode == 1 and both.stdout.startswith("d1  sha256:") and "nope" in both.stderr
     bad_rule = digest("x", "--allowed-sources", "s3://Bad_Bucket", cwd=tmp_path)
     assert bad_rule.returncode == 2 and "--allowed-sources" in bad_rule.stderr
     hub = digest("hf://org/repo", cwd=tmp_path)
