@@ -51,7 +51,7 @@ from lora_syncer.rollout.state import (
     start_of,
 )
 from lora_syncer.rollout.store import StateStore
-from lora_syncer.rollout.verdict import External, TargetCounts, Window, WindowVerdict, judge
+from lora_syncer.rollout.verdict import External, Outcome, TargetCounts, Window, WindowVerdict, judge
 from lora_syncer.rollout.weights import RolloutRoute, overrides
 from lora_syncer.supervisor import Supervisor
 
@@ -374,10 +374,18 @@ class RolloutController:
         if now < start + interval + SETTLE:
             return state
         ended = math.floor((now - SETTLE - start) / interval)  # windows 0..ended-1 are over
+        # Windows that began before this pod did: their counts are not all here, so they count as
+        # judged with no verdict as soon as they are over. Waiting for the next window instead would
+        # hold a pod started after completion (or mid-rollout) behind the fleet for up to 2 intervals.
+        unseen = min(ended, math.ceil((self.started_at - start) / interval))
+        if unseen > state.history.judged:
+            state = record_verdict(
+                state,
+                unseen - 1,
+                WindowVerdict(Outcome.NO_VERDICT, "the pod was not running for the whole window"),
+            )
         for k in range(state.history.judged, ended):
             ws, we = start + k * interval, start + (k + 1) * interval
-            if ws < self.started_at:
-                continue  # this pod did not see the whole window: recorded as no verdict with the next one
             weight, mirror = self._weight_during(t, ws, we)
             window = Window(
                 stable=self.telemetry.counts(spec.model, spec.stable, ws, we),

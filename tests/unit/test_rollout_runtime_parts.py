@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.rules import parse_rules_text
-from lora_syncer.rollout.controller import parse_rollout_documents
+from lora_syncer.rollout.controller import RolloutController, parse_rollout_documents
+from lora_syncer.rollout.metrics import RolloutMetrics
 from lora_syncer.rollout.spec import identity
 from lora_syncer.rollout.state import new_state, set_control
 from lora_syncer.rollout.store import StateStore
+from lora_syncer.rollout.verdict import TargetCounts
+from lora_syncer.rollout.weights import RolloutRoute
 
 GOOD = """\
 apiVersion: lora-syncer.io/v1alpha1
@@ -147,3 +152,48 @@ def test_check_warns_when_the_adapters_file_removes_or_omits_a_rollouts_adapter(
     assert (
         "removes 'small-segment-lora-v1' (ensureNotExist) while AdapterRollout/small-segment-lora-v2" in out
     )
+
+
+COMPLETED_LONG_AGO = """\
+apiVersion: lora-syncer.io/v1alpha1
+kind: AdapterRollout
+metadata: {name: late}
+spec:
+  model: m
+  stable: m-v1
+  canary: m-v2
+  startTime: '2026-01-01T00:00:00Z'
+  steps: [{setWeight: 50}, {pause: {duration: 10s}}, {setWeight: 100}]
+  analysis: {interval: 30s, maxErrorRate: 0.1}
+"""
+
+
+class _NoTraffic:
+    def counts(self, alias: str, target: str, start: float, end: float) -> TargetCounts:
+        return TargetCounts()
+
+
+async def test_a_pod_started_after_completion_is_completed_at_its_first_pass(tmp_path: Path) -> None:
+    """Windows that began before the pod did count as judged (no verdict) at once: a new pod
+    must not hold a finished rollout at 50% until it has judged a window of its own."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(COMPLETED_LONG_AGO)
+    start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    now = start + 3600.0 + 7.0  # an hour after the start, mid-window
+    routes: list[dict[str, RolloutRoute]] = []
+    controller = RolloutController(
+        rules,
+        apply_routes=routes.append,
+        aliases=dict,
+        telemetry=_NoTraffic(),
+        metrics=RolloutMetrics(CollectorRegistry()),
+        store=StateStore(None),
+        clock=lambda: now,
+    )
+    await controller.file.reload()
+    await controller.tick()
+    r = controller.status()["rollouts"][0]
+    assert (r["phase"], r["canaryWeight"], r["step"]) == ("completed", 100, 3), r
+    assert r["windowsJudged"] == 120  # windows 0..119 began before the pod: judged, no verdict
+    assert r["lastWindows"][-1]["outcome"] == "no-verdict"
+    assert {(w.name, w.weight) for w in routes[-1]["m"].targets} == {("m-v1", 0), ("m-v2", 100)}

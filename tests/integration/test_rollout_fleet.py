@@ -1,0 +1,292 @@
+"""Automated rollouts across replicas: several in-process sidecars (each its own --state-dir,
+metrics port and proxy port) against one emulated vLLM, reading the same rules file, with a real
+Prometheus scraping every replica's /metrics each second and the rollout's analysis asking it.
+
+Checks what issue 14 asks of a fleet: a replica started mid-rollout computes the same step and
+weight as one that saw it all (same `startTime`); an abort seen on one replica is adopted by the
+others through `lora_syncer_rollout_phase` in Prometheus; a completed rollout stays completed for a
+pod started afterwards with no saved state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+from sync_harness import SyncEnv, adapters_yaml, eventually
+
+from lora_syncer.app import Sidecar
+from lora_syncer.kubelet import ConfigMapVolume
+from lora_syncer.proxy.options import SERVED_MODEL_HEADER, ProxyOptions
+from lora_syncer.rollout.analysis_io import DEFAULT_ERROR_RATE_QUERY, DEFAULT_LATENCY_RATIO_QUERY
+from tests.support.net import free_port
+from tests.support.prometheus import Prometheus, PrometheusFactory, prometheus_factory
+
+__all__ = ["prometheus_factory"]  # the fixture, used by the tests below
+
+V1, V2, MODEL, NAME = "small-segment-lora-v1", "small-segment-lora-v2", "small-segment-lora", "seg-v2"
+JOB = "lora-syncer"
+# Prometheus scrapes each second and the analysis interval is 1 s: the fleet sees an abort within
+# about 2 s. The bound is generous for a loaded 2-core machine and never reached when it works.
+FLEET_WAIT = 1 + 1 + 20.0
+WAIT = 30.0
+
+
+def rules_yaml(steps: str, start: datetime, prometheus_url: str, *, extra: str = "") -> str:
+    """A rewrite rule for the alias and an AdapterRollout of it asking Prometheus each second.
+
+    minRequests is far above the traffic the tests send, so this pod's own counts never decide: every
+    verdict comes from the fleet-wide Prometheus queries (the documented defaults).
+    """
+    error_q = DEFAULT_ERROR_RATE_QUERY.replace("'", "''")
+    latency_q = DEFAULT_LATENCY_RATIO_QUERY.replace("'", "''")
+    return f"""\
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModelRewrite
+metadata: {{name: seg-rewrite}}
+spec:
+  rules:
+  - matches: [{{model: {{type: Exact, value: {MODEL}}}}}]
+    targets: [{{modelRewrite: {V1}, weight: 100}}]
+---
+apiVersion: lora-syncer.io/v1alpha1
+kind: AdapterRollout
+metadata: {{name: {NAME}}}
+spec:
+  model: {MODEL}
+  stable: {V1}
+  canary: {V2}
+  startTime: '{start.isoformat().replace("+00:00", "Z")}'
+  steps:
+{steps}  analysis:
+    interval: 1s
+    minRequests: 1000
+    failureLimit: 0
+    maxErrorRate: 0.5
+    maxLatencyRatio: 100
+    prometheus:
+      url: {prometheus_url}
+      errorRateQuery: '{error_q}'
+      latencyRatioQuery: '{latency_q}'
+{extra}"""
+
+
+@dataclass
+class Replica:
+    """One pod: a sidecar (syncer + proxy + rollout controller) with its own ports and state dir."""
+
+    name: str
+    metrics_port: int
+    state_dir: Path
+    http: aiohttp.ClientSession
+    sidecar: Sidecar | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    @property
+    def proxy_url(self) -> str:
+        assert self.sidecar is not None
+        return f"http://127.0.0.1:{self.sidecar.proxy.port}"
+
+    async def rollout(self) -> dict[str, Any]:
+        async with self.http.get(self.base + "/status") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        rollouts: list[dict[str, Any]] = body["rollouts"]["rollouts"]
+        assert len(rollouts) == 1, rollouts
+        return rollouts[0]
+
+    async def ready(self) -> bool:
+        async with self.http.get(self.base + "/readyz") as resp:
+            return resp.status == 200
+
+    async def send(self, n: int) -> Counter[str]:
+        """n completions for the alias, one after another; the served model of each."""
+        served: Counter[str] = Counter()
+        for _ in range(n):
+            async with self.http.post(
+                self.proxy_url + "/v1/completions",
+                json={"model": MODEL, "prompt": "hi", "max_tokens": 2},
+            ) as resp:
+                await resp.read()
+                served[resp.headers.get(SERVED_MODEL_HEADER, f"status-{resp.status}")] += 1
+        return served
+
+    async def wait_for(self, what: str, within: float = WAIT, **expected: Any) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            r = await self.rollout()
+            return r if all(r.get(k) == v for k, v in expected.items()) else None
+
+        found: dict[str, Any] = await eventually(check, f"{self.name}: {what}", within)
+        return found
+
+
+class Fleet:
+    """Replicas sharing one emulator, one adapters file and one rules file (kubelet-style volumes)."""
+
+    def __init__(self, env: SyncEnv, tmp: Path) -> None:
+        self.env = env
+        self.tmp = tmp
+        self.rules = ConfigMapVolume(tmp / "rules")
+        self.replicas: dict[str, Replica] = {
+            name: Replica(name, free_port(), tmp / f"state-{name}", env.http) for name in ("a", "b", "c")
+        }
+
+    def write_rules(self, text: str) -> None:
+        self.rules.write({"rules.yaml": text})
+
+    def targets(self, names: str) -> list[str]:
+        return [f"127.0.0.1:{self.replicas[n].metrics_port}" for n in names]
+
+    async def start(self, name: str, *, control: bool = False) -> Replica:
+        replica = self.replicas[name]
+        assert replica.sidecar is None
+        options = ProxyOptions(
+            upstream=self.env.emulator.url,
+            rules_path=self.rules.path("rules.yaml"),
+            host="127.0.0.1",
+            port=0,
+            state_dir=replica.state_dir,
+            rollout_control=control,
+            poll_interval=0.1,
+            rules_resync_interval=1.0,
+        )
+        replica.sidecar = Sidecar(self.env.settings(metrics_port=replica.metrics_port), options)
+        await replica.sidecar.start()
+        return replica
+
+    async def stop(self) -> None:
+        for replica in self.replicas.values():
+            if replica.sidecar is not None:
+                sidecar, replica.sidecar = replica.sidecar, None
+                await sidecar.stop()
+
+
+@pytest_asyncio.fixture
+async def fleet(sync_env: SyncEnv, tmp_path: Path) -> AsyncIterator[Fleet]:
+    sync_env.write(adapters_yaml([(V1, "org/seg-v1"), (V2, "org/seg-v2")]))
+    f = Fleet(sync_env, tmp_path)
+    try:
+        yield f
+    finally:
+        await f.stop()
+
+
+async def scraping(fleet: Fleet, factory: PrometheusFactory, names: str) -> Prometheus:
+    """A Prometheus scraping the metrics ports of the replicas `names` ("ab": a and b), down until each starts."""
+    return await factory({JOB: fleet.targets(names)})
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# Pauses of 2 s between weights: long enough for two /status reads to land on the same step.
+STEPPED = """\
+  - setWeight: 10
+  - pause: {duration: 2s}
+  - setWeight: 30
+  - pause: {duration: 2s}
+  - setWeight: 60
+  - pause: {duration: 2s}
+  - setWeight: 100
+"""
+
+
+async def test_a_replica_started_mid_rollout_computes_the_same_step(
+    fleet: Fleet, prometheus_factory: PrometheusFactory
+) -> None:
+    prom = await scraping(fleet, prometheus_factory, "ab")
+    fleet.write_rules(rules_yaml(STEPPED, now(), prom.url))
+    a = await fleet.start("a")
+    await fleet.env.wait_loaded({V1, V2})
+    # Mid-rollout: A has left step 1 (past the first pause) before B starts.
+    await a.wait_for("past the first pause", step=3, canaryWeight=30)
+    b = await fleet.start("b")
+    first_b = await b.rollout()
+    assert first_b["start"] == (await a.rollout())["start"]  # the document's startTime, not B's start
+
+    async def same_position() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        ra, rb = await a.rollout(), await b.rollout()
+        keys = ("phase", "step", "canaryWeight")
+        return (ra, rb) if all(ra[k] == rb[k] for k in keys) and rb["step"] >= 3 else None
+
+    ra, rb = await eventually(same_position, "B at A's step and weight", WAIT)
+    assert ra["identity"] == rb["identity"]
+    # Both end completed, every request then on the canary on either replica.
+    for replica in (a, b):
+        await replica.wait_for("completed", phase="completed", canaryWeight=100, step=7)
+    assert await a.send(10) == {V2: 10}
+    assert await b.send(10) == {V2: 10}
+    # Every window had a (fleet-wide) Prometheus answer or none, never a failure.
+    for replica in (a, b):
+        r = await replica.rollout()
+        assert r["failedWindows"] == 0 and r["abortReason"] is None
+
+
+async def test_an_abort_on_one_replica_is_adopted_by_the_other(
+    fleet: Fleet, prometheus_factory: PrometheusFactory
+) -> None:
+    prom = await scraping(fleet, prometheus_factory, "ab")
+    held = "  - setWeight: 40\n  - pause: {duration: 1h}\n  - setWeight: 100\n"
+    fleet.write_rules(rules_yaml(held, now(), prom.url))
+    a = await fleet.start("a", control=True)
+    b = await fleet.start("b")
+    await fleet.env.wait_loaded({V1, V2})
+    for replica in (a, b):
+        await replica.wait_for("40% on the canary", step=1, canaryWeight=40, phase="progressing")
+    await prom.wait_scraped(JOB, scrapes=2)
+    assert (await b.send(10)) == {V1: 6, V2: 4}
+
+    async with fleet.env.http.post(a.base + "/rollouts/seg-v2/abort") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["phase"] == "aborted" and "control endpoint" in body["reason"]
+    # Prometheus has A's abort once it scraped A after it...
+    await prom.wait_for(f'lora_syncer_rollout_phase{{rollout="{NAME}",phase="aborted"}} == 1', timeout=WAIT)
+    # ...and B adopts it within about one more interval (bound: scrape + interval + slack).
+    r = await b.wait_for("the abort adopted", FLEET_WAIT, phase="aborted", canaryWeight=0)
+    assert "another replica" in (r["abortReason"] or ""), r
+    assert await b.send(10) == {V1: 10}
+    # B exports the abort itself, and keeps it across a restart of B (persisted under its state dir).
+    await prom.wait_for(
+        f'count(lora_syncer_rollout_phase{{rollout="{NAME}",phase="aborted"}} == 1) == 2', timeout=WAIT
+    )
+    assert b.sidecar is not None
+    sidecar, b.sidecar = b.sidecar, None
+    await sidecar.stop()
+    b = await fleet.start("b")
+    first = await b.rollout()
+    assert first["phase"] == "aborted" and "another replica" in (first["abortReason"] or "")
+
+
+async def test_a_completed_rollout_stays_completed_for_a_new_pod(
+    fleet: Fleet, prometheus_factory: PrometheusFactory
+) -> None:
+    prom = await scraping(fleet, prometheus_factory, "ac")
+    quick = "  - setWeight: 50\n  - pause: {duration: 2s}\n  - setWeight: 100\n"
+    fleet.write_rules(rules_yaml(quick, now(), prom.url))
+    a = await fleet.start("a")
+    await fleet.env.wait_loaded({V1, V2})
+    done = await a.wait_for("completed", phase="completed", canaryWeight=100)
+    await prom.wait_for(f'lora_syncer_rollout_phase{{rollout="{NAME}",phase="completed"}} == 1', timeout=WAIT)
+
+    # A new pod, no saved state, started after completion: completed from its very first view.
+    assert not fleet.replicas["c"].state_dir.exists()
+    c = await fleet.start("c")
+    first = await c.rollout()
+    assert first["phase"] == "completed", first
+    assert first["canaryWeight"] == 100 and first["step"] == done["step"]
+    await eventually(c.ready, "C ready", WAIT)
+    assert await c.send(20) == {V2: 20}
+    # It never moved away from completed, and nothing on it judged the rollout again.
+    last = await c.rollout()
+    assert last["phase"] == "completed" and last["failedWindows"] == 0
