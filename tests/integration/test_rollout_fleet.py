@@ -38,7 +38,9 @@ FLEET_WAIT = 1 + 1 + 20.0
 WAIT = 30.0
 
 
-def rules_yaml(steps: str, start: datetime, prometheus_url: str, *, extra: str = "") -> str:
+def rules_yaml(
+    steps: str, start: datetime, prometheus_url: str, *, extra: str = "", interval: str = "1s"
+) -> str:
     """A rewrite rule for the alias and an AdapterRollout of it asking Prometheus each second.
 
     minRequests is far above the traffic the tests send, so this pod's own counts never decide: every
@@ -65,7 +67,7 @@ spec:
   startTime: '{start.isoformat().replace("+00:00", "Z")}'
   steps:
 {steps}  analysis:
-    interval: 1s
+    interval: {interval}
     minRequests: 1000
     failureLimit: 0
     maxErrorRate: 0.5
@@ -290,3 +292,44 @@ async def test_a_completed_rollout_stays_completed_for_a_new_pod(
     # It never moved away from completed, and nothing on it judged the rollout again.
     last = await c.rollout()
     assert last["phase"] == "completed" and last["failedWindows"] == 0
+
+
+async def test_a_canary_failing_on_one_replica_aborts_both_through_prometheus(
+    fleet: Fleet, prometheus_factory: PrometheusFactory
+) -> None:
+    """Only A carries traffic; the fleet-wide error rate in Prometheus fails the window for B too.
+
+    The interval is 4 s here: `increase(...[{{interval}}])` needs at least two scrapes in the range,
+    so with the 1 s scrape interval a 1 s window never has a value (see docs/observability.md).
+    """
+    prom = await scraping(fleet, prometheus_factory, "ab")
+    held = "  - setWeight: 50\n  - pause: {duration: 1h}\n  - setWeight: 100\n"
+    fleet.write_rules(rules_yaml(held, now(), prom.url, interval="4s"))
+    a = await fleet.start("a")
+    b = await fleet.start("b")
+    await fleet.env.wait_loaded({V1, V2})
+    for replica in (a, b):
+        await replica.wait_for("50% on the canary", step=1, canaryWeight=50, phase="progressing")
+    assert await a.send(10) == {V1: 5, V2: 5}  # healthy first: every counter has a sample before errors
+    await prom.wait_for(f'lora_syncer_proxy_requests_total{{alias="{MODEL}",target="{V2}"}}', timeout=WAIT)
+    async with fleet.env.http.post(
+        fleet.env.emulator.url + "/_emulator/faults", json={"models": {V2: {"error_rate": 1}}}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+
+    async def b_aborted() -> dict[str, Any] | None:
+        await a.send(4)  # the canary's half of these fails, on A only
+        r = await b.rollout()
+        return r if r["phase"] == "aborted" else None
+
+    r = await eventually(b_aborted, "B aborted on the fleet-wide error rate", 2 * WAIT)
+    assert r["canaryWeight"] == 0
+    # B judged A's errors from Prometheus (its own counts are empty), or adopted A's abort.
+    assert "analysis failed" in r["reason"] or "another replica" in (r["abortReason"] or ""), r
+    ra = await a.wait_for("A aborted", phase="aborted", canaryWeight=0)
+    assert "analysis failed" in ra["reason"], ra
+    assert any(c["check"] == "errorRate" and c["outcome"] == "fail" for c in ra["lastChecks"]), ra[
+        "lastChecks"
+    ]
+    assert await a.send(10) == {V1: 10}
+    assert await b.send(10) == {V1: 10}
