@@ -1,23 +1,19 @@
 """Automated rollouts end to end, in-process: the sidecar (syncer + proxy + rollout controller)
 against an emulated vLLM, with the rules file written the way kubelet writes it.
 
-The proxy's upstream is a small fault front (`CanaryFront`) on 127.0.0.1 that forwards every
-request to the emulator and, once armed, answers 500 for requests naming the canary: the canary
-misbehaves while the stable and the syncer's calls are untouched.
+The canary is made to misbehave with the emulator's per-model faults (`POST /_emulator/faults`):
+requests naming it are answered 500 while the stable and the syncer's calls are untouched.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest_asyncio
-from aiohttp import web
 from sync_harness import SyncEnv, adapters_yaml, eventually, metric_value
 
 from lora_syncer.app import Sidecar
@@ -59,72 +55,24 @@ GATED = """\
 """
 
 
-class CanaryFront:
-    """Forwards to the emulator; when `armed`, requests whose model is `canary` get a 500."""
-
-    def __init__(self, upstream: str, canary: str) -> None:
-        self.upstream = upstream
-        self.canary = canary
-        self.armed = False
-        self.armed_at: float | None = None
-        self.models: list[tuple[float, str]] = []  # (wall time, model) of every inference request
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    def arm(self) -> None:
-        self.armed, self.armed_at = True, time.time()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        model = ""
-        if request.method == "POST" and body:
-            import json
-
-            model = str(json.loads(body).get("model", ""))
-            self.models.append((time.time(), model))
-        if self.armed and model == self.canary:
-            return web.json_response(
-                {"error": {"message": "injected", "type": "InternalServerError"}}, status=500
-            )
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                request.method,
-                self.upstream + request.path_qs,
-                data=body,
-                headers={"Content-Type": request.content_type},
-            ) as resp,
-        ):
-            payload = await resp.read()
-            return web.Response(body=payload, status=resp.status, content_type=resp.content_type)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+async def fail_canary(env: SyncEnv) -> float:
+    """Every request for the canary answered 500 from now on (the emulator's control API); the instant."""
+    at = time.time()
+    async with env.http.post(
+        env.emulator.url + "/_emulator/faults", json={"models": {V2: {"error_rate": 1}}}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    return at
 
 
-@pytest_asyncio.fixture
-async def front(sync_env: SyncEnv) -> AsyncIterator[CanaryFront]:
-    f = CanaryFront(sync_env.emulator.url, V2)
-    await f.start()
-    yield f
-    await f.stop()
+def reached(env: SyncEnv, model: str) -> int:
+    """Inference requests for `model` that reached the emulator (answered, or failed by a fault)."""
+    return env.emulator.call_log.served[model] + env.emulator.call_log.model_faults[(model, "error")]
 
 
 class World:
-    def __init__(self, env: SyncEnv, front: CanaryFront, tmp: Path) -> None:
+    def __init__(self, env: SyncEnv, tmp: Path) -> None:
         self.env = env
-        self.front = front
         self.rules = ConfigMapVolume(tmp / "rules")
         self.state_dir = tmp / "state"
 
@@ -133,7 +81,7 @@ class World:
 
     async def start(self, *, control: bool = True) -> Sidecar:
         options = ProxyOptions(
-            upstream=self.front.url,
+            upstream=self.env.emulator.url,
             rules_path=self.rules.path("rules.yaml"),
             host="127.0.0.1",
             port=0,
@@ -182,9 +130,9 @@ class World:
 
 
 @pytest_asyncio.fixture
-async def world(sync_env: SyncEnv, front: CanaryFront, tmp_path: Path) -> World:
+async def world(sync_env: SyncEnv, tmp_path: Path) -> World:
     sync_env.write(adapters_yaml([(V1, "org/seg-v1"), (V2, "org/seg-v2")]))
-    return World(sync_env, front, tmp_path)
+    return World(sync_env, tmp_path)
 
 
 async def test_exact_splits_at_each_step_and_the_target_header(world: World) -> None:
@@ -244,9 +192,7 @@ async def test_an_injected_canary_fault_aborts_within_the_failure_limit(world: W
     await world.env.wait_loaded({V1, V2})
     await world.wait_for("50% on the canary", phase="progressing", step=1, canaryWeight=50)
     await world.send(10)  # healthy traffic first
-    world.front.arm()
-    armed_at = world.front.armed_at
-    assert armed_at is not None
+    armed_at = await fail_canary(world.env)
 
     async def aborted() -> dict[str, Any] | None:
         await world.send(4)
@@ -259,9 +205,10 @@ async def test_an_injected_canary_fault_aborts_within_the_failure_limit(world: W
     since = datetime.fromisoformat(r["since"].replace("Z", "+00:00")).timestamp()
     assert since - armed_at <= (0 + 1) * 1 + 1
     # From now on nothing reaches the canary.
-    seen = len(world.front.models)
+    seen = reached(world.env, V2)
+    assert seen > 0  # the canary did get requests before the abort
     assert await world.send(20) == {V1: 20}
-    assert V2 not in {m for _, m in world.front.models[seen:]}
+    assert reached(world.env, V2) == seen
     metrics = await world.env.metrics()
     assert (
         metric_value(metrics, "lora_syncer_rollout_windows_total", rollout="seg-v2", outcome="fail") or 0
