@@ -518,7 +518,6 @@ def main() -> None:
         default="latency,throughput,streaming,first-chunk",
         help="comma-separated: latency, throughput, streaming, first-chunk",
     )
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     args.runs = max(1, min(args.runs, 15))
 
