@@ -57,6 +57,8 @@ class Bench:
     quick_args: tuple[str, ...] = ()
     # Measurements that must hold at least this many requests (leaf "requests" in the JSON).
     min_requests: int = 0
+    # Measurements the minimum does not apply to (flattened-key parts), with the reason in `notes`.
+    exempt: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
 
@@ -68,6 +70,13 @@ BENCHES: dict[str, Bench] = {
         runs=5,
         quick_args=("--duration", "1", "--concurrency", "4"),
         min_requests=4000,
+        # Issue 11's targets are JSON measurements; the 1-connection SSE first-chunk latency is
+        # paced by its Python client (a few hundred requests a second) and is reported as it is.
+        exempt=("first-chunk /",),
+        notes=(
+            "at least 4,000 requests per JSON measurement (latency, throughput); the SSE "
+            "first-chunk scenario is paced by its Python client and may have fewer",
+        ),
     ),
     "bench_emulator": Bench(runs=5, quick_args=("--seconds", "0.3", "--adapters", "50")),
     # One run: the script already interleaves 5 rounds of every scenario and reports the median
@@ -228,14 +237,19 @@ def rule_violations(index: dict[str, Any] | None, records: dict[str, dict[str, A
             out.append(f"{script}: {len(runs)} runs recorded, {bench.runs} wanted")
         for i, run in enumerate(runs, 1):
             for key, value in flatten(run).items():
-                if bench.min_requests and key.endswith("/ requests") and value < bench.min_requests:
+                if (
+                    bench.min_requests
+                    and key.endswith("/ requests")
+                    and not any(part in key for part in bench.exempt)
+                    and value < bench.min_requests
+                ):
                     out.append(f"{script} run {i}, {key}: {value:.0f} requests (< {bench.min_requests:,})")
             if script == "bench_proxy":
-                out += [
-                    f"{script} run {i}, {sc['name']}: no nginx"
-                    for sc in run["scenarios"]
-                    if "nginx" not in sc["paths"]
-                ]
+                scenarios = run["scenarios"]
+                # bench_proxy writes {key: {name, results, ratios}}; older runs wrote [{name, paths}].
+                for sc in scenarios.values() if isinstance(scenarios, dict) else scenarios:
+                    if "nginx" not in sc.get("results", sc.get("paths", {})):
+                        out.append(f"{script} run {i}, {sc['name']}: no nginx")
     return out
 
 
