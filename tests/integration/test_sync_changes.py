@@ -277,9 +277,11 @@ async def test_unload_planned_from_an_older_file_is_skipped(sync_env: SyncEnv) -
     env.emulator.faults.load_delay = 1.0
     env.write(adapters_yaml([("keep", V1), ("slow-1", V2), ("slow-2", V2)], not_exist=["victim"]))
     await env.wait_state("slow-1", "loading")
+    # Counted while pass B is still busy (two 1 s loads): B's end and the pass that C's edit
+    # queues are both still to come, however fast that last (no-op) pass runs.
+    passes = await env.passes()
     env.write(adapters_yaml([("keep", V1), ("victim", V1), ("slow-1", V2), ("slow-2", V2)]))
     await env.wait_loaded({"keep": V1, "victim": V1, "slow-1": V2, "slow-2": V2})
-    passes = await env.passes()
-    await eventually(lambda: _more_passes(env, passes + 1), "one more pass after the edit")
+    await eventually(lambda: _more_passes(env, passes + 2), "pass B's end and one more pass after the edit")
     assert env.calls("unload", "victim") == []
     assert "victim" in env.emulator.loaded()
