@@ -16,6 +16,10 @@ into *no verdict* (None) with the reason kept, never into a pass:
 
 `fleet_aborted(spec, at)` asks Prometheus whether any replica reports the rollout aborted, so an
 abort seen on one pod is adopted by all within one interval.
+
+`history(spec, window_start, window_end)` is what a pod replaying windows it did not see asks
+(`replay.py`): the Prometheus queries only, plus why Prometheus gave no answer at all (unreachable,
+timeout, an HTTP or API error), which stops the replay; an answer without a value does not.
 """
 
 from __future__ import annotations
