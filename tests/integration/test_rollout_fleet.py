@@ -14,7 +14,6 @@ would count that window as no verdict and disagree (fewer failures, a different 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,30 +26,28 @@ from sync_harness import SyncEnv, adapters_yaml, eventually
 
 from lora_syncer.app import Sidecar
 from lora_syncer.kubelet import ConfigMapVolume
-from lora_syncer.proxy.options import SERVED_MODEL_HEADER, ProxyOptions
 from lora_syncer.rollout.analysis_io import DEFAULT_ERROR_RATE_QUERY, DEFAULT_LATENCY_RATIO_QUERY
 from tests.support.net import free_port
 from tests.support.prometheus import Prometheus, PrometheusFactory, prometheus_factory
+from tests.support.rollouts import (
+    MODEL,
+    NAME,
+    REWRITE,
+    V1,
+    V2,
+    RolloutPod,
+    proxy_options,
+    rules_with_rollout,
+    set_canary_errors,
+)
 
 __all__ = ["prometheus_factory"]  # the fixture, used by the tests below
 
-V1, V2, MODEL, NAME = "small-segment-lora-v1", "small-segment-lora-v2", "small-segment-lora", "seg-v2"
 JOB = "lora-syncer"
 # Prometheus scrapes each second and the analysis interval is 1 s: the fleet sees an abort within
 # about 2 s. The bound is generous for a loaded 2-core machine and never reached when it works.
 FLEET_WAIT = 1 + 1 + 20.0
 WAIT = 30.0
-
-
-REWRITE = f"""\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModelRewrite
-metadata: {{name: seg-rewrite}}
-spec:
-  rules:
-  - matches: [{{model: {{type: Exact, value: {MODEL}}}}}]
-    targets: [{{modelRewrite: {V1}, weight: 100}}]
-"""
 
 
 def rules_yaml(
@@ -69,17 +66,11 @@ def rules_yaml(
     """
     error_q = DEFAULT_ERROR_RATE_QUERY.replace("'", "''")
     latency_q = DEFAULT_LATENCY_RATIO_QUERY.replace("'", "''")
-    return f"""{REWRITE}---
-apiVersion: lora-syncer.io/v1alpha1
-kind: AdapterRollout
-metadata: {{name: {NAME}}}
-spec:
-  model: {MODEL}
-  stable: {V1}
-  canary: {V2}
+    return rules_with_rollout(
+        steps,
+        extra=f"""\
   startTime: '{start.isoformat().replace("+00:00", "Z")}'
-  steps:
-{steps}  analysis:
+  analysis:
     interval: {interval}
     minRequests: 1000
     failureLimit: {failure_limit}
@@ -89,11 +80,12 @@ spec:
       url: {prometheus_url}
       errorRateQuery: '{error_q}'
       latencyRatioQuery: '{latency_q}'
-{extra}"""
+{extra}""",
+    )
 
 
 @dataclass
-class Replica:
+class Replica(RolloutPod):
     """One pod: a sidecar (syncer + proxy + rollout controller) with its own ports and state dir."""
 
     name: str
@@ -110,43 +102,6 @@ class Replica:
     def proxy_url(self) -> str:
         assert self.sidecar is not None
         return f"http://127.0.0.1:{self.sidecar.proxy.port}"
-
-    async def rollouts(self) -> list[dict[str, Any]]:
-        async with self.http.get(self.base + "/status") as resp:
-            assert resp.status == 200
-            body = await resp.json()
-        rollouts: list[dict[str, Any]] = body["rollouts"]["rollouts"]
-        return rollouts
-
-    async def rollout(self) -> dict[str, Any]:
-        rollouts = await self.rollouts()
-        assert len(rollouts) == 1, rollouts
-        return rollouts[0]
-
-    async def ready(self) -> bool:
-        async with self.http.get(self.base + "/readyz") as resp:
-            return resp.status == 200
-
-    async def send(self, n: int) -> Counter[str]:
-        """n completions for the alias, one after another; the served model of each."""
-        served: Counter[str] = Counter()
-        for _ in range(n):
-            async with self.http.post(
-                self.proxy_url + "/v1/completions",
-                json={"model": MODEL, "prompt": "hi", "max_tokens": 2},
-            ) as resp:
-                await resp.read()
-                served[resp.headers.get(SERVED_MODEL_HEADER, f"status-{resp.status}")] += 1
-        return served
-
-    async def wait_for(self, what: str, within: float = WAIT, **expected: Any) -> dict[str, Any]:
-        async def check() -> dict[str, Any] | None:
-            rollouts = await self.rollouts()  # none until the controller has read the document
-            r = rollouts[0] if len(rollouts) == 1 else {}
-            return r if r and all(r.get(k) == v for k, v in expected.items()) else None
-
-        found: dict[str, Any] = await eventually(check, f"{self.name}: {what}", within)
-        return found
 
 
 class Fleet:
@@ -169,15 +124,8 @@ class Fleet:
     async def start(self, name: str, *, control: bool = False) -> Replica:
         replica = self.replicas[name]
         assert replica.sidecar is None
-        options = ProxyOptions(
-            upstream=self.env.emulator.url,
-            rules_path=self.rules.path("rules.yaml"),
-            host="127.0.0.1",
-            port=0,
-            state_dir=replica.state_dir,
-            rollout_control=control,
-            poll_interval=0.1,
-            rules_resync_interval=1.0,
+        options = proxy_options(
+            self.env.emulator.url, self.rules.path("rules.yaml"), replica.state_dir, control=control
         )
         replica.sidecar = Sidecar(self.env.settings(metrics_port=replica.metrics_port), options)
         await replica.sidecar.start()
@@ -225,19 +173,12 @@ async def loaded_before_the_rollout(fleet: Fleet, name: str) -> Replica:
     return replica
 
 
-async def set_canary_errors(fleet: Fleet, rate: float) -> None:
-    async with fleet.env.http.post(
-        fleet.env.emulator.url + "/_emulator/faults", json={"models": {V2: {"error_rate": rate}}}
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-
-
 async def fail_a_window(fleet: Fleet, prom: Prometheus, replica: Replica) -> dict[str, Any]:
     """Traffic through `replica` until a window FAILED on the fleet-wide error rate, then healthy
     traffic until every window the failing traffic touched is judged; the rollout then."""
     assert await replica.send(10) == {V1: 5, V2: 5}  # healthy first: every counter has a sample
     await prom.wait_for(f'lora_syncer_proxy_requests_total{{alias="{MODEL}",target="{V2}"}}', timeout=WAIT)
-    await set_canary_errors(fleet, 1.0)
+    await set_canary_errors(fleet.env.http, fleet.env.emulator.url, 1.0)
 
     async def failed() -> dict[str, Any] | None:
         await replica.send(4)  # the canary's half of these fails
@@ -245,7 +186,7 @@ async def fail_a_window(fleet: Fleet, prom: Prometheus, replica: Replica) -> dic
         return r if r["failedWindows"] >= 1 else None
 
     judged = (await eventually(failed, f"{replica.name}: a window failed", 4 * WAIT))["windowsJudged"]
-    await set_canary_errors(fleet, 0.0)
+    await set_canary_errors(fleet.env.http, fleet.env.emulator.url, 0.0)
 
     async def settled() -> dict[str, Any] | None:
         await replica.send(4)
@@ -398,7 +339,7 @@ async def test_a_canary_failing_on_one_replica_aborts_both_through_prometheus(
         await replica.wait_for("50% on the canary", step=1, canaryWeight=50, phase="progressing")
     assert await a.send(10) == {V1: 5, V2: 5}  # healthy first: every counter has a sample before errors
     await prom.wait_for(f'lora_syncer_proxy_requests_total{{alias="{MODEL}",target="{V2}"}}', timeout=WAIT)
-    await set_canary_errors(fleet, 1.0)
+    await set_canary_errors(fleet.env.http, fleet.env.emulator.url, 1.0)
 
     async def b_aborted() -> dict[str, Any] | None:
         await a.send(4)  # the canary's half of these fails, on A only

@@ -12,17 +12,14 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
 from lora_syncer.rollout import controller as controller_module
-from lora_syncer.rollout.controller import RolloutController
-from lora_syncer.rollout.metrics import RolloutMetrics
 from lora_syncer.rollout.replay import ReplayWindow, counts, replay, window_at
 from lora_syncer.rollout.schedule import Phase, RolloutPosition, position
 from lora_syncer.rollout.spec import Analysis, Mirror, Pause, PrometheusCheck, RolloutSpec, SetWeight, Step
 from lora_syncer.rollout.state import RolloutState, new_state, observe, observed, record_verdict, settle
-from lora_syncer.rollout.store import StateStore
 from lora_syncer.rollout.verdict import External, Outcome, TargetCounts, Window, judge
+from tests.support.rollouts import controller_at
 
 T0 = 1_800_000_000.0
 INTERVAL = 30
@@ -213,11 +210,6 @@ spec:
 START = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
 
-class _NoTraffic:
-    def counts(self, alias: str, target: str, start: float, end: float) -> TargetCounts:
-        return TargetCounts()
-
-
 class Answers:
     """An analyzer answering from a table (window end → error rate), or with no answer at all."""
 
@@ -244,17 +236,7 @@ class Answers:
 async def _first_pass(tmp_path: Path, analyzer: Answers, now: float) -> dict[str, object]:
     rules = tmp_path / "rules.yaml"
     rules.write_text(HELD)
-    controller = RolloutController(
-        rules,
-        apply_routes=lambda routes: None,
-        aliases=dict,
-        telemetry=_NoTraffic(),
-        metrics=RolloutMetrics(CollectorRegistry()),
-        store=StateStore(None),
-        analyzer=analyzer,
-        clock=lambda: now,
-    )
-    await controller.file.reload()
+    controller = await controller_at(rules, now, analyzer=analyzer)
     await controller.tick()
     rollout: dict[str, object] = controller.status()["rollouts"][0]
     return rollout
