@@ -66,6 +66,13 @@ def _upto(history: WindowHistory, judged: int) -> WindowHistory:
 def _position(
     spec: RolloutSpec, state: RolloutState, at: float, history: WindowHistory, stable_loaded: bool
 ) -> RolloutPosition:
+    # What had been seen by `at`: an abort or a canary failure this pod first saw later (a hand
+    # abort in the document, an abort adopted from the fleet when it started) had not happened.
+    if state.abort_at is not None and state.abort_at > at:
+        spec = replace(spec, abort=False)
+        state = replace(state, abort_at=None, abort_reason=None, control_abort=False)
+    if state.canary_failed_at is not None and state.canary_failed_at > at:
+        state = replace(state, canary_failed_at=None)
     # The canary counts as loaded in the past: this pod's own load wait is a hold from its first sight.
     obs = observed(state, spec, at, canary_loaded=True, stable_loaded=stable_loaded)
     return position(spec, replace(obs, history=history))

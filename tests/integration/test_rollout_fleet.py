@@ -254,6 +254,13 @@ async def test_a_replica_started_mid_rollout_agrees_on_step_weights_and_verdicts
     assert (rb["reason"], rb["since"], rb["step"]) == (ra["reason"], ra["since"], ra["step"])
     assert await b.send(10) == {V1: 10}
 
+    # A pod started after the abort with no saved state: it adopts the fleet's abort at once and
+    # its replay finds the failures before it, so from its first view it is A's abort exactly.
+    c = await fleet.start("c")
+    rc = await c.rollout()
+    keys = ("phase", "reason", "since", "step", "canaryWeight", "failedWindows")
+    assert {k: rc[k] for k in keys} == {k: ra[k] for k in keys}
+
 
 async def test_an_abort_on_one_replica_is_adopted_by_the_other(
     fleet: Fleet, prometheus_factory: PrometheusFactory

@@ -117,6 +117,29 @@ def test_a_failure_before_the_pod_started_counts_and_the_abort_is_the_same() -> 
     assert "2 failed windows > failureLimit 1 (window 7" in mine.reason
 
 
+def test_an_abort_seen_at_the_pods_start_does_not_hide_the_history_before_it() -> None:
+    """A pod started after the fleet aborted adopts that abort at its start (or reads `abort: true`
+    then); the replay still finds the failures before, so the abort is the fleet's: same instant,
+    same reason, same step."""
+    s = spec((SetWeight(50), Pause(), SetWeight(100)), limit=1)
+    answers = {k: OK for k in range(10)} | {2: BAD, 4: BAD}
+    end = T0 + 9 * INTERVAL + LAG
+    _, watched = watch(s, answers, end)
+    assert watched.phase is Phase.ABORTED
+    adopted = replace(late_pod(s, end), abort_at=end, abort_reason="aborted on another replica")
+    by_hand = late_pod(replace(s, abort=True), end)
+    for state, sp in ((adopted, s), (by_hand, replace(s, abort=True))):
+        r = replay(sp, state, answers, ended_by(end))
+        assert r.state.history.failed == (2, 4)
+        mine = at(sp, r.state, end)
+        assert (mine.phase, mine.since, mine.reason, mine.step) == (
+            watched.phase,
+            watched.since,
+            watched.reason,
+            watched.step,
+        )
+
+
 def test_windows_without_canary_traffic_are_not_asked_and_give_no_verdict() -> None:
     s = spec((Pause(60), SetWeight(20), Pause(60), SetWeight(100)), limit=5)
     now = T0 + 4 * INTERVAL + LAG
