@@ -477,6 +477,7 @@ class RolloutController:
         stable_loaded = self.adapters.loaded(spec.stable)
         began = time.monotonic()
         first, done, failed_before = state.history.judged, 0, len(state.history.failed)
+        without_before = r.without_value
         finished = False
         while state.history.judged < unseen:
             k = state.history.judged
@@ -529,6 +530,13 @@ class RolloutController:
                 asked=r.asked,
                 without_value=r.without_value,
                 finished=finished,
+            )
+        if r.without_value > without_before:
+            log.warning(
+                "rollout windows replayed without a value from Prometheus (data no longer kept, or "
+                "never scraped): recorded as no verdict",
+                rollout=spec.name,
+                windows=r.without_value - without_before,
             )
         return state, finished
 

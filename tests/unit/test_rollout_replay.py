@@ -309,3 +309,17 @@ async def test_a_prometheus_that_gives_no_answer_is_asked_once(tmp_path: Path) -
     assert isinstance(replayed, dict)
     assert replayed["notReplayed"] == 20 and replayed["replayedWindows"] == 0
     assert "Prometheus gave no answer for window 0: errorRate: Prometheus at" in str(replayed["stopReason"])
+
+
+async def test_windows_prometheus_has_no_value_for_are_counted_and_no_verdict(tmp_path: Path) -> None:
+    """Data Prometheus no longer holds (retention, a wiped volume) is an answer without a value."""
+    analyzer = Answers({START + (k + 1) * 30: 0.1 for k in range(10, 200)})  # nothing for windows 0..9
+    r = await _first_pass(tmp_path, analyzer, START + 20 * 30 + 10)
+    replayed = r["replay"]
+    assert isinstance(replayed, dict)
+    assert (replayed["askedWindows"], replayed["windowsWithoutValue"], replayed["stopReason"]) == (
+        20,
+        10,
+        None,
+    )
+    assert (r["phase"], r["step"], r["windowsJudged"], r["failedWindows"]) == ("paused", 1, 20, 0)
