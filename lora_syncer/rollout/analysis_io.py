@@ -16,6 +16,10 @@ into *no verdict* (None) with the reason kept, never into a pass:
 
 `fleet_aborted(spec, at)` asks Prometheus whether any replica reports the rollout aborted, so an
 abort seen on one pod is adopted by all within one interval.
+
+`history(spec, window_start, window_end)` is what a pod replaying windows it did not see asks
+(`replay.py`): the Prometheus queries only, plus why Prometheus gave no answer at all (unreachable,
+timeout, an HTTP or API error), which stops the replay; an answer without a value does not.
 """
 
 from __future__ import annotations
@@ -73,10 +77,16 @@ class ExternalResult(External):
 
 @dataclass(frozen=True)
 class QueryResult:
-    """One instant query: a finite value, or None with the reason."""
+    """One instant query: a finite value, or None with the reason.
+
+    `answered` is False when Prometheus gave no usable answer at all (unreachable, a timeout, an
+    HTTP or API error, a body that is not its JSON), as opposed to an answer without a value
+    (empty, NaN, ±Inf, several series): a replay stops at the first, not at the second.
+    """
 
     value: float | None
     reason: str = ""
+    answered: bool = True
 
 
 def promql_string(value: str) -> str:
@@ -143,16 +153,20 @@ def parse_query_answer(status: int, body: str) -> QueryResult:
         doc = json.loads(body)
     except ValueError:
         return QueryResult(
-            None, f"Prometheus answered {status} with a body that is not JSON: {body[:_REASON_BODY]!r}"
+            None,
+            f"Prometheus answered {status} with a body that is not JSON: {body[:_REASON_BODY]!r}",
+            answered=False,
         )
     if not isinstance(doc, dict):
-        return QueryResult(None, f"Prometheus answered {status} with JSON that is not an object")
+        return QueryResult(
+            None, f"Prometheus answered {status} with JSON that is not an object", answered=False
+        )
     if doc.get("status") != "success" or status != 200:
         what = f"{doc.get('errorType', 'error')}: {doc.get('error', '')}".strip()
-        return QueryResult(None, f"Prometheus answered {status}: {what[:_REASON_BODY]}")
+        return QueryResult(None, f"Prometheus answered {status}: {what[:_REASON_BODY]}", answered=False)
     data = doc.get("data")
     if not isinstance(data, dict):
-        return QueryResult(None, "Prometheus answered without data")
+        return QueryResult(None, "Prometheus answered without data", answered=False)
     kind, result = data.get("resultType"), data.get("result")
     if kind == "scalar" and isinstance(result, list) and len(result) == 2:
         raw = result[1]
@@ -230,9 +244,9 @@ class Analyzer:
         reasons: list[tuple[str, str]] = []
 
         async def query_check(name: str, template: str | None) -> float | None:
-            if prom is None or template is None:
+            result = await self._check(spec, template, window_end)
+            if result is None:
                 return None
-            result = await self.query(prom, render_query(spec, template), window_end)
             if result.value is None:
                 reasons.append((name, result.reason))
             return result.value
@@ -258,6 +272,45 @@ class Analyzer:
             prometheus_latency_ratio=latency,
             webhook_pass=webhook_pass,
             reasons=tuple(sorted(reasons)),
+        )
+
+    async def _check(self, spec: RolloutSpec, template: str | None, at: float) -> QueryResult | None:
+        """One query template of spec's Prometheus check at `at`; None when not configured."""
+        prom = spec.analysis.prometheus if spec.analysis is not None else None
+        if prom is None or template is None:
+            return None
+        return await self.query(prom, render_query(spec, template), at)
+
+    async def history(
+        self, spec: RolloutSpec, window_start: float, window_end: float
+    ) -> tuple[ExternalResult, str | None]:
+        """Prometheus's answers for a past window (one query per check, at `time=window_end`), and
+        why Prometheus gave no answer at all (None when it answered, with a value or without).
+
+        The webhook is not asked: it judges the present, and a replay must not send it a pod's
+        whole history.
+        """
+        prom = spec.analysis.prometheus if spec.analysis is not None else None
+        if prom is None:
+            return ExternalResult(), None
+        checks = (("errorRate", prom.error_rate_query), ("latencyRatio", prom.latency_ratio_query))
+        results = await asyncio.gather(*(self._check(spec, q, window_end) for _, q in checks))
+        values: dict[str, float | None] = {}
+        reasons: list[tuple[str, str]] = []
+        unanswered: str | None = None
+        for (name, _), result in zip(checks, results, strict=True):
+            values[name] = result.value if result is not None else None
+            if result is not None and result.value is None:
+                reasons.append((name, result.reason))
+                if not result.answered and unanswered is None:
+                    unanswered = f"{name}: {result.reason}"
+        return (
+            ExternalResult(
+                prometheus_error_rate=values["errorRate"],
+                prometheus_latency_ratio=values["latencyRatio"],
+                reasons=tuple(sorted(reasons)),
+            ),
+            unanswered,
         )
 
     async def fleet_aborted(self, spec: RolloutSpec, at: float) -> bool | None:
@@ -289,9 +342,9 @@ class Analyzer:
             if prom.ca_file:
                 ssl_arg = await asyncio.to_thread(_ssl_context, prom.ca_file)
         except ssl.SSLError as exc:  # an OSError too: caught first
-            return QueryResult(None, f"caFile {prom.ca_file}: not a usable CA bundle: {exc}")
+            return QueryResult(None, f"caFile {prom.ca_file}: not a usable CA bundle: {exc}", answered=False)
         except OSError as exc:
-            return QueryResult(None, f"cannot read {exc.filename}: {exc.strerror or exc}")
+            return QueryResult(None, f"cannot read {exc.filename}: {exc.strerror or exc}", answered=False)
         return await self._post(url, {"query": promql, "time": f"{at:.3f}"}, headers, ssl_arg)
 
     async def _post(
@@ -308,10 +361,12 @@ class Analyzer:
                 body = await resp.text(errors="replace")
                 return parse_query_answer(resp.status, body)
         except TimeoutError:
-            return QueryResult(None, f"Prometheus at {url} did not answer within {self.timeout:g} s")
+            return QueryResult(
+                None, f"Prometheus at {url} did not answer within {self.timeout:g} s", answered=False
+            )
         except aiohttp.ClientError as exc:
             # The exception names the host and the cause, never the request's headers (the token).
-            return QueryResult(None, f"Prometheus at {url}: {type(exc).__name__}: {exc}")
+            return QueryResult(None, f"Prometheus at {url}: {type(exc).__name__}: {exc}", answered=False)
 
     async def ask_webhook(self, url: str, document: Mapping[str, Any]) -> tuple[bool | None, str]:
         """POST `document`; (the answer's `pass`, "") or (None, why there is no answer). Never raises."""

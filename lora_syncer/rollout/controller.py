@@ -10,7 +10,9 @@ every AdapterRollout of the rules file it:
    canary not loaded yet), gates opened, aborts first seen, a canary that failed to load;
 3. judges each analysis window that ended (`verdict.judge`) from this pod's per-target samples
    (`proxy.telemetry`), plus the external results of an `Analyzer` when the analysis names
-   Prometheus or a webhook;
+   Prometheus or a webhook; with `analysis.prometheus`, the windows that began before this pod
+   tracked the rollout are replayed from Prometheus (`replay`), so a pod started mid-rollout or
+   after completion arrives at the verdicts, step and weights of one that was there all along;
 4. computes the position (`schedule.position`), persists the state atomically (`store`), and
    hands the routes (`weights.overrides`) to the proxy as an input of its route table;
 5. sleeps until the next transition, the next window end, a file change or a control call
@@ -38,6 +40,7 @@ from lora_syncer.config.source import Loaded
 from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
 from lora_syncer.rollout.document import RolloutResult, rollouts_from_documents
 from lora_syncer.rollout.metrics import RolloutMetrics
+from lora_syncer.rollout.replay import MAX_REPLAY_WINDOWS, counts, replayed_verdict, window_at
 from lora_syncer.rollout.schedule import Phase, RolloutPosition, position
 from lora_syncer.rollout.spec import RolloutSpec, identity
 from lora_syncer.rollout.state import (
@@ -62,6 +65,12 @@ TICK = 1.0  # longest sleep: canary load state and hand edits are seen within th
 # A window is judged this long after it ends, so requests finishing at its edge are in it.
 SETTLE = 0.05
 EXTERNAL_TIMEOUT = 10.0
+# With analysis.prometheus a window is asked this long after it ends: a scrape is stamped when it
+# starts and lands when it ends, so asking at once could miss samples a pod asking later sees.
+PROMETHEUS_LAG = 2.0
+# Wall-clock bound on one replay from Prometheus (besides MAX_REPLAY_WINDOWS): the first pass runs
+# before the proxy binds, so a slow Prometheus must not hold a pod's start-up for long.
+REPLAY_BUDGET = 60.0
 MAX_WEIGHT_CHANGES = 256
 
 WORDING = Wording(
@@ -80,12 +89,23 @@ class Analyzer(Protocol):
         """Whether any replica reports `spec` aborted at `at` (None: unknown)."""
         ...
 
+    async def history(
+        self, spec: RolloutSpec, window_start: float, window_end: float
+    ) -> tuple[External, str | None]:
+        """Prometheus's answers for a past window, and why it gave no answer at all (None if it did)."""
+        ...
+
 
 class LocalOnly:
     """The default analyzer: nothing outside this pod is asked (Prometheus/webhook checks give no verdict)."""
 
     async def external(self, spec: RolloutSpec, window_start: float, window_end: float) -> External:
         return External()
+
+    async def history(
+        self, spec: RolloutSpec, window_start: float, window_end: float
+    ) -> tuple[External, str | None]:
+        return External(), "this process asks no Prometheus"
 
     async def fleet_aborted(self, spec: RolloutSpec, at: float) -> bool | None:
         return None
@@ -145,6 +165,28 @@ class _Tracked:
     last_verdict: WindowVerdict | None = None
     persist_error: str | None = None
     fleet_checked: float = 0.0  # when Prometheus was last asked whether another replica aborted
+    tracked_at: float = 0.0  # when this pod began tracking this rollout (identity)
+    replay: _Replay | None = None  # set once windows were replayed from Prometheus
+
+
+@dataclass
+class _Replay:
+    """What replaying the windows before this pod tracked a rollout did (`replay` in /status)."""
+
+    windows: int = 0  # windows judged from Prometheus's answers
+    asked: int = 0  # of them, windows the canary had traffic in (asked of Prometheus)
+    without_value: int = 0  # of those, windows where a query gave no value (no data, NaN, empty)
+    not_replayed: int = 0  # windows recorded as no verdict instead (cap, budget, no answer)
+    stopped: str | None = None  # why the replay stopped asking
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "replayedWindows": self.windows,
+            "askedWindows": self.asked,
+            "windowsWithoutValue": self.without_value,
+            "notReplayed": self.not_replayed,
+            "stopReason": self.stopped,
+        }
 
 
 def _iso(t: float | None) -> str | None:
@@ -176,7 +218,6 @@ class RolloutController:
         self.analyzer: Analyzer = analyzer or LocalOnly()
         self.control = control
         self.clock = clock
-        self.started_at = clock()
         self.file: ReloadingFile[list[RolloutResult]] = ReloadingFile(
             rules_path,
             parse_rollout_documents,
@@ -228,9 +269,10 @@ class RolloutController:
             analysis = t.spec.analysis
             if analysis is not None:
                 start = start_of(t.spec, t.state)
+                lag = _lag(t.spec)
                 if now >= start:
-                    k = math.floor((now - start) / analysis.interval) + 1
-                    wake = min(wake, start + k * analysis.interval + SETTLE)
+                    k = math.floor((now - lag - start) / analysis.interval) + 1
+                    wake = min(wake, start + k * analysis.interval + lag)
                 else:
                     wake = min(wake, start)
         return max(0.0, wake - now)
@@ -314,7 +356,7 @@ class RolloutController:
                 windows_judged=state.history.judged,
                 last_phase=state.last_phase.value if state.last_phase else None,
             )
-        t = _Tracked(spec=spec, state=state, state_note=note)
+        t = _Tracked(spec=spec, state=state, state_note=note, tracked_at=now)
         self.rollouts[spec.name] = t
         return t
 
@@ -339,8 +381,8 @@ class RolloutController:
         if failed is not None and before.canary_failed_at is None:
             log.warning("rollout canary failed to load", rollout=spec.name, canary=spec.canary, error=failed)
         previous = t.position
-        finished = previous is not None and previous.phase in (Phase.COMPLETED, Phase.ABORTED)
-        if spec.analysis is not None and not finished:
+        if spec.analysis is not None:
+            # Windows stop counting once the rollout finished (`replay.counts`, checked per window).
             state = await self._judge_windows(t, state, now)
         now = max(now, self.clock())
         pos = position(
@@ -371,20 +413,29 @@ class RolloutController:
         assert analysis is not None
         start = start_of(spec, state)
         interval = analysis.interval
-        if now < start + interval + SETTLE:
+        lag = _lag(spec)
+        if now < start + interval + lag:
             return state
-        ended = math.floor((now - SETTLE - start) / interval)  # windows 0..ended-1 are over
-        # Windows that began before this pod did: their counts are not all here, so they count as
-        # judged with no verdict as soon as they are over. Waiting for the next window instead would
-        # hold a pod started after completion (or mid-rollout) behind the fleet for up to 2 intervals.
-        unseen = min(ended, math.ceil((self.started_at - start) / interval))
+        ended = math.floor((now - lag - start) / interval)  # windows 0..ended-1 are over
+        # Windows that began before this pod tracked the rollout: their counts are not all here.
+        # With Prometheus they are replayed from its answers at their ends (the fleet's verdicts);
+        # without, they count as judged with no verdict as soon as they are over (waiting for the
+        # next window instead would hold a late pod behind the fleet for up to 2 intervals).
+        unseen = min(ended, math.ceil((t.tracked_at - start) / interval))
         if unseen > state.history.judged:
-            state = record_verdict(
-                state,
-                unseen - 1,
-                WindowVerdict(Outcome.NO_VERDICT, "the pod was not running for the whole window"),
-            )
+            if analysis.prometheus is not None:
+                state, finished = await self._replay(t, state, unseen)
+                if finished:
+                    return state
+            else:
+                state = record_verdict(
+                    state,
+                    unseen - 1,
+                    WindowVerdict(Outcome.NO_VERDICT, "the pod was not running for the whole window"),
+                )
         for k in range(state.history.judged, ended):
+            if not counts(spec, state, k, stable_loaded=self.adapters.loaded(spec.stable)):
+                break  # the rollout had finished by this window's end: it never counts (as replayed)
             ws, we = start + k * interval, start + (k + 1) * interval
             weight, mirror = self._weight_during(t, ws, we)
             window = Window(
@@ -411,6 +462,89 @@ class RolloutController:
                 stable_errors=window.stable.errors,
             )
         return state
+
+    async def _replay(self, t: _Tracked, state: RolloutState, unseen: int) -> tuple[RolloutState, bool]:
+        """Judge windows judged..unseen-1 from Prometheus's answers at their ends, in order, as the
+        schedule had them (`replay.window_at`); (the state, whether the rollout had finished).
+
+        Bounded: one query per check per window the canary had traffic in, at most
+        MAX_REPLAY_WINDOWS windows and REPLAY_BUDGET seconds, and none after Prometheus gave no
+        answer at all. Windows left are recorded as no verdict (as without Prometheus), with the
+        reason in the log and in /status (`replay`).
+        """
+        spec = t.spec
+        r = t.replay = t.replay or _Replay()
+        stable_loaded = self.adapters.loaded(spec.stable)
+        began = time.monotonic()
+        first, done, failed_before = state.history.judged, 0, len(state.history.failed)
+        without_before = r.without_value
+        finished = False
+        while state.history.judged < unseen:
+            k = state.history.judged
+            if r.stopped is None and r.windows >= MAX_REPLAY_WINDOWS:
+                r.stopped = f"more than {MAX_REPLAY_WINDOWS} windows to replay"
+            elif r.stopped is None and time.monotonic() - began > REPLAY_BUDGET:
+                r.stopped = f"replaying took over {REPLAY_BUDGET:g} s"
+            if r.stopped is not None:
+                why = f"not replayed from Prometheus ({r.stopped})"
+                state = record_verdict(
+                    state, unseen - 1, WindowVerdict(Outcome.NO_VERDICT, why), gap_reason=why
+                )
+                r.not_replayed += unseen - k
+                log.warning(
+                    "rollout windows not replayed: recorded as no verdict; an abort on another replica "
+                    "is still adopted through lora_syncer_rollout_phase",
+                    rollout=spec.name,
+                    windows=f"{k}..{unseen - 1}",
+                    reason=r.stopped,
+                )
+                break
+            window = window_at(spec, state, k, stable_loaded=stable_loaded)
+            if window is None:
+                finished = True
+                break
+            external: External | None = None
+            if window.carries_traffic:
+                external, unanswered = await self._history(spec, window.start, window.end)
+                if unanswered is not None:
+                    r.stopped = f"Prometheus gave no answer for window {k}: {unanswered}"
+                    continue  # this window is recorded with the rest, as not replayed
+                r.asked += 1
+                prom = spec.analysis.prometheus if spec.analysis is not None else None
+                assert prom is not None
+                if (prom.error_rate_query is not None and external.prometheus_error_rate is None) or (
+                    prom.latency_ratio_query is not None and external.prometheus_latency_ratio is None
+                ):
+                    r.without_value += 1
+            verdict = replayed_verdict(spec, window, external)
+            state = record_verdict(state, k, verdict)
+            t.last_verdict = verdict
+            r.windows += 1
+            done += 1
+        if done:
+            log.info(
+                "rollout windows replayed from Prometheus",
+                rollout=spec.name,
+                windows=f"{first}..{first + done - 1}",
+                failed=len(state.history.failed) - failed_before,
+                asked=r.asked,
+                without_value=r.without_value,
+                finished=finished,
+            )
+        if r.without_value > without_before:
+            log.warning(
+                "rollout windows replayed without a value from Prometheus (data no longer kept, or "
+                "never scraped): recorded as no verdict",
+                rollout=spec.name,
+                windows=r.without_value - without_before,
+            )
+        return state, finished
+
+    async def _history(self, spec: RolloutSpec, ws: float, we: float) -> tuple[External, str | None]:
+        try:
+            return await asyncio.wait_for(self.analyzer.history(spec, ws, we), EXTERNAL_TIMEOUT)
+        except Exception as exc:  # an unreachable Prometheus stops the replay, never the controller
+            return External(), repr(exc)
 
     async def _aborted_elsewhere(self, t: _Tracked, now: float) -> bool:
         """With analysis.prometheus, adopt an abort any replica exports, asked once per interval."""
@@ -542,6 +676,7 @@ class RolloutController:
                 }
                 for c in (t.last_verdict.checks if t.last_verdict else ())
             ],
+            "replay": t.replay.render() if t.replay is not None else None,
             "abortReason": state.abort_reason,
             "controlPaused": state.control_paused,
             "controlAbort": state.control_abort,
@@ -550,3 +685,9 @@ class RolloutController:
             "persistError": t.persist_error,
             "documentErrors": list(self._invalid.get(spec.name, ())),
         }
+
+
+def _lag(spec: RolloutSpec) -> float:
+    """How long after a window ends it is judged: Prometheus needs its last scrapes in."""
+    prometheus = spec.analysis is not None and spec.analysis.prometheus is not None
+    return SETTLE + (PROMETHEUS_LAG if prometheus else 0.0)

@@ -61,11 +61,13 @@ def start_of(spec: RolloutSpec, state: RolloutState) -> float:
     return spec.start_time if spec.start_time is not None else state.first_seen
 
 
-def record_verdict(state: RolloutState, window: int, verdict: WindowVerdict) -> RolloutState:
+def record_verdict(
+    state: RolloutState, window: int, verdict: WindowVerdict, *, gap_reason: str = "the pod was not running"
+) -> RolloutState:
     """Add the verdict of window `window`. Windows already judged are left as they are.
 
     Windows skipped (the pod was not running, so their counts are gone) count as judged with no
-    verdict: otherwise a restart would hold a timed step for ever.
+    verdict, `gap_reason` saying why: otherwise a restart would hold a timed step for ever.
     """
     judged = state.history.judged
     if window < judged:
@@ -79,7 +81,7 @@ def record_verdict(state: RolloutState, window: int, verdict: WindowVerdict) -> 
             RecordedVerdict(
                 judged,
                 Outcome.NO_VERDICT,
-                f"windows {judged}..{window - 1} not judged: the pod was not running",
+                f"windows {judged}..{window - 1} not judged: {gap_reason}",
             )
         )
     recent.append(RecordedVerdict(window, verdict.outcome, verdict.reason))

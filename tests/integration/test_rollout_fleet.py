@@ -2,15 +2,18 @@
 metrics port and proxy port) against one emulated vLLM, reading the same rules file, with a real
 Prometheus scraping every replica's /metrics each second and the rollout's analysis asking it.
 
-Checks what issue 14 asks of a fleet: a replica started mid-rollout computes the same step and
-weight as one that saw it all (same `startTime`); an abort seen on one replica is adopted by the
-others through `lora_syncer_rollout_phase` in Prometheus; a completed rollout stays completed for a
-pod started afterwards with no saved state.
+Checks what issue 14 asks of a fleet: a replica started mid-rollout computes the same step,
+weights and window verdicts as one that saw it all (same `startTime`), a failure recorded before it
+started included (it replays the windows it did not see from Prometheus); an abort seen on one
+replica is adopted by the others through `lora_syncer_rollout_phase` in Prometheus; a completed
+rollout stays completed, with the same history, for a pod started afterwards with no saved state.
+
+The verdict tests make a window FAIL before the late pod starts: without the replay the late pod
+would count that window as no verdict and disagree (fewer failures, a different abort).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,14 +26,23 @@ from sync_harness import SyncEnv, adapters_yaml, eventually
 
 from lora_syncer.app import Sidecar
 from lora_syncer.kubelet import ConfigMapVolume
-from lora_syncer.proxy.options import SERVED_MODEL_HEADER, ProxyOptions
 from lora_syncer.rollout.analysis_io import DEFAULT_ERROR_RATE_QUERY, DEFAULT_LATENCY_RATIO_QUERY
 from tests.support.net import free_port
 from tests.support.prometheus import Prometheus, PrometheusFactory, prometheus_factory
+from tests.support.rollouts import (
+    MODEL,
+    NAME,
+    REWRITE,
+    V1,
+    V2,
+    RolloutPod,
+    proxy_options,
+    rules_with_rollout,
+    set_canary_errors,
+)
 
 __all__ = ["prometheus_factory"]  # the fixture, used by the tests below
 
-V1, V2, MODEL, NAME = "small-segment-lora-v1", "small-segment-lora-v2", "small-segment-lora", "seg-v2"
 JOB = "lora-syncer"
 # Prometheus scrapes each second and the analysis interval is 1 s: the fleet sees an abort within
 # about 2 s. The bound is generous for a loaded 2-core machine and never reached when it works.
@@ -39,7 +51,13 @@ WAIT = 30.0
 
 
 def rules_yaml(
-    steps: str, start: datetime, prometheus_url: str, *, extra: str = "", interval: str = "1s"
+    steps: str,
+    start: datetime,
+    prometheus_url: str,
+    *,
+    extra: str = "",
+    interval: str = "1s",
+    failure_limit: int = 0,
 ) -> str:
     """A rewrite rule for the alias and an AdapterRollout of it asking Prometheus each second.
 
@@ -48,39 +66,26 @@ def rules_yaml(
     """
     error_q = DEFAULT_ERROR_RATE_QUERY.replace("'", "''")
     latency_q = DEFAULT_LATENCY_RATIO_QUERY.replace("'", "''")
-    return f"""\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModelRewrite
-metadata: {{name: seg-rewrite}}
-spec:
-  rules:
-  - matches: [{{model: {{type: Exact, value: {MODEL}}}}}]
-    targets: [{{modelRewrite: {V1}, weight: 100}}]
----
-apiVersion: lora-syncer.io/v1alpha1
-kind: AdapterRollout
-metadata: {{name: {NAME}}}
-spec:
-  model: {MODEL}
-  stable: {V1}
-  canary: {V2}
+    return rules_with_rollout(
+        steps,
+        extra=f"""\
   startTime: '{start.isoformat().replace("+00:00", "Z")}'
-  steps:
-{steps}  analysis:
+  analysis:
     interval: {interval}
     minRequests: 1000
-    failureLimit: 0
+    failureLimit: {failure_limit}
     maxErrorRate: 0.5
     maxLatencyRatio: 100
     prometheus:
       url: {prometheus_url}
       errorRateQuery: '{error_q}'
       latencyRatioQuery: '{latency_q}'
-{extra}"""
+{extra}""",
+    )
 
 
 @dataclass
-class Replica:
+class Replica(RolloutPod):
     """One pod: a sidecar (syncer + proxy + rollout controller) with its own ports and state dir."""
 
     name: str
@@ -97,38 +102,6 @@ class Replica:
     def proxy_url(self) -> str:
         assert self.sidecar is not None
         return f"http://127.0.0.1:{self.sidecar.proxy.port}"
-
-    async def rollout(self) -> dict[str, Any]:
-        async with self.http.get(self.base + "/status") as resp:
-            assert resp.status == 200
-            body = await resp.json()
-        rollouts: list[dict[str, Any]] = body["rollouts"]["rollouts"]
-        assert len(rollouts) == 1, rollouts
-        return rollouts[0]
-
-    async def ready(self) -> bool:
-        async with self.http.get(self.base + "/readyz") as resp:
-            return resp.status == 200
-
-    async def send(self, n: int) -> Counter[str]:
-        """n completions for the alias, one after another; the served model of each."""
-        served: Counter[str] = Counter()
-        for _ in range(n):
-            async with self.http.post(
-                self.proxy_url + "/v1/completions",
-                json={"model": MODEL, "prompt": "hi", "max_tokens": 2},
-            ) as resp:
-                await resp.read()
-                served[resp.headers.get(SERVED_MODEL_HEADER, f"status-{resp.status}")] += 1
-        return served
-
-    async def wait_for(self, what: str, within: float = WAIT, **expected: Any) -> dict[str, Any]:
-        async def check() -> dict[str, Any] | None:
-            r = await self.rollout()
-            return r if all(r.get(k) == v for k, v in expected.items()) else None
-
-        found: dict[str, Any] = await eventually(check, f"{self.name}: {what}", within)
-        return found
 
 
 class Fleet:
@@ -151,15 +124,8 @@ class Fleet:
     async def start(self, name: str, *, control: bool = False) -> Replica:
         replica = self.replicas[name]
         assert replica.sidecar is None
-        options = ProxyOptions(
-            upstream=self.env.emulator.url,
-            rules_path=self.rules.path("rules.yaml"),
-            host="127.0.0.1",
-            port=0,
-            state_dir=replica.state_dir,
-            rollout_control=control,
-            poll_interval=0.1,
-            rules_resync_interval=1.0,
+        options = proxy_options(
+            self.env.emulator.url, self.rules.path("rules.yaml"), replica.state_dir, control=control
         )
         replica.sidecar = Sidecar(self.env.settings(metrics_port=replica.metrics_port), options)
         await replica.sidecar.start()
@@ -191,47 +157,109 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-# Pauses of 2 s between weights: long enough for two /status reads to land on the same step.
-STEPPED = """\
-  - setWeight: 10
-  - pause: {duration: 2s}
-  - setWeight: 30
-  - pause: {duration: 2s}
-  - setWeight: 60
-  - pause: {duration: 2s}
+# With a 1 s scrape interval, increase(...[{{interval}}]) needs a few seconds of range to have two
+# samples: a 1 s window never has a value (see docs/observability.md).
+INTERVAL = "4s"
+
+
+async def loaded_before_the_rollout(fleet: Fleet, name: str) -> Replica:
+    """Start `name` on the rules without the rollout and wait until its syncer has loaded both
+    versions: the rollout then never waits for this pod's canary (a hold only this pod would have,
+    which would shift its clock from a pod started later)."""
+    fleet.write_rules(REWRITE)
+    replica = await fleet.start(name)
+    await fleet.env.wait_loaded({V1, V2})
+    await eventually(replica.ready, f"{name} ready", WAIT)
+    return replica
+
+
+async def fail_a_window(fleet: Fleet, prom: Prometheus, replica: Replica) -> dict[str, Any]:
+    """Traffic through `replica` until a window FAILED on the fleet-wide error rate, then healthy
+    traffic until every window the failing traffic touched is judged; the rollout then."""
+    assert await replica.send(10) == {V1: 5, V2: 5}  # healthy first: every counter has a sample
+    await prom.wait_for(f'lora_syncer_proxy_requests_total{{alias="{MODEL}",target="{V2}"}}', timeout=WAIT)
+    await set_canary_errors(fleet.env.http, fleet.env.emulator.url, 1.0)
+
+    async def failed() -> dict[str, Any] | None:
+        await replica.send(4)  # the canary's half of these fails
+        r = await replica.rollout()
+        return r if r["failedWindows"] >= 1 else None
+
+    judged = (await eventually(failed, f"{replica.name}: a window failed", 4 * WAIT))["windowsJudged"]
+    await set_canary_errors(fleet.env.http, fleet.env.emulator.url, 0.0)
+
+    async def settled() -> dict[str, Any] | None:
+        await replica.send(4)
+        r = await replica.rollout()
+        return r if r["windowsJudged"] >= judged + 2 else None
+
+    done: dict[str, Any] = await eventually(
+        settled, f"{replica.name}: the windows after the errors judged", 4 * WAIT
+    )
+    return done
+
+
+def same_verdicts(first: dict[str, Any], second: dict[str, Any]) -> None:
+    """The two replicas' window verdicts (outcome and reason) agree for every window both list."""
+    mine = {w["window"]: (w["outcome"], w["reason"]) for w in first["lastWindows"]}
+    theirs = {w["window"]: (w["outcome"], w["reason"]) for w in second["lastWindows"]}
+    common = sorted(mine.keys() & theirs.keys())
+    assert len(common) >= 3, (mine, theirs)
+    assert {k: mine[k] for k in common} == {k: theirs[k] for k in common}
+
+
+GATED = """\
+  - setWeight: 20
+  - pause: {duration: 4s}
+  - setWeight: 50
+  - pause: {}
   - setWeight: 100
 """
 
 
-async def test_a_replica_started_mid_rollout_computes_the_same_step(
+async def test_a_replica_started_mid_rollout_agrees_on_step_weights_and_verdicts(
     fleet: Fleet, prometheus_factory: PrometheusFactory
 ) -> None:
     prom = await scraping(fleet, prometheus_factory, "ab")
-    fleet.write_rules(rules_yaml(STEPPED, now(), prom.url))
-    a = await fleet.start("a")
-    await fleet.env.wait_loaded({V1, V2})
-    # Mid-rollout: A has left step 1 (past the first pause) before B starts.
-    await a.wait_for("past the first pause", step=3, canaryWeight=30)
+    a = await loaded_before_the_rollout(fleet, "a")
+    start = now()
+    fleet.write_rules(rules_yaml(GATED, start, prom.url, interval=INTERVAL, failure_limit=10))
+    # Mid-rollout: A is past 20% and its pause, held at the gate at 50%, with a window FAILED.
+    await a.wait_for("at the gate", 2 * WAIT, step=3, canaryWeight=50, phase="paused")
+    ra = await fail_a_window(fleet, prom, a)
+    assert ra["failedWindows"] >= 1 and (ra["phase"], ra["step"]) == ("paused", 3)
+
     b = await fleet.start("b")
-    first_b = await b.rollout()
-    assert first_b["start"] == (await a.rollout())["start"]  # the document's startTime, not B's start
+    rb = await b.rollout()  # B's first view: its first pass replayed what it did not see
+    ra = await a.rollout()
+    assert rb["start"] == ra["start"] and rb["identity"] == ra["identity"]
+    assert (rb["phase"], rb["step"], rb["canaryWeight"]) == (ra["phase"], ra["step"], ra["canaryWeight"])
+    assert rb["failedWindows"] == ra["failedWindows"], (ra["lastWindows"], rb["lastWindows"])
+    same_verdicts(ra, rb)
+    replayed = rb["replay"]
+    assert replayed["replayedWindows"] >= ra["windowsJudged"] - 1 and replayed["stopReason"] is None
+    assert replayed["notReplayed"] == 0
+    await eventually(b.ready, "B ready", WAIT)
+    assert await b.send(10) == {V1: 5, V2: 5}  # the same split on B
 
-    async def same_position() -> tuple[dict[str, Any], dict[str, Any]] | None:
-        ra, rb = await a.rollout(), await b.rollout()
-        keys = ("phase", "step", "canaryWeight")
-        return (ra, rb) if all(ra[k] == rb[k] for k in keys) and rb["step"] >= 3 else None
+    # failureLimit lowered below the failures both saw: each aborts from its own history, at the
+    # end of the same window, with the same reason (not B adopting A's abort).
+    failures = ra["failedWindows"]
+    fleet.write_rules(rules_yaml(GATED, start, prom.url, interval=INTERVAL, failure_limit=failures - 1))
+    ra = await a.wait_for("A aborted", phase="aborted", canaryWeight=0)
+    rb = await b.wait_for("B aborted", phase="aborted", canaryWeight=0)
+    assert ra["reason"].startswith(
+        f"analysis failed: {failures} failed windows > failureLimit {failures - 1}"
+    )
+    assert (rb["reason"], rb["since"], rb["step"]) == (ra["reason"], ra["since"], ra["step"])
+    assert await b.send(10) == {V1: 10}
 
-    ra, rb = await eventually(same_position, "B at A's step and weight", WAIT)
-    assert ra["identity"] == rb["identity"]
-    # Both end completed, every request then on the canary on either replica.
-    for replica in (a, b):
-        await replica.wait_for("completed", phase="completed", canaryWeight=100, step=7)
-    assert await a.send(10) == {V2: 10}
-    assert await b.send(10) == {V2: 10}
-    # Every window had a (fleet-wide) Prometheus answer or none, never a failure.
-    for replica in (a, b):
-        r = await replica.rollout()
-        assert r["failedWindows"] == 0 and r["abortReason"] is None
+    # A pod started after the abort with no saved state: it adopts the fleet's abort at once and
+    # its replay finds the failures before it, so from its first view it is A's abort exactly.
+    c = await fleet.start("c")
+    rc = await c.rollout()
+    keys = ("phase", "reason", "since", "step", "canaryWeight", "failedWindows")
+    assert {k: rc[k] for k in keys} == {k: ra[k] for k in keys}
 
 
 async def test_an_abort_on_one_replica_is_adopted_by_the_other(
@@ -274,24 +302,30 @@ async def test_a_completed_rollout_stays_completed_for_a_new_pod(
     fleet: Fleet, prometheus_factory: PrometheusFactory
 ) -> None:
     prom = await scraping(fleet, prometheus_factory, "ac")
-    quick = "  - setWeight: 50\n  - pause: {duration: 2s}\n  - setWeight: 100\n"
-    fleet.write_rules(rules_yaml(quick, now(), prom.url))
-    a = await fleet.start("a")
-    await fleet.env.wait_loaded({V1, V2})
-    done = await a.wait_for("completed", phase="completed", canaryWeight=100)
+    a = await loaded_before_the_rollout(fleet, "a")
+    # A window FAILS during the pause (failureLimit 10 tolerates it), then the rollout completes.
+    timed = "  - setWeight: 50\n  - pause: {duration: 30s}\n  - setWeight: 100\n"
+    fleet.write_rules(rules_yaml(timed, now(), prom.url, interval=INTERVAL, failure_limit=10))
+    await a.wait_for("at 50%", step=1, canaryWeight=50, phase="progressing")
+    await fail_a_window(fleet, prom, a)
+    done = await a.wait_for("completed", 3 * WAIT, phase="completed", canaryWeight=100)
+    assert done["failedWindows"] >= 1
     await prom.wait_for(f'lora_syncer_rollout_phase{{rollout="{NAME}",phase="completed"}} == 1', timeout=WAIT)
 
-    # A new pod, no saved state, started after completion: completed from its very first view.
+    # A new pod, no saved state, started after completion: completed from its very first view, with
+    # A's history (the failed window included), completion instant and step.
     assert not fleet.replicas["c"].state_dir.exists()
     c = await fleet.start("c")
     first = await c.rollout()
     assert first["phase"] == "completed", first
-    assert first["canaryWeight"] == 100 and first["step"] == done["step"]
+    keys = ("step", "canaryWeight", "since", "failedWindows", "windowsJudged")
+    assert {k: first[k] for k in keys} == {k: done[k] for k in keys}
+    same_verdicts(done, first)
     await eventually(c.ready, "C ready", WAIT)
     assert await c.send(20) == {V2: 20}
-    # It never moved away from completed, and nothing on it judged the rollout again.
+    # It never moved away from completed, and judged nothing after it.
     last = await c.rollout()
-    assert last["phase"] == "completed" and last["failedWindows"] == 0
+    assert last["phase"] == "completed" and last["windowsJudged"] == done["windowsJudged"]
 
 
 async def test_a_canary_failing_on_one_replica_aborts_both_through_prometheus(
@@ -304,7 +338,7 @@ async def test_a_canary_failing_on_one_replica_aborts_both_through_prometheus(
     """
     prom = await scraping(fleet, prometheus_factory, "ab")
     held = "  - setWeight: 50\n  - pause: {duration: 1h}\n  - setWeight: 100\n"
-    fleet.write_rules(rules_yaml(held, now(), prom.url, interval="4s"))
+    fleet.write_rules(rules_yaml(held, now(), prom.url, interval=INTERVAL))
     a = await fleet.start("a")
     b = await fleet.start("b")
     await fleet.env.wait_loaded({V1, V2})
@@ -312,10 +346,7 @@ async def test_a_canary_failing_on_one_replica_aborts_both_through_prometheus(
         await replica.wait_for("50% on the canary", step=1, canaryWeight=50, phase="progressing")
     assert await a.send(10) == {V1: 5, V2: 5}  # healthy first: every counter has a sample before errors
     await prom.wait_for(f'lora_syncer_proxy_requests_total{{alias="{MODEL}",target="{V2}"}}', timeout=WAIT)
-    async with fleet.env.http.post(
-        fleet.env.emulator.url + "/_emulator/faults", json={"models": {V2: {"error_rate": 1}}}
-    ) as resp:
-        assert resp.status == 200, await resp.text()
+    await set_canary_errors(fleet.env.http, fleet.env.emulator.url, 1.0)
 
     async def b_aborted() -> dict[str, Any] | None:
         await a.send(4)  # the canary's half of these fails, on A only

@@ -8,7 +8,6 @@ requests naming it are answered 500 while the stable and the syncer's calls are 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,31 +18,17 @@ from sync_harness import SyncEnv, adapters_yaml, eventually, metric_value
 from lora_syncer.app import Sidecar
 from lora_syncer.commands.rollout import fetch_all, render, status_url
 from lora_syncer.kubelet import ConfigMapVolume
-from lora_syncer.proxy.options import SERVED_MODEL_HEADER, ProxyOptions
+from tests.support.rollouts import (
+    MODEL,
+    V1,
+    V2,
+    RolloutPod,
+    proxy_options,
+    rules_with_rollout,
+    set_canary_errors,
+)
 
-V1, V2, MODEL = "small-segment-lora-v1", "small-segment-lora-v2", "small-segment-lora"
 TARGET_HEADER = "x-lora-syncer-target"
-
-
-def rollout_yaml(steps: str, *, extra: str = "", name: str = "seg-v2") -> str:
-    return f"""\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModelRewrite
-metadata: {{name: seg-rewrite}}
-spec:
-  rules:
-  - matches: [{{model: {{type: Exact, value: {MODEL}}}}}]
-    targets: [{{modelRewrite: {V1}, weight: 100}}]
----
-apiVersion: lora-syncer.io/v1alpha1
-kind: AdapterRollout
-metadata: {{name: {name}}}
-spec:
-  model: {MODEL}
-  stable: {V1}
-  canary: {V2}
-  steps:
-{steps}{extra}"""
 
 
 GATED = """\
@@ -58,10 +43,7 @@ GATED = """\
 async def fail_canary(env: SyncEnv) -> float:
     """Every request for the canary answered 500 from now on (the emulator's control API); the instant."""
     at = time.time()
-    async with env.http.post(
-        env.emulator.url + "/_emulator/faults", json={"models": {V2: {"error_rate": 1}}}
-    ) as resp:
-        assert resp.status == 200, await resp.text()
+    await set_canary_errors(env.http, env.emulator.url, 1.0)
     return at
 
 
@@ -70,9 +52,12 @@ def reached(env: SyncEnv, model: str) -> int:
     return env.emulator.call_log.served[model] + env.emulator.call_log.model_faults[(model, "error")]
 
 
-class World:
+class World(RolloutPod):
+    """The one pod of these tests."""
+
     def __init__(self, env: SyncEnv, tmp: Path) -> None:
         self.env = env
+        self.http = env.http
         self.rules = ConfigMapVolume(tmp / "rules")
         self.state_dir = tmp / "state"
 
@@ -80,16 +65,12 @@ class World:
         self.rules.write({"rules.yaml": text})
 
     async def start(self, *, control: bool = True) -> Sidecar:
-        options = ProxyOptions(
-            upstream=self.env.emulator.url,
-            rules_path=self.rules.path("rules.yaml"),
-            host="127.0.0.1",
-            port=0,
-            state_dir=self.state_dir,
-            rollout_control=control,
+        options = proxy_options(
+            self.env.emulator.url,
+            self.rules.path("rules.yaml"),
+            self.state_dir,
+            control=control,
             target_header=TARGET_HEADER,
-            poll_interval=0.1,
-            rules_resync_interval=1.0,
         )
         sidecar = Sidecar(self.env.settings(), options)
         self.env.sidecar = sidecar
@@ -97,36 +78,13 @@ class World:
         return sidecar
 
     @property
+    def base(self) -> str:
+        return self.env.base
+
+    @property
     def proxy_url(self) -> str:
         assert self.env.sidecar is not None
         return f"http://127.0.0.1:{self.env.sidecar.proxy.port}"
-
-    async def send(self, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
-        """n completions for the alias, one after another; the served model of each."""
-        served: Counter[str] = Counter()
-        for _ in range(n):
-            async with self.env.http.post(
-                self.proxy_url + "/v1/completions",
-                json={"model": MODEL, "prompt": "hi", "max_tokens": 2},
-                headers=headers or {},
-            ) as resp:
-                await resp.read()
-                served[resp.headers.get(SERVED_MODEL_HEADER, f"status-{resp.status}")] += 1
-        return served
-
-    async def rollout(self) -> dict[str, Any]:
-        code, body = await self.env.get("/status")
-        assert code == 200
-        rollouts: list[dict[str, Any]] = body["rollouts"]["rollouts"]
-        assert len(rollouts) == 1, rollouts
-        return rollouts[0]
-
-    async def wait_for(self, what: str, **expected: Any) -> dict[str, Any]:
-        async def check() -> dict[str, Any] | None:
-            r = await self.rollout()
-            return r if all(r.get(k) == v for k, v in expected.items()) else None
-
-        return await eventually(check, what)
 
 
 @pytest_asyncio.fixture
@@ -136,13 +94,13 @@ async def world(sync_env: SyncEnv, tmp_path: Path) -> World:
 
 
 async def test_exact_splits_at_each_step_and_the_target_header(world: World) -> None:
-    world.write_rules(rollout_yaml(GATED))
+    world.write_rules(rules_with_rollout(GATED))
     await world.start()
     await world.env.wait_loaded({V1, V2})
     await world.wait_for("step 1 at 10%", phase="paused", step=1, canaryWeight=10)
     assert await world.send(20) == {V1: 18, V2: 2}
 
-    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n"))
+    world.write_rules(rules_with_rollout(GATED, extra="  promotedStep: 1\n"))
     await world.wait_for("step 3 at 50%", phase="paused", step=3, canaryWeight=50)
     assert await world.send(20) == {V1: 10, V2: 10}
 
@@ -159,7 +117,7 @@ async def test_exact_splits_at_each_step_and_the_target_header(world: World) -> 
         body = await resp.json()
     assert "not a target of 'small-segment-lora'" in body["error"]["message"]
 
-    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 3\n"))
+    world.write_rules(rules_with_rollout(GATED, extra="  promotedStep: 3\n"))
     done = await world.wait_for("completed", phase="completed", canaryWeight=100)
     assert done["step"] == 5
     assert await world.send(20) == {V2: 20}
@@ -170,12 +128,12 @@ async def test_exact_splits_at_each_step_and_the_target_header(world: World) -> 
 
 
 async def test_a_rules_reload_does_not_revert_the_rollouts_weights(world: World) -> None:
-    world.write_rules(rollout_yaml(GATED))
+    world.write_rules(rules_with_rollout(GATED))
     await world.start()
     await world.env.wait_loaded({V1, V2})
     await world.wait_for("step 1 at 10%", phase="paused", step=1)
     # An edit elsewhere in the file reloads the rules; the rollout still owns its model.
-    world.write_rules(rollout_yaml(GATED).replace("weight: 100}", "weight: 7}"))
+    world.write_rules(rules_with_rollout(GATED).replace("weight: 100}", "weight: 7}"))
     assert world.env.sidecar is not None
     await eventually(
         lambda: world.env.sidecar.proxy.core.manager.ruleset.rules[0].targets[0].weight == 7,  # type: ignore[union-attr]
@@ -187,7 +145,7 @@ async def test_a_rules_reload_does_not_revert_the_rollouts_weights(world: World)
 async def test_an_injected_canary_fault_aborts_within_the_failure_limit(world: World) -> None:
     steps = "  - setWeight: 50\n  - pause: {duration: 1h}\n"
     analysis = "  analysis: {interval: 1s, minRequests: 3, maxErrorRate: 0.2, failureLimit: 0}\n"
-    world.write_rules(rollout_yaml(steps, extra=analysis))
+    world.write_rules(rules_with_rollout(steps, extra=analysis))
     await world.start()
     await world.env.wait_loaded({V1, V2})
     await world.wait_for("50% on the canary", phase="progressing", step=1, canaryWeight=50)
@@ -226,7 +184,7 @@ async def test_an_injected_canary_fault_aborts_within_the_failure_limit(world: W
 
 
 async def test_hand_controls_by_file_and_by_the_control_endpoint(world: World) -> None:
-    world.write_rules(rollout_yaml(GATED))
+    world.write_rules(rules_with_rollout(GATED))
     await world.start()
     await world.env.wait_loaded({V1, V2})
     await world.wait_for("step 1", phase="paused", step=1)
@@ -239,26 +197,26 @@ async def test_hand_controls_by_file_and_by_the_control_endpoint(world: World) -
         body = await resp.json()
     assert body["controlPaused"] is True and "control endpoint" in body["reason"]
     # Promoting does not move a rollout held by the endpoint.
-    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n"))
+    world.write_rules(rules_with_rollout(GATED, extra="  promotedStep: 1\n"))
     await world.wait_for("held", phase="paused", step=1, controlPaused=True)
     # The document takes the pause over (GitOps), then `paused: false` resumes.
-    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n  paused: true\n"))
+    world.write_rules(rules_with_rollout(GATED, extra="  promotedStep: 1\n  paused: true\n"))
     await world.wait_for("the document holds it", phase="paused", controlPaused=False)
-    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n  paused: false\n"))
+    world.write_rules(rules_with_rollout(GATED, extra="  promotedStep: 1\n  paused: false\n"))
     await world.wait_for("resumed to step 3", phase="paused", step=3, canaryWeight=50)
 
     # Abort by file edit: stable gets everything.
-    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n  abort: true\n"))
+    world.write_rules(rules_with_rollout(GATED, extra="  promotedStep: 1\n  abort: true\n"))
     r = await world.wait_for("aborted by hand", phase="aborted", canaryWeight=0)
     assert "aborted by hand" in r["reason"]
     assert await world.send(10) == {V1: 10}
     # Taking `abort: true` off does not revive it.
-    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n"))
+    world.write_rules(rules_with_rollout(GATED, extra="  promotedStep: 1\n"))
     await world.wait_for("still aborted", phase="aborted")
 
 
 async def test_the_control_endpoint_aborts_and_is_off_by_default(world: World, tmp_path: Path) -> None:
-    world.write_rules(rollout_yaml(GATED))
+    world.write_rules(rules_with_rollout(GATED))
     await world.start(control=False)
     await world.env.wait_loaded({V1, V2})
     await world.wait_for("step 1", phase="paused", step=1)
@@ -275,7 +233,7 @@ async def test_the_control_endpoint_aborts_and_is_off_by_default(world: World, t
 
 
 async def test_a_restart_resumes_at_the_same_step_never_ahead(world: World) -> None:
-    world.write_rules(rollout_yaml(GATED, extra="  promotedStep: 1\n"))
+    world.write_rules(rules_with_rollout(GATED, extra="  promotedStep: 1\n"))
     await world.start()
     await world.env.wait_loaded({V1, V2})
     before = await world.wait_for("step 3 at 50%", phase="paused", step=3, canaryWeight=50)
@@ -297,12 +255,12 @@ async def test_a_restart_resumes_at_the_same_step_never_ahead(world: World) -> N
 
 
 async def test_an_abort_is_honoured_while_another_document_is_broken(world: World) -> None:
-    world.write_rules(rollout_yaml(GATED))
+    world.write_rules(rules_with_rollout(GATED))
     await world.start()
     await world.env.wait_loaded({V1, V2})
     await world.wait_for("step 1", phase="paused", step=1)
     broken = "---\napiVersion: lora-syncer.io/v1alpha1\nkind: AdapterRollout\nmetadata: {name: other}\nspec: {model: x}\n"
-    world.write_rules(rollout_yaml(GATED, extra="  abort: true\n") + broken)
+    world.write_rules(rules_with_rollout(GATED, extra="  abort: true\n") + broken)
     r = await world.wait_for("aborted despite the broken neighbour", phase="aborted", canaryWeight=0)
     assert "aborted by hand" in r["reason"]
     assert await world.send(10) == {V1: 10}

@@ -308,6 +308,33 @@ class TestPrometheus:
         assert await analyzer.fleet_aborted(spec, before) is False  # the past is as it was
         assert await analyzer.fleet_aborted(replace(spec, analysis=None), after) is None
 
+    async def test_history_gives_a_past_windows_answers_and_says_when_there_is_no_value(
+        self, prom: Prometheus, endpoint: MetricsEndpoint, analyzer: Analyzer
+    ) -> None:
+        """What a pod replaying the past asks: the same values as a live pod got for that window;
+        an empty result is an answer without a value (answered), a broken query is no answer."""
+        endpoint.traffic(CANARY, requests=100, errors=5, ttft=0.3)
+        endpoint.traffic(STABLE, requests=100, errors=0, ttft=0.15)
+        end = await scraped(prom, CANARY_REQUESTS, 100)
+        spec = rollout(defaults(prom.url))
+        live = await analyzer.external(spec, end - 300, end)
+        endpoint.traffic(CANARY, requests=100, errors=90, ttft=0.7)  # later traffic changes nothing
+        await scraped(prom, CANARY_REQUESTS, 200)
+
+        past, unanswered = await analyzer.history(spec, end - 300, end)
+        assert unanswered is None
+        assert past == live and past.prometheus_error_rate is not None
+
+        nothing, unanswered = await analyzer.history(
+            rollout(defaults(prom.url), model="nobody"), end - 300, end
+        )
+        assert unanswered is None and nothing.prometheus_error_rate is None
+        assert nothing.reason("errorRate") == "the query returned an empty result"
+
+        broken = rollout(PrometheusCheck(url=prom.url, error_rate_query="sum(rate(x[{{interval}}])"))
+        _, unanswered = await analyzer.history(broken, end - 300, end)
+        assert (unanswered or "").startswith("errorRate: Prometheus answered 400: bad_data:"), unanswered
+
 
 class TestPrometheusAccess:
     async def test_an_unreachable_prometheus_is_no_verdict(self, analyzer: Analyzer) -> None:
@@ -320,6 +347,10 @@ class TestPrometheusAccess:
             f"Prometheus at {url}/api/v1/query: ClientConnectorError"
         )
         assert await analyzer.fleet_aborted(spec, end) is None
+        _, unanswered = await analyzer.history(spec, end - 300, end)
+        assert (unanswered or "").startswith(
+            f"errorRate: Prometheus at {url}/api/v1/query: ClientConnectorError"
+        )
 
     async def test_a_prometheus_that_does_not_answer_in_time_is_no_verdict(self) -> None:
         """A server that accepts the query and hangs: no verdict after the Analyzer's timeout."""

@@ -7,17 +7,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.rules import parse_rules_text
-from lora_syncer.rollout.controller import RolloutController, parse_rollout_documents
-from lora_syncer.rollout.metrics import RolloutMetrics
+from lora_syncer.rollout.controller import parse_rollout_documents
 from lora_syncer.rollout.spec import identity
 from lora_syncer.rollout.state import new_state, set_control
 from lora_syncer.rollout.store import StateStore
-from lora_syncer.rollout.verdict import TargetCounts
 from lora_syncer.rollout.weights import RolloutRoute
+from tests.support.rollouts import controller_at
 
 GOOD = """\
 apiVersion: lora-syncer.io/v1alpha1
@@ -168,11 +166,6 @@ spec:
 """
 
 
-class _NoTraffic:
-    def counts(self, alias: str, target: str, start: float, end: float) -> TargetCounts:
-        return TargetCounts()
-
-
 async def test_a_pod_started_after_completion_is_completed_at_its_first_pass(tmp_path: Path) -> None:
     """Windows that began before the pod did count as judged (no verdict) at once: a new pod
     must not hold a finished rollout at 50% until it has judged a window of its own."""
@@ -181,16 +174,7 @@ async def test_a_pod_started_after_completion_is_completed_at_its_first_pass(tmp
     start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
     now = start + 3600.0 + 7.0  # an hour after the start, mid-window
     routes: list[dict[str, RolloutRoute]] = []
-    controller = RolloutController(
-        rules,
-        apply_routes=routes.append,
-        aliases=dict,
-        telemetry=_NoTraffic(),
-        metrics=RolloutMetrics(CollectorRegistry()),
-        store=StateStore(None),
-        clock=lambda: now,
-    )
-    await controller.file.reload()
+    controller = await controller_at(rules, now, routes=routes)
     await controller.tick()
     r = controller.status()["rollouts"][0]
     assert (r["phase"], r["canaryWeight"], r["step"]) == ("completed", 100, 3), r
