@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -170,7 +170,7 @@ class AdapterCache:
         self._total = 0  # bytes of every indexed version, kept as versions come and go
         # Bumped whenever a version is added or forgotten: callers may memoise lookups on it.
         self.generation = 0
-        self._listed_roots: frozenset[str] | None = None
+        self._listed_roots: list[str] | None = None
         self._observed_generation = -1
 
     # --- start-up ------------------------------------------------------------------------------
@@ -444,16 +444,17 @@ class AdapterCache:
     def versions(self) -> list[CachedVersion]:
         return [e.version for e in self._entries.values()]
 
-    def observe(self, listed_roots: Collection[str], now: float | None = None) -> None:
-        """Record which versions vLLM lists now (its `/v1/models` roots)."""
+    def observe(self, listed_roots: Sequence[str], now: float | None = None) -> None:
+        """Record which versions vLLM lists now (its `/v1/models` roots, in its order)."""
         now = self._clock() if now is None else now
-        roots = frozenset(listed_roots)
-        if roots == self._listed_roots and self.generation == self._observed_generation:
-            return  # nothing changed since the last pass: every entry's state still holds
-        self._listed_roots, self._observed_generation = roots, self.generation
+        if self.generation == self._observed_generation and listed_roots == self._listed_roots:
+            # Nothing changed since the last pass: every entry's state still holds. A list
+            # comparison, not a set: new strings from each answer would all be hashed again.
+            return
+        self._listed_roots, self._observed_generation = list(listed_roots), self.generation
         # String operations, not Path objects: this runs for every listed adapter.
         prefix = str(self.root).rstrip("/") + "/"
-        listed = {r[len(prefix) :].rstrip("/") for r in roots if r.startswith(prefix)}
+        listed = {r[len(prefix) :].rstrip("/") for r in listed_roots if r.startswith(prefix)}
         for name, entry in self._entries.items():
             if name in listed:
                 entry.listed, entry.unlisted_since, entry.last_used = True, None, now

@@ -560,7 +560,7 @@ class Reconciler:
         memo = self._resolved_memo
         if memo is not None and memo[0] is config and memo[1] == cache.generation:
             return memo[2]
-        out: dict[tuple[str, str | None], str] = {}
+        out: dict[str, str] = {}
         for d in config.ensure_exist:
             if is_remote(d.source):
                 try:
@@ -568,7 +568,7 @@ class Reconciler:
                 except SourceError:
                     continue  # refused by the plan with its reason
                 if found is not None:
-                    out[(d.source, d.checksum)] = str(found.path)
+                    out[d.id] = str(found.path)
                 else:
                     cache.prepare(d.source)
         self._resolved_memo = (config, cache.generation, out)
