@@ -660,11 +660,14 @@ class Reconciler:
         if cache is None:
             return
         cache.observe([m.root for m in models if m.parent is not None and m.root])
-        # Declared versions: what the file in force resolves to now, including versions published
-        # during this pass. Only GC over the budget needs them.
+        # Declared versions: what this pass's file and the file in force now (it may have changed
+        # during the pass) resolve to, including versions published during the pass. Only GC over
+        # the budget needs them.
         declared: set[str] = set()
         if cache.over_budget:
-            declared.update(os.path.basename(path) for path in self._resolved(config).values())
+            current = self.source.current
+            for c in {id(x): x for x in (config, current.value if current else config)}.values():
+                declared.update(os.path.basename(path) for path in self._resolved(c).values())
         try:
             report = await cache.collect(declared)
         except OSError as exc:  # a full or read-only volume must not stop syncing
