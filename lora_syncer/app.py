@@ -146,6 +146,7 @@ class Sidecar:
                     max_bytes=s.adapter_cache_max_bytes,
                     gc_grace=s.adapter_cache_gc_grace,
                     concurrency=s.download_concurrency,
+                    max_downloads=s.max_concurrency,
                     allowed_sources=s.allowed_sources,
                 ),
                 metrics,

@@ -66,7 +66,12 @@ RECONCILING = (
         default=True,
         help="accepted for compatibility with the old sidecar; the file is always validated",
     ),
-    Setting("--max-concurrency", whole_in(1, 256), default=4, help="load/unload calls in flight at once"),
+    Setting(
+        "--max-concurrency",
+        whole_in(1, 256),
+        default=4,
+        help="load/unload calls in flight at once, and (with --adapter-cache) source downloads",
+    ),
     PRUNE,
     PRUNE_MAX,
     BASE_MODEL_POLICY,

@@ -9,9 +9,10 @@ Layout:
 A version's name comes from the source and its content checksum (declared, or computed after
 download), so different content always gets a different path (vLLM keeps stale prefix-cache
 blocks when one path is reloaded with new files). Downloads are single-flight per declaration
-(source + checksum): every caller waits on the same task. A finished download is verified,
-then published by a rename that never replaces an existing version; the marker is written
-after the rename, so a directory without one is a leftover and is removed at start.
+(source + checksum): every caller joins the same `Flight` (one task, one progress figure that
+every waiter sees), and at most `max_downloads` run at once. A download is verified while it
+streams, then published by a rename that never replaces an existing version; the marker is
+written after the rename, so a directory without one is a leftover and is removed at start.
 
 An unpinned source (no checksum) is fetched again only when its declaration is new or its
 version has left the cache. GC: see `gc.plan_gc`; this module feeds it and applies it.
@@ -28,7 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,7 +37,7 @@ from typing import Any, Protocol
 import structlog
 
 from lora_syncer.sources.digest import Checksum, parse_checksum, tree_size
-from lora_syncer.sources.errors import InvalidSource
+from lora_syncer.sources.errors import DownloadError, InvalidSource
 from lora_syncer.sources.fetch import Fetched
 from lora_syncer.sources.fetch_http import ProgressCallback
 from lora_syncer.sources.gc import GcDecision, VersionUsage, plan_gc
@@ -58,6 +59,36 @@ class Fetcher(Protocol):
         expected: Checksum | None,
         progress: ProgressCallback | None = None,
     ) -> Fetched: ...
+
+    def prepare(self, source: RemoteSource) -> None:
+        """Get ready to fetch `source` soon (e.g. make the S3 client in the background)."""
+        ...
+
+
+class Flight:
+    """One download in progress: its task, and its bytes done / total for every waiter."""
+
+    def __init__(self, source: str, checksum: str | None) -> None:
+        self.source = source
+        self.checksum = checksum
+        self.done = 0
+        self.total: int | None = None
+        self.task: asyncio.Task[CachedVersion] | None = None
+        self._listeners: list[ProgressCallback] = []
+
+    def listen(self, callback: ProgressCallback) -> None:
+        """Call `callback(done, total)` now and on every progress (a late waiter sees the bytes so far)."""
+        self._listeners.append(callback)
+        callback(self.done, self.total)
+
+    def unlisten(self, callback: ProgressCallback) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def progress(self, done: int, total: int | None) -> None:
+        self.done, self.total = done, total
+        for callback in list(self._listeners):
+            callback(done, total)
 
 
 def version_name(source: str, checksum: Checksum) -> str:
@@ -119,6 +150,7 @@ class AdapterCache:
         *,
         max_bytes: int | None = None,
         gc_grace: float = 300.0,
+        max_downloads: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = root
@@ -128,13 +160,17 @@ class AdapterCache:
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
         self._by_declaration: dict[tuple[str, str | None], str] = {}
-        self._flights: dict[tuple[str, str | None], asyncio.Task[CachedVersion]] = {}
+        self._flights: dict[tuple[str, str | None], Flight] = {}
+        # Made on first use: an AdapterCache may be built before the event loop runs.
+        self._max_downloads = max(1, max_downloads)
+        self._slots: asyncio.Semaphore | None = None
+        self._prepared: set[str] = set()
         self._publish_lock = threading.Lock()
         self._overflow_logged = 0
         self._total = 0  # bytes of every indexed version, kept as versions come and go
         # Bumped whenever a version is added or forgotten: callers may memoise lookups on it.
         self.generation = 0
-        self._listed_roots: frozenset[str] | None = None
+        self._listed_roots: list[str] | None = None
         self._observed_generation = -1
 
     # --- start-up ------------------------------------------------------------------------------
@@ -230,6 +266,44 @@ class AdapterCache:
             return None
         return entry.version
 
+    def prepare(self, source: str) -> None:
+        """A source that will be fetched soon was declared: let its fetcher get ready (once per scheme).
+
+        For s3:// this imports boto3 and makes the client in a background thread, so the import
+        happens when an s3:// source is declared, never before, and off the event loop.
+        """
+        scheme = source.split("://", 1)[0].lower()
+        if scheme in self._prepared:
+            return
+        self._prepared.add(scheme)
+        try:
+            parsed = parse_source(source)
+        except InvalidSource:
+            return  # refused by the plan with its reason
+        if isinstance(parsed, S3Source | ArchiveSource):
+            self._fetcher.prepare(parsed)
+
+    def begin(self, source: str, checksum: str | None = None) -> Flight:
+        """Start this declaration's download, or join the one in flight (never waits).
+
+        Raises InvalidSource for a source that is not remote or a malformed checksum. The
+        flight's task ends with the published version, or raises ChecksumMismatch and the other
+        SourceErrors of the fetchers; it is cancelled only by `close`.
+        """
+        parsed = parse_source(source)
+        if not isinstance(parsed, S3Source | ArchiveSource):
+            raise InvalidSource(f"{source}: only s3:// and http(s):// sources go through the cache")
+        expected = parse_checksum(checksum) if checksum else None
+        key = (source, str(expected) if expected else None)
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = Flight(source, checksum)
+            task = asyncio.create_task(self._download(parsed, source, expected, flight))
+            flight.task = task
+            self._flights[key] = flight
+            task.add_done_callback(lambda t: self._landed(key, t))
+        return flight
+
     async def ensure(
         self, source: str, checksum: str | None = None, progress: ProgressCallback | None = None
     ) -> CachedVersion:
@@ -238,21 +312,19 @@ class AdapterCache:
         Raises InvalidSource for a source that is not remote, ChecksumMismatch, and the other
         SourceErrors of the fetchers. Cancelling one caller does not cancel a shared download.
         """
-        parsed = parse_source(source)
-        if not isinstance(parsed, S3Source | ArchiveSource):
-            raise InvalidSource(f"{source}: only s3:// and http(s):// sources go through the cache")
-        expected = parse_checksum(checksum) if checksum else None
         found = self.lookup(source, checksum)
         if found is not None:
             self._entries[found.name].last_used = self._clock()
             return found
-        key = (source, str(expected) if expected else None)
-        task = self._flights.get(key)
-        if task is None:
-            task = asyncio.create_task(self._download(parsed, source, expected, progress))
-            self._flights[key] = task
-            task.add_done_callback(lambda t: self._landed(key, t))
-        return await asyncio.shield(task)
+        flight = self.begin(source, checksum)
+        assert flight.task is not None
+        if progress is not None:
+            flight.listen(progress)
+        try:
+            return await asyncio.shield(flight.task)
+        finally:
+            if progress is not None:
+                flight.unlisten(progress)
 
     def _landed(self, key: tuple[str, str | None], task: asyncio.Task[CachedVersion]) -> None:
         self._flights.pop(key, None)
@@ -261,72 +333,94 @@ class AdapterCache:
             task.exception()
 
     async def _download(
-        self, parsed: RemoteSource, source: str, expected: Checksum | None, progress: ProgressCallback | None
+        self, parsed: RemoteSource, source: str, expected: Checksum | None, flight: Flight
     ) -> CachedVersion:
-        work = Path(tempfile.mkdtemp(prefix="dl-", dir=self.root / TMP_DIR))
-        dest = work / "content"
-        dest.mkdir()
-        try:
-            got = await self._fetcher.fetch(parsed, dest, expected, progress)
-            version = CachedVersion(
-                name=version_name(source, got.checksum),
-                path=self.root / version_name(source, got.checksum),
-                source=source,
-                checksum=got.checksum,
-                pinned=expected is not None,
-                revision=got.revision,
-                size=await asyncio.to_thread(tree_size, dest),
-            )
-            return await asyncio.to_thread(self._publish, dest, version)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, work, True)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._max_downloads)
+        async with self._slots:
+            work = Path(tempfile.mkdtemp(prefix="dl-", dir=self.root / TMP_DIR))
+            dest = work / "content"
+            dest.mkdir()
+            cleaned = False
+            try:
+                got = await self._fetcher.fetch(parsed, dest, expected, flight.progress)
+                name = version_name(source, got.checksum)
+                size = got.size if got.size is not None else await asyncio.to_thread(tree_size, dest)
+                version = CachedVersion(
+                    name=name,
+                    path=self.root / name,
+                    source=source,
+                    checksum=got.checksum,
+                    pinned=expected is not None,
+                    revision=got.revision,
+                    size=size,
+                )
+                for _attempt in range(2):
+                    # Files in a worker thread (rename, marker, the emptied work dir), the index here.
+                    published_at = await asyncio.to_thread(self._publish_files, dest, version, work)
+                    cleaned = published_at is not None
+                    if published_at is not None:
+                        self._add(version, published_at)
+                        log.info(
+                            "adapter_version_published",
+                            version=version.name,
+                            source=redact_url(version.source),
+                            checksum=str(version.checksum),
+                            bytes=version.size,
+                        )
+                        return version
+                    existing = self._existing(version)
+                    if existing is not None:
+                        return existing
+                    # Its marker was torn (and the version removed with it): publish ours instead.
+                raise DownloadError(f"{redact_url(source)}: could not publish {version.name} in {self.root}")
+            finally:
+                if not cleaned:
+                    await asyncio.to_thread(shutil.rmtree, work, True)
 
-    def _publish(self, dest: Path, version: CachedVersion) -> CachedVersion:
+    def _existing(self, version: CachedVersion) -> CachedVersion | None:
+        """The same content already published (e.g. declared pinned and unpinned): keep that one."""
+        existing = self._entries.get(version.name)
+        if existing is None and self._load_marker(version.name):
+            existing = self._entries.get(version.name)
+        if existing is None:
+            return None
+        if not version.pinned:
+            self._by_declaration[(version.source, None)] = version.name
+        existing.last_used = self._clock()
+        return existing.version
+
+    def _publish_files(self, dest: Path, version: CachedVersion, work: Path) -> float | None:
+        """Rename `dest` into place and write its marker; None when the version already exists.
+
+        In a worker thread: touches files only, never the index (the loop owns it).
+        """
         # Two declarations of one content (pinned and unpinned) may finish together: one at a time.
         with self._publish_lock:
-            return self._publish_locked(dest, version)
-
-    def _publish_locked(self, dest: Path, version: CachedVersion) -> CachedVersion:
-        marker = self.root / (version.name + MARKER_SUFFIX)
-        now = self._clock()
-        if version.path.is_dir() and marker.exists():
-            # Same content already published (e.g. declared pinned and unpinned): keep the existing one.
-            existing = self._entries.get(version.name)
-            if existing is None:
-                self._load_marker(version.name)
-                existing = self._entries.get(version.name)
-            if existing is not None:
-                if not version.pinned:
-                    self._by_declaration[(version.source, None)] = version.name
-                existing.last_used = now
-                return existing.version
-        if os.path.lexists(version.path):
-            self._remove_tree(version.path)  # unmarked: a leftover, never a published version
-        os.rename(dest, version.path)
-        payload = {
-            "source": version.source,
-            "checksum": str(version.checksum),
-            "pinned": version.pinned,
-            "revision": version.revision,
-            "size": version.size,
-            "last_used": now,
-        }
-        tmp_marker = self.root / TMP_DIR / (version.name + MARKER_SUFFIX)
-        tmp_marker.write_text(json.dumps(payload))
-        os.replace(tmp_marker, marker)
-        self._add(version, now)
-        log.info(
-            "adapter_version_published",
-            version=version.name,
-            source=redact_url(version.source),
-            checksum=str(version.checksum),
-            bytes=version.size,
-        )
-        return version
+            marker = self.root / (version.name + MARKER_SUFFIX)
+            if version.path.is_dir() and marker.exists():
+                return None
+            if os.path.lexists(version.path):
+                self._remove_tree(version.path)  # unmarked: a leftover, never a published version
+            os.rename(dest, version.path)
+            now = self._clock()
+            payload = {
+                "source": version.source,
+                "checksum": str(version.checksum),
+                "pinned": version.pinned,
+                "revision": version.revision,
+                "size": version.size,
+                "last_used": now,
+            }
+            tmp_marker = work / (version.name + MARKER_SUFFIX)
+            tmp_marker.write_text(json.dumps(payload))
+            os.replace(tmp_marker, marker)
+            shutil.rmtree(work, ignore_errors=True)  # emptied by the renames
+            return now
 
     async def close(self) -> None:
         """Cancel downloads in flight (on shutdown); their temp dirs are removed as they unwind."""
-        tasks = list(self._flights.values())
+        tasks = [f.task for f in self._flights.values() if f.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -350,16 +444,17 @@ class AdapterCache:
     def versions(self) -> list[CachedVersion]:
         return [e.version for e in self._entries.values()]
 
-    def observe(self, listed_roots: Collection[str], now: float | None = None) -> None:
-        """Record which versions vLLM lists now (its `/v1/models` roots)."""
+    def observe(self, listed_roots: Sequence[str], now: float | None = None) -> None:
+        """Record which versions vLLM lists now (its `/v1/models` roots, in its order)."""
         now = self._clock() if now is None else now
-        roots = frozenset(listed_roots)
-        if roots == self._listed_roots and self.generation == self._observed_generation:
-            return  # nothing changed since the last pass: every entry's state still holds
-        self._listed_roots, self._observed_generation = roots, self.generation
+        if self.generation == self._observed_generation and listed_roots == self._listed_roots:
+            # Nothing changed since the last pass: every entry's state still holds. A list
+            # comparison, not a set: new strings from each answer would all be hashed again.
+            return
+        self._listed_roots, self._observed_generation = list(listed_roots), self.generation
         # String operations, not Path objects: this runs for every listed adapter.
         prefix = str(self.root).rstrip("/") + "/"
-        listed = {r[len(prefix) :].rstrip("/") for r in roots if r.startswith(prefix)}
+        listed = {r[len(prefix) :].rstrip("/") for r in listed_roots if r.startswith(prefix)}
         for name, entry in self._entries.items():
             if name in listed:
                 entry.listed, entry.unlisted_since, entry.last_used = True, None, now

@@ -16,13 +16,14 @@ from lora_syncer.sources.digest import Checksum
 from lora_syncer.sources.errors import ChecksumMismatch
 from lora_syncer.sources.fetch_http import HttpFetcher, ProgressCallback
 from lora_syncer.sources.fetch_s3 import S3Fetcher
-from lora_syncer.sources.uri import ArchiveSource, RemoteSource, redact_url
+from lora_syncer.sources.uri import ArchiveSource, RemoteSource, S3Source, redact_url
 
 
 @dataclass(frozen=True)
 class Fetched:
     checksum: Checksum  # of the content: the archive file, or the S3 directory
     revision: str | None  # ETag (archive) or listing hash (S3): detects change, verifies nothing
+    size: int | None = None  # bytes written into the directory, when known without a walk
 
 
 class RemoteFetcher:
@@ -34,6 +35,11 @@ class RemoteFetcher:
         self._http = http
         self._s3 = s3
         self._limits = limits or ArchiveLimits()
+
+    def prepare(self, source: RemoteSource) -> None:
+        """An s3:// source was declared: make the S3 client (importing boto3) in the background."""
+        if isinstance(source, S3Source) and self._s3 is not None:
+            self._s3.prepare()
 
     async def download_archive(
         self, source: ArchiveSource, archive_file: Path, progress: ProgressCallback | None = None
@@ -67,4 +73,4 @@ class RemoteFetcher:
         s3 = await self._s3.download(source, dest, progress)
         if expected is not None and s3.checksum != expected:
             raise ChecksumMismatch(source.text, str(expected), str(s3.checksum))
-        return Fetched(s3.checksum, s3.revision)
+        return Fetched(s3.checksum, s3.revision, s3.size)

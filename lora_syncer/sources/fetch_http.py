@@ -1,7 +1,8 @@
 """Download an adapter archive over HTTP(S) with aiohttp.
 
 Redirects are followed by hand so every hop is checked against `--allowed-sources` (and an
-https → http downgrade is refused). The body is hashed while it is written; `max_bytes` caps it
+https → http downgrade is refused). The body is hashed while it arrives (in 1 MiB blocks, in a worker thread, overlapping the
+next block's receipt); `max_bytes` caps it
 (a Content-Length above it is refused before reading). Transient failures (connection errors,
 timeouts, 429 and 5xx) are retried with backoff. Messages show URLs without query or userinfo.
 """
@@ -27,6 +28,7 @@ ProgressCallback = Callable[[int, int | None], None]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 1 << 16
+_BLOCK = 1 << 20  # bytes hashed and written per worker-thread hop
 
 
 @dataclass(frozen=True)
@@ -104,17 +106,38 @@ class HttpFetcher:
             raise TooLarge(f"{redact_url(url)}: {total} bytes is over the {self._max_bytes}-byte limit")
         digest = hashlib.sha256()
         done = 0
-        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[None] | None = None
+        buffer = bytearray()
+
+        def consume(block: bytes) -> None:
+            # In a worker thread: hashlib and file writes release the GIL on blocks this large.
+            digest.update(block)
+            out.write(block)
+
         with dest.open("wb") as out:
-            async for chunk in resp.content.iter_chunked(_CHUNK):
-                done += len(chunk)
-                if done > self._max_bytes:
-                    raise TooLarge(f"{redact_url(url)}: more than the {self._max_bytes}-byte limit")
-                digest.update(chunk)
-                # Disk writes can stall; keep them off the event loop.
-                await loop.run_in_executor(None, out.write, chunk)
-                if progress is not None:
-                    progress(done, total)
+            try:
+                async for chunk in resp.content.iter_chunked(_CHUNK):
+                    done += len(chunk)
+                    if done > self._max_bytes:
+                        raise TooLarge(f"{redact_url(url)}: more than the {self._max_bytes}-byte limit")
+                    buffer += chunk
+                    if len(buffer) >= _BLOCK:
+                        # Hash and write one block while the next one arrives (one in flight, in order).
+                        if pending is not None:
+                            await pending
+                        pending = asyncio.ensure_future(asyncio.to_thread(consume, bytes(buffer)))
+                        buffer.clear()
+                    if progress is not None:
+                        progress(done, total)
+                if pending is not None:
+                    await pending
+                    pending = None
+                if buffer:
+                    await asyncio.to_thread(consume, bytes(buffer))
+            finally:
+                if pending is not None:
+                    # Failed mid-way: let the thread finish before the file closes.
+                    await asyncio.gather(pending, return_exceptions=True)
         if total is not None and done != total:
             raise DownloadError(f"{redact_url(url)}: got {done} of {total} bytes", transient=True)
         return HttpDownload(checksum=Checksum(digest.hexdigest()), size=done, etag=resp.headers.get("ETag"))

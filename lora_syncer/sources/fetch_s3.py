@@ -1,6 +1,7 @@
 """Download every object under an S3 prefix into a directory.
 
-boto3 (the optional `s3` extra) is imported only when an s3:// source is fetched. The client is
+boto3 (the optional `s3` extra) is imported only when an s3:// source is declared (`prepare`,
+in a background thread) or fetched. The client is
 configured the standard AWS way: environment, shared config and the credential chain,
 `AWS_ENDPOINT_URL` for an S3-compatible server. Blocking client calls run in worker threads, at
 most `concurrency` objects at a time per download. Keys ending in `/` (folder markers) are
@@ -11,6 +12,7 @@ Errors name the bucket, key and S3 error code, never credentials.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
@@ -109,6 +111,24 @@ class S3Fetcher:
         self._factory = client_factory or default_client_factory(self._concurrency)
         self._client: S3Client | None = None
         self._lock = threading.Lock()
+        self._preparing = False
+
+    def prepare(self) -> None:
+        """Import boto3 and make the client in a daemon thread, off the event loop (idempotent).
+
+        Called when an s3:// source is declared: the first download then finds the client
+        ready, or waits for it on the lock instead of making a second one.
+        """
+        if self._client is not None or self._preparing:
+            return
+        self._preparing = True
+
+        def make() -> None:
+            # A failure here is reported by the download that needs the client (it tries again).
+            with contextlib.suppress(Exception):
+                self._get_client()
+
+        threading.Thread(target=make, name="s3-client", daemon=True).start()
 
     def _get_client(self) -> S3Client:
         # boto3 clients are thread-safe once made; making one is not, hence the lock.

@@ -1,8 +1,8 @@
 """The adapter cache as the sidecar runs it: fetchers built from the settings, metered, opened
 at start and closed at shutdown.
 
-boto3 stays unimported until an s3:// source is actually fetched (the S3 client is made on
-first use); the HTTP session is made here, on the running loop.
+boto3 stays unimported until an s3:// source is declared (the S3 client is then made in a
+background thread); the HTTP session is made here, on the running loop.
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ class MeteredFetcher:
         self._meter.downloaded(seen, time.monotonic() - started)
         return got
 
+    def prepare(self, source: RemoteSource) -> None:
+        self._inner.prepare(source)
+
 
 @dataclass(frozen=True)
 class CacheSettings:
@@ -80,6 +83,7 @@ class CacheSettings:
     gc_grace: float
     concurrency: int
     allowed_sources: tuple[str, ...]
+    max_downloads: int = 4  # sources downloaded at once (the syncer passes --max-concurrency)
 
 
 class CacheService:
@@ -100,7 +104,11 @@ class CacheService:
             s3=S3Fetcher(concurrency=s.concurrency, allowed_sources=s.allowed_sources),
         )
         self.cache = AdapterCache(
-            s.root, MeteredFetcher(fetcher, self._meter), max_bytes=s.max_bytes, gc_grace=s.gc_grace
+            s.root,
+            MeteredFetcher(fetcher, self._meter),
+            max_bytes=s.max_bytes,
+            gc_grace=s.gc_grace,
+            max_downloads=s.max_downloads,
         )
         report = self.cache.open()
         log.info(

@@ -152,17 +152,24 @@ def source_allowed(source: str, rules: Sequence[str]) -> bool:
     return any(SourceRule.parse(r).allows(source) for r in rules)
 
 
-# A declaration of a remote source: (source, checksum) -> the cached version's directory.
-Resolved = Mapping[tuple[str, str | None], str]
+# Adapters declaring a remote source already in the cache: adapter id -> the cached version's
+# directory (keyed by id, not by (source, checksum): one string lookup per adapter per pass).
+Resolved = Mapping[str, str]
 
 NEEDS_CACHE = (
     "{scheme}:// sources need --adapter-cache DIR (a volume shared with vLLM at the same path); set it"
 )
 
 
+_REMOTE_PREFIXES = ("s3://", "http://", "https://")
+
+
 def is_remote(source: str) -> bool:
     """s3:// or http(s):// (whatever the case): fetched by lora-syncer, not handed to vLLM."""
-    return "://" in source and source[:8].lower().startswith(("s3://", "http://", "https://"))
+    # Runs for every declared adapter every pass: no string copies unless the case is unusual.
+    return "://" in source and (
+        source.startswith(_REMOTE_PREFIXES) or source[:8].lower().startswith(_REMOTE_PREFIXES)
+    )
 
 
 @lru_cache(maxsize=65536)
@@ -196,6 +203,35 @@ def _refusal(source: str, remote_sources: bool, rules: tuple[str, ...]) -> str |
     return None
 
 
+_MEMO_MAX = 65536
+
+# (remote, why it is refused or ""): what the plan needs to know about a declared source.
+Verdict = tuple[bool, str]
+
+
+@lru_cache(maxsize=8)
+def _verdicts_for(remote_sources: bool, rules: tuple[str, ...]) -> dict[str, Verdict]:
+    """source -> its verdict under one set of options, filled as sources are seen (bounded).
+
+    One dict lookup per adapter per pass: a no-op pass with thousands of remote sources costs
+    about what it costs with local ones. Pure: every entry is a function of its key and options.
+    """
+    return {}
+
+
+def _verdict(source: str, memo: dict[str, Verdict], options: PlanOptions) -> Verdict:
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    if is_remote(source):
+        verdict = (True, _refusal(source, options.remote_sources, options.allowed_sources) or "")
+    elif source_allowed(source, options.allowed_sources):
+        verdict = (False, "")
+    else:
+        verdict = (False, f"source {source!r} is not allowed by --allowed-sources")
+    memo[source] = verdict
+    return verdict
+
+
 def _base_model_ok(adapter: DesiredAdapter, served: frozenset[str]) -> bool:
     return adapter.base_model is None or not served or adapter.base_model in served
 
@@ -219,9 +255,9 @@ def make_plan(
 ) -> Plan:
     """What to do so the server matches `config`.
 
-    A remote source is compared by the directory of its cached version (`resolved`), the path
-    vLLM was given: an adapter fetched once is in sync on every later pass. One not resolved
-    yet gets an action with `fetch=True`.
+    A remote source is compared by the directory of its cached version (`resolved`: for this
+    config's adapters, id -> directory), the path vLLM was given: an adapter fetched once is in
+    sync on every later pass. One not resolved yet gets an action with `fetch=True`.
     """
     resolved = resolved or {}
     loaded = {m.id: m for m in observed if m.is_adapter}
@@ -233,6 +269,7 @@ def make_plan(
     in_sync: list[str] = []
     absent: list[str] = []
     declared: set[str] = set()
+    verdicts = _verdicts_for(options.remote_sources, options.allowed_sources)
 
     for adapter in config.ensure_exist:
         declared.add(adapter.id)
@@ -241,23 +278,11 @@ def make_plan(
                 Skip(adapter.id, SkipReason.CONFLICT, "listed in both ensureExist and ensureNotExist")
             )
             continue
-        remote = is_remote(adapter.source)
-        target: str | None = adapter.source
-        if remote:
-            refusal = remote_refusal(adapter.source, options)
-            if refusal is not None:
-                skips.append(Skip(adapter.id, SkipReason.FORBIDDEN_SOURCE, refusal))
-                continue
-            target = resolved.get((adapter.source, adapter.checksum))
-        elif not source_allowed(adapter.source, options.allowed_sources):
-            skips.append(
-                Skip(
-                    adapter.id,
-                    SkipReason.FORBIDDEN_SOURCE,
-                    f"source {adapter.source!r} is not allowed by --allowed-sources",
-                )
-            )
+        remote, refusal = verdicts.get(adapter.source) or _verdict(adapter.source, verdicts, options)
+        if refusal:
+            skips.append(Skip(adapter.id, SkipReason.FORBIDDEN_SOURCE, refusal))
             continue
+        target: str | None = resolved.get(adapter.id) if remote else adapter.source
         if options.base_model_policy != "ignore" and not _base_model_ok(adapter, served):
             skip = Skip(
                 adapter.id,

@@ -19,7 +19,7 @@ import structlog
 
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.source import Loaded
-from lora_syncer.sources.cache import AdapterCache
+from lora_syncer.sources.cache import AdapterCache, Flight
 from lora_syncer.sources.errors import ChecksumMismatch, SourceError
 from lora_syncer.sources.uri import redact_url
 from lora_syncer.sync.capacity import CapacityCheck
@@ -131,9 +131,10 @@ class Reconciler:
         self.pass_lock = asyncio.Lock()
         self.warmup = warmup  # --warmup: loads end in `warming`, this worker makes them `loaded`
         self.capacity = capacity
-        # --adapter-cache: remote sources are fetched into it and loaded from there.
+        # --adapter-cache: remote sources are fetched into it (in the background) and loaded from there.
         self.cache = cache
-        self._fetched: set[str] = set()  # versions fetched during the current pass
+        self._downloads: dict[str, _Download] = {}  # adapter id -> the download it waits for
+        self._watched: set[Flight] = set()  # downloads whose end triggers a pass
         # (config, cache generation) -> resolved paths: a no-op pass resolves nothing again.
         self._resolved_memo: tuple[AdaptersConfig, int, Resolved] | None = None
 
@@ -263,6 +264,8 @@ class Reconciler:
         plan = make_plan(config, models, options, resolved)
         self._track_prune_hold(plan, loaded.generation)
         due = self._record_observation(config, models, plan)
+        if self._downloads:
+            due = self._follow_downloads(plan, due)
         if self.status.server.runtime_updating_disabled and due:
             # Probe with the first action only: until the server allows updates, the rest would fail alike.
             due = due[:1]
@@ -271,7 +274,7 @@ class Reconciler:
         failures = await self._execute(due, loaded)
         if self.warmup is not None:
             self.warmup.resume(time.monotonic())  # warm-ups lost to a server blip or due for a retry
-        await self._collect_cache(resolved, models)
+        await self._collect_cache(config, models)
         self.status.synced_once = True
         result = "ok" if not failures else "partial"
         if self.status.server.runtime_updating_disabled:
@@ -453,9 +456,10 @@ class Reconciler:
         started = time.perf_counter()
         try:
             if action.fetch:
-                fetched = await self._fetch(action)
+                fetched = self._start_download(action, a)
                 if fetched is None:
-                    return False
+                    # Downloading in the background (or failed to start, recorded): its end triggers a pass.
+                    return a.state != AdapterState.FAILED
                 action = replace(action, source=fetched, fetch=False)
             a.apply(Started(action.op))
             if action.op == Op.UNLOAD:
@@ -545,14 +549,18 @@ class Reconciler:
     # --- remote sources (--adapter-cache) --------------------------------------------------
 
     def _resolved(self, config: AdaptersConfig) -> Resolved:
-        """Declared remote sources already in the cache -> their directories (no filesystem access)."""
+        """Declared remote sources already in the cache -> their directories (no filesystem access).
+
+        A declared source not in the cache yet gets its fetcher ready now (for s3://, boto3 is
+        imported and the client made in a background thread) so the download does not wait for it.
+        """
         cache = self.cache
         if cache is None:
             return {}
         memo = self._resolved_memo
         if memo is not None and memo[0] is config and memo[1] == cache.generation:
             return memo[2]
-        out: dict[tuple[str, str | None], str] = {}
+        out: dict[str, str] = {}
         for d in config.ensure_exist:
             if is_remote(d.source):
                 try:
@@ -560,44 +568,106 @@ class Reconciler:
                 except SourceError:
                     continue  # refused by the plan with its reason
                 if found is not None:
-                    out[(d.source, d.checksum)] = str(found.path)
+                    out[d.id] = str(found.path)
+                else:
+                    cache.prepare(d.source)
         self._resolved_memo = (config, cache.generation, out)
         return out
 
-    async def _fetch(self, action: Action) -> str | None:
-        """Download the action's source into the cache; its directory, or None after recording the failure."""
-        assert self.cache is not None and action.source is not None
-        a = self.status.adapters[action.adapter_id]
-        a.apply(Downloaded(0, None))
+    def _start_download(self, action: Action, a: AdapterStatus) -> str | None:
+        """The cached directory to load now, or None: the download runs in the background.
+
+        Downloads are single-flight per declaration (adapters declaring one source share it, and
+        all show its bytes), bounded by the cache, and never block a pass; when one ends, a pass
+        is triggered that loads what it published (or the adapters it served are failed).
+        """
+        cache = self.cache
+        assert cache is not None and action.source is not None
+        try:
+            found = cache.lookup(action.source, action.checksum)
+            if found is not None:  # landed since the plan was made
+                return str(found.path)
+            flight = cache.begin(action.source, action.checksum)
+        except SourceError as exc:
+            self._fail(a, action, exc.message, exc.reason)
+            return None
+        current = self._downloads.get(action.adapter_id)
+        if current is not None and current.flight is flight:
+            return None
+        self._detach(action.adapter_id)
 
         def progress(done: int, total: int | None) -> None:
             a.apply(Downloaded(done, total))
 
-        try:
-            version = await self.cache.ensure(action.source, action.checksum, progress)
-        except ChecksumMismatch as exc:
-            # The content will not change by itself: retry only at the longest backoff.
-            longest = self.options.backoff.maximum
-            self._fail(a, action, exc.message, exc.reason, delay_of=lambda _n: longest)
-            return None
-        except SourceError as exc:
-            self._fail(a, action, exc.message, exc.reason)
-            return None
-        self._fetched.add(version.name)
-        return str(version.path)
+        self._downloads[action.adapter_id] = _Download(flight, action, progress)
+        flight.listen(progress)  # a later joiner shows the bytes already done, not 0
+        assert flight.task is not None
+        if flight not in self._watched:
+            self._watched.add(flight)
+            flight.task.add_done_callback(lambda task: self._download_ended(flight, task))
+        log.info(
+            "download started" if flight.done == 0 else "download joined",
+            adapter=action.adapter_id,
+            source=redact_url(action.source),
+        )
+        return None
 
-    async def _collect_cache(self, resolved: Resolved, models: list[ObservedModel]) -> None:
+    def _longest_backoff(self, _failures: int) -> float:
+        return self.options.backoff.maximum
+
+    def _detach(self, adapter_id: str) -> None:
+        d = self._downloads.pop(adapter_id, None)
+        if d is not None:
+            d.flight.unlisten(d.progress)
+
+    def _follow_downloads(self, plan: Plan, due: list[Action]) -> list[Action]:
+        """Detach adapters whose declaration no longer needs their download; skip those still waiting."""
+        wanted = {x.adapter_id: (x.source, x.checksum) for x in plan.actions if x.fetch}
+        for adapter_id, d in list(self._downloads.items()):
+            if wanted.get(adapter_id) != (d.flight.source, d.flight.checksum):
+                self._detach(adapter_id)
+        return [x for x in due if not (x.fetch and x.adapter_id in self._downloads)]
+
+    def _download_ended(self, flight: Flight, task: asyncio.Task[Any]) -> None:
+        """A download ended: fail the adapters it served if it failed, and reconcile either way."""
+        self._watched.discard(flight)
+        waiting = [aid for aid, d in self._downloads.items() if d.flight is flight]
+        error = None if task.cancelled() else task.exception()
+        for adapter_id in waiting:
+            d = self._downloads.pop(adapter_id)
+            flight.unlisten(d.progress)
+            a = self.status.adapters.get(adapter_id)
+            if error is None or a is None:
+                continue
+            if isinstance(error, ChecksumMismatch):
+                # The content will not change by itself: retry only at the longest backoff.
+                self._fail(a, d.action, error.message, error.reason, delay_of=self._longest_backoff)
+            elif isinstance(error, SourceError):
+                self._fail(a, d.action, error.message, error.reason)
+            elif isinstance(error, OSError):
+                where = self.cache.root if self.cache is not None else "the adapter cache"
+                message = f"adapter cache {where}: {error.strerror or error}"
+                self._fail(a, d.action, message, "cache_error")
+            else:
+                log.error("download failed unexpectedly", adapter=adapter_id, error=repr(error))
+                self._fail(a, d.action, f"download failed: {type(error).__name__}", "error")
+        if not task.cancelled():
+            self.trigger("download failed" if error is not None else "downloaded")
+
+    async def _collect_cache(self, config: AdaptersConfig, models: list[ObservedModel]) -> None:
         """Record which cached versions vLLM lists, then delete what GC allows; report the figures."""
         cache = self.cache
         if cache is None:
             return
-        cache.observe([m.root for m in models if m.is_adapter and m.root])
-        # Declared versions: those resolved at the start of this pass, and those it just fetched.
-        # Only GC over the budget needs them.
-        declared: set[str] = set(self._fetched)
-        self._fetched.clear()
+        cache.observe([m.root for m in models if m.parent is not None and m.root])
+        # Declared versions: what this pass's file and the file in force now (it may have changed
+        # during the pass) resolve to, including versions published during the pass. Only GC over
+        # the budget needs them.
+        declared: set[str] = set()
         if cache.over_budget:
-            declared.update(os.path.basename(path) for path in resolved.values())
+            current = self.source.current
+            for c in {id(x): x for x in (config, current.value if current else config)}.values():
+                declared.update(os.path.basename(path) for path in self._resolved(c).values())
         try:
             report = await cache.collect(declared)
         except OSError as exc:  # a full or read-only volume must not stop syncing
@@ -611,3 +681,12 @@ class Reconciler:
             "overflowBytes": report.overflow_bytes,
             "versions": cache.count,
         }
+
+
+@dataclass(frozen=True)
+class _Download:
+    """An adapter waiting for a download: the flight, the action that started it, its progress tap."""
+
+    flight: Flight
+    action: Action
+    progress: Callable[[int, int | None], None]

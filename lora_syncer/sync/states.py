@@ -180,8 +180,9 @@ def transition(m: AdapterMachine, event: Event) -> AdapterMachine:
         case Skipped(reason, detail):
             return replace(m, state=SKIP_STATE[reason], reason=detail, progress=None)
         case Due():
-            # A failed adapter stays failed until its retry runs; anything else waits as pending.
-            if m.state == AdapterState.FAILED:
+            # A failed adapter stays failed until its retry runs; a download in flight keeps
+            # showing its bytes across passes; anything else waits as pending.
+            if m.state in (AdapterState.FAILED, AdapterState.DOWNLOADING):
                 return m
             return replace(m, state=AdapterState.PENDING, progress=None)
         case Started(op):

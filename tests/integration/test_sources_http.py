@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import tarfile
 import zipfile
 from collections.abc import AsyncIterator
@@ -360,3 +361,102 @@ async def test_pinned_and_unpinned_declarations_of_one_content_share_one_version
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
         [TMP_DIR, pinned.name, pinned.name + MARKER_SUFFIX]
     )
+
+
+async def test_a_late_joiner_sees_the_bytes_already_downloaded(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    big = _tar_gz({"adapter_config.json": b"{}", "w": bytes(range(256)) * 4096})
+    server.files["/big.tar.gz"] = big
+    server.midway = asyncio.Event()
+    cache = _cache(tmp_path / "cache", session, (server.url("/"),))
+    url = server.url("/big.tar.gz")
+    first: list[tuple[int, int | None]] = []
+    waiter = asyncio.create_task(cache.ensure(url, progress=lambda d, t: first.append((d, t))))
+    for _ in range(1000):
+        if first and first[-1][0] >= len(big) // 2:
+            break
+        await asyncio.sleep(0.01)
+    assert first[-1] == (first[-1][0], len(big)) and first[-1][0] >= len(big) // 2
+    second: list[tuple[int, int | None]] = []
+    joiner = asyncio.create_task(cache.ensure(url, progress=lambda d, t: second.append((d, t))))
+    await asyncio.sleep(0)
+    # Told at once how far the shared download is, not 0.
+    assert second[0] == first[-1]
+    server.midway.set()
+    a, b = await asyncio.gather(waiter, joiner)
+    assert a == b and server.requests["/big.tar.gz"] == 1
+    assert first[-1] == second[-1] == (len(big), len(big))
+
+
+async def test_gc_evicts_only_over_the_budget_least_recently_used_first(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The issue's rule, exactly: removed only after unlisted for the grace, least recently used
+    first, only to get under the budget; never without a budget; declared and listed kept."""
+    now = [1000.0]
+    for i in range(4):
+        server.files[f"/v{i}.tar.gz"] = _tar_gz({"w": bytes([i]) * 1000})
+    urls = [server.url(f"/v{i}.tar.gz") for i in range(4)]
+
+    # No budget: nothing is ever removed, however long unlisted.
+    unbounded = _cache(tmp_path / "none", session, (server.url("/"),), gc_grace=60.0, clock=lambda: now[0])
+    kept = [await unbounded.ensure(u) for u in urls]
+    unbounded.observe([], now=now[0])
+    assert (await unbounded.collect([], now=now[0] + 10**6)).deleted == ()
+    assert all(v.path.is_dir() for v in kept)
+
+    # A budget the versions fit in: nothing goes either.
+    cache = _cache(
+        tmp_path / "c", session, (server.url("/"),), max_bytes=10_000, gc_grace=60.0, clock=lambda: now[0]
+    )
+    vs = []
+    for u in urls:
+        vs.append(await cache.ensure(u))
+        now[0] += 1  # v0 least recently used, v3 most
+    cache.observe([str(vs[3].path)], now=now[0])
+    report = await cache.collect([vs[2].name], now=now[0] + 10**6)
+    assert report.deleted == () and report.overflow_bytes == 0
+
+    # Over budget (4000 bytes > 3000): v2 is declared, v3 listed; v0 and v1 may go, least
+    # recently used first and only as many as it takes. Not before their grace, though.
+    cache._max_bytes = 3000
+    assert (await cache.collect([vs[2].name], now=now[0] + 59)).deleted == ()
+    report = await cache.collect([vs[2].name], now=now[0] + 60)
+    assert report.deleted == (vs[0].name,)
+    assert (report.kept_bytes, report.overflow_bytes) == (3000, 0)
+    # A smaller budget: v1 goes too; the declared and listed versions stay, the excess is reported.
+    cache._max_bytes = 1500
+    report = await cache.collect([vs[2].name], now=now[0] + 61)
+    assert report.deleted == (vs[1].name,)
+    assert (report.kept_bytes, report.overflow_bytes) == (2000, 500)
+    # vLLM stops listing v3: it goes once unlisted for the grace, not sooner.
+    unlisted_at = now[0] + 100
+    cache.observe([], now=unlisted_at)
+    assert (await cache.collect([vs[2].name], now=unlisted_at + 59)).deleted == ()
+    report = await cache.collect([vs[2].name], now=unlisted_at + 60)
+    assert report.deleted == (vs[3].name,) and report.overflow_bytes == 0
+    assert [v.path.is_dir() for v in vs] == [False, False, True, False]
+
+
+async def test_downloads_at_once_are_bounded(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    for i in range(2):
+        server.files[f"/d{i}.tar.gz"] = _tar_gz({"w": os.urandom(300_000)})
+    server.midway = asyncio.Event()
+    cache = _cache(tmp_path / "cache", session, (server.url("/"),), max_downloads=1)
+    first = cache.begin(server.url("/d0.tar.gz"))
+    second = cache.begin(server.url("/d1.tar.gz"))
+    assert first.task is not None and second.task is not None
+    for _ in range(500):
+        if first.done:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    # The first holds the only slot: the second has not even asked the server yet.
+    assert server.requests["/d0.tar.gz"] == 1 and server.requests["/d1.tar.gz"] == 0
+    assert sorted(cache.downloading()) == sorted([server.url("/d0.tar.gz"), server.url("/d1.tar.gz")])
+    server.midway.set()
+    await asyncio.gather(first.task, second.task)
+    assert server.requests["/d1.tar.gz"] == 1 and len(cache.versions()) == 2

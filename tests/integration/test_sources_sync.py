@@ -4,6 +4,7 @@ local HTTP server as sources, the emulator as vLLM, the sidecar in-process (or a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -194,6 +195,65 @@ async def test_two_adapters_sharing_one_source_share_one_download(sync_env: Sync
         roots = env.emulator.loaded()
         assert roots["one"] == roots["two"]
         assert server.requests["/a/sql.tar.gz"] == 1
+        assert len(versions(tmp_path / "cache")) == 1
+    finally:
+        await server.stop()
+
+
+async def test_a_download_runs_beside_the_passes_and_a_joining_adapter_shows_its_bytes(
+    sync_env: SyncEnv, tmp_path: Path
+) -> None:
+    """Passes go on (and load other adapters) while a download runs; a second adapter declaring
+    the same source joins the download in flight and shows its bytes, not 0."""
+    env = sync_env
+    archive = tar_gz({**adapter_files(salt="bg"), "extra.bin": os.urandom(1024 * 1024)})
+    server = FileServer(files={"/bg.tar.gz": archive})
+    server.midway = asyncio.Event()  # the second half waits until the test lets it go
+    await server.start()
+    try:
+        url = server.url("/bg.tar.gz")
+        checksum = "sha256:" + hashlib.sha256(archive).hexdigest()
+        local = write_dir(tmp_path / "local", adapter_files(salt="local"))
+        remote_one = {"id": "one", "source": url, "checksum": checksum}
+        env.write(adapters_file([remote_one, {"id": "local", "source": str(local)}]))
+        await env.start(
+            adapter_cache=tmp_path / "cache",
+            allowed_sources=(f"http://127.0.0.1:{server.port}", str(tmp_path)),
+            reconcile_trigger=0.1,
+        )
+
+        async def half_downloaded(adapter_id: str) -> dict[str, Any] | None:
+            a = await env.adapter(adapter_id)
+            if a is None or a["state"] != "downloading":
+                return None
+            return a if a["progress"]["bytesDone"] >= len(archive) // 2 else None
+
+        one = await eventually(lambda: half_downloaded("one"), "one half downloaded")
+        assert one["progress"]["bytesTotal"] == len(archive)
+        # The pass that started the download did not wait for it: the local adapter is loaded and
+        # passes keep running.
+        await env.wait_state("local", "loaded")
+        passes = await env.passes()
+        await eventually(lambda: _more(env, passes + 3), "three more passes during the download")
+
+        env.write(
+            adapters_file(
+                [
+                    remote_one,
+                    {"id": "two", "source": url, "checksum": checksum},
+                    {"id": "local", "source": str(local)},
+                ]
+            )
+        )
+        two = await eventually(lambda: half_downloaded("two"), "two joined the download")
+        assert two["progress"] == (await env.adapter("one") or {})["progress"]
+        assert "one" not in env.emulator.loaded()
+
+        server.midway.set()
+        await env.wait_loaded(["one", "two", "local"])
+        roots = env.emulator.loaded()
+        assert roots["one"] == roots["two"]
+        assert server.requests["/bg.tar.gz"] == 1
         assert len(versions(tmp_path / "cache")) == 1
     finally:
         await server.stop()

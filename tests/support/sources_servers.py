@@ -78,6 +78,7 @@ class FileServer:
     gzip_encoded: set[str] = field(default_factory=set)  # paths labelled Content-Encoding: gzip
     hold: asyncio.Event | None = None  # when set: the body is sent only once the event is set
     chunk_delay: float = 0.0  # seconds between 64 KiB chunks (a slow server)
+    midway: asyncio.Event | None = None  # when set: the second half of a body waits for the event
     requests: Counter[str] = field(default_factory=Counter)
     etag: str = '"v1"'
     _runner: web.AppRunner | None = None
@@ -105,7 +106,10 @@ class FileServer:
         await resp.prepare(request)
         if self.hold is not None:
             await self.hold.wait()
+        half = len(data) // 2
         for i in range(0, len(data), 65536):
+            if self.midway is not None and i >= half:
+                await self.midway.wait()
             await resp.write(data[i : i + 65536])
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
@@ -124,7 +128,8 @@ class FileServer:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
-        if self.hold is not None:
-            self.hold.set()
+        for event in (self.hold, self.midway):
+            if event is not None:
+                event.set()
         if self._runner is not None:
             await self._runner.cleanup()

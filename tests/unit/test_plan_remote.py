@@ -28,17 +28,18 @@ def test_not_cached_is_fetched_then_loaded() -> None:
 
 def test_loaded_from_the_resolved_path_is_in_sync() -> None:
     observed = [BASE, ObservedModel("sql", root=CACHED, parent="Qwen/Qwen3-32B")]
-    plan = make_plan(config(DesiredAdapter("sql", SRC, checksum=SUM)), observed, ON, {(SRC, SUM): CACHED})
+    plan = make_plan(config(DesiredAdapter("sql", SRC, checksum=SUM)), observed, ON, {"sql": CACHED})
     assert plan.actions == () and plan.in_sync == ("sql",)
 
 
 def test_a_new_version_reloads_from_its_cached_path_or_fetches_first() -> None:
     observed = [BASE, ObservedModel("sql", root=CACHED, parent="Qwen/Qwen3-32B")]
     new = "sha256:" + "b" * 64
-    fetch = make_plan(config(DesiredAdapter("sql", SRC, checksum=new)), observed, ON, {(SRC, SUM): CACHED})
+    # The new version is not in the cache (nothing resolved for it): fetch, then reload.
+    fetch = make_plan(config(DesiredAdapter("sql", SRC, checksum=new)), observed, ON, {})
     assert [(a.op, a.fetch) for a in fetch.actions] == [(Op.RELOAD, True)]
     other = "/cache/models-team-sql-" + "1" * 32
-    ready = make_plan(config(DesiredAdapter("sql", SRC, checksum=new)), observed, ON, {(SRC, new): other})
+    ready = make_plan(config(DesiredAdapter("sql", SRC, checksum=new)), observed, ON, {"sql": other})
     assert [(a.op, a.fetch, a.source) for a in ready.actions] == [(Op.RELOAD, False, other)]
 
 
@@ -76,3 +77,17 @@ def test_checksum_field() -> None:
     (issue,) = info.value.issues
     assert issue.line == 6 and issue.path.endswith("models[0].checksum")
     assert "sha256:<64 hex digits>" in issue.message
+
+
+def test_verdicts_are_per_options_and_refusals_stay_per_source() -> None:
+    """The per-source memo never carries one option set's verdict into another's."""
+    cfg = config(DesiredAdapter("a", SRC), DesiredAdapter("b", "/adapters/b"))
+    on = make_plan(cfg, [BASE], ON)
+    assert [(x.adapter_id, x.fetch) for x in on.actions] == [("a", True), ("b", False)]
+    off = make_plan(cfg, [BASE], PlanOptions())
+    assert [s.adapter_id for s in off.skips] == ["a"] and [x.adapter_id for x in off.actions] == ["b"]
+    ruled = make_plan(cfg, [BASE], PlanOptions(remote_sources=True, allowed_sources=("/adapters/",)))
+    assert [s.adapter_id for s in ruled.skips] == ["a"] and "not allowed" in ruled.skips[0].detail
+    assert [x.adapter_id for x in ruled.actions] == ["b"]
+    # The first option set again: same answers as the first time.
+    assert make_plan(cfg, [BASE], ON).actions == on.actions
