@@ -13,13 +13,12 @@ import os.path
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.source import Loaded
-from lora_syncer.sources.cache import AdapterCache
 from lora_syncer.sources.errors import ChecksumMismatch, SourceError
 from lora_syncer.sources.uri import redact_url
 from lora_syncer.sync.capacity import CapacityCheck
@@ -61,6 +60,9 @@ from lora_syncer.sync.states import (
 from lora_syncer.sync.status import AdapterStatus, BackoffPolicy, Declared, PruneHold, SyncStatus
 from lora_syncer.sync.vllm_client import VLLMClient
 from lora_syncer.sync.warmup import WarmupWorker
+
+if TYPE_CHECKING:  # the cache (tarfile, zipfile, the fetchers) is imported only with --adapter-cache
+    from lora_syncer.sources.cache import AdapterCache
 
 log = structlog.get_logger("lora_syncer.sync")
 
