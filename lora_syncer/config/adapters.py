@@ -20,6 +20,7 @@ error naming the key probably meant (the old sidecar ignored it, so a typo such 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,7 +33,7 @@ from lora_syncer.config.yamldoc import Document
 ROOT_KEY = "vLLMLoRAConfig"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredAdapter:
     """One adapter as declared: the name vLLM will serve it under and where to load it from."""
 
@@ -174,6 +175,13 @@ def _missing_root(data: Any) -> str:
     return f"{found}; did you mean {ROOT_KEY!r}?" if guess else found
 
 
+def _shared(text: Any) -> Any:
+    """One string object per distinct id, source or base model in the whole process (interned):
+    the server's answers name the same adapters every resync, and 10,000 declared adapters would
+    otherwise keep each name twice or three times (the file's, `/v1/models`', the status')."""
+    return sys.intern(text) if type(text) is str else text
+
+
 def config_from_document(doc: Document) -> AdaptersConfig:
     """Validate one parsed YAML document. Raises ConfigError (file unset) with every issue found."""
     data = doc.data
@@ -215,7 +223,7 @@ def config_from_document(doc: Document) -> AdaptersConfig:
         raise ConfigError(None, issues)
     exist = (parsed["ensureExist"] or {}).get("models") or []
     not_exist = (parsed["ensureNotExist"] or {}).get("models") or []
-    default_base = parsed["defaultBaseModel"] or None
+    default_base = _shared(parsed["defaultBaseModel"] or None)
     return AdaptersConfig(
         name=parsed["name"],
         host=parsed["host"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -63,6 +64,19 @@ class Timeouts:
     connect: float = 3.0
     read: float = 15.0
     load: float = 120.0  # a load may fetch an adapter from a hub
+
+
+def _shared(text: Any) -> Any:
+    return sys.intern(text) if type(text) is str else text
+
+
+# `GET /v1/models` with 10,000 adapters is ~4 MB of JSON: decoded whole, each model card with
+# its permission list is ~1.5 KiB of objects (~13 MiB per resync, a heap high-water mark the
+# process keeps). Only these keys are read; every other one is dropped as its object is decoded.
+_MODEL_KEYS = frozenset(("data", "id", "root", "parent"))
+_MODELS_DECODER = json.JSONDecoder(
+    object_pairs_hook=lambda pairs: {k: v for k, v in pairs if k in _MODEL_KEYS}
+)
 
 
 def v1_suffix_problem(url: str) -> str | None:
@@ -307,9 +321,13 @@ class VLLMClient:
             if status != 200:
                 raise self._translate("/v1/models", status, text)
             try:
-                data = json.loads(text)["data"]
+                data = _MODELS_DECODER.decode(text)["data"]
+                # Interned: the names kept from this answer (served set, observed roots) are the
+                # adapters file's own string objects, not a copy per resync.
                 models = [
-                    ObservedModel(id=str(m["id"]), root=m.get("root"), parent=m.get("parent"))
+                    ObservedModel(
+                        id=_shared(str(m["id"])), root=_shared(m.get("root")), parent=m.get("parent")
+                    )
                     for m in data
                     if isinstance(m, dict) and "id" in m
                 ]
