@@ -8,7 +8,9 @@ assert on ("attempt 2/3 failed; will retry").
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import socket
 import ssl
 import sys
@@ -18,13 +20,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from lora_syncer.memory import trim_heap
 from lora_syncer.sync.errors import (
@@ -233,27 +228,28 @@ class VLLMClient:
         return UnexpectedResponse(f"{path}: unexpected status {status}: {message}", status=status)
 
     async def _with_retry(self, what: str, call: Callable[[], Awaitable[T]], **log_kw: Any) -> T:
+        """`call()`, tried up to `attempts` times while it fails with a TransientError.
+
+        Between tries: initial x 2^(try-1) plus up to `initial` of jitter, at most `maximum`
+        seconds. A plain loop (no retry library on the sidecar's path: it is all this needs).
+        """
         policy = self._retry
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                f"attempt {state.attempt_number}/{policy.attempts} failed; will retry",
-                call=what,
-                error=str(exc),
-                **log_kw,
-            )
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts),
-            wait=wait_exponential_jitter(
-                multiplier=policy.initial, max=policy.maximum, jitter=policy.initial
-            ),
-            retry=retry_if_exception_type(TransientError),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return await retrying(call)
+        attempts = max(1, policy.attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                return await call()
+            except TransientError as exc:
+                if attempt == attempts:
+                    raise
+                log.warning(
+                    f"attempt {attempt}/{policy.attempts} failed; will retry",
+                    call=what,
+                    error=str(exc),
+                    **log_kw,
+                )
+                delay = policy.initial * 2 ** (attempt - 1) + random.uniform(0, policy.initial)
+                await asyncio.sleep(max(0.0, min(delay, policy.maximum)))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     # --- endpoints -------------------------------------------------------------------------
 

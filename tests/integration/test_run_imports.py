@@ -34,6 +34,7 @@ NEVER = (
     "boto3",
     "botocore",
     "uvloop",
+    "tenacity",
     "lora_syncer.proxy",
     "lora_syncer.rollout",
     "lora_syncer.config.rules",
