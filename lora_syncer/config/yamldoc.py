@@ -206,8 +206,10 @@ def _documents_from_events(text: str, lines: bool = True) -> list[Document]:
             doc.data = _from_events(loader, root, (), doc, lines)
             loader.get_event()  # document end
             docs.append(doc)
-    except (yaml.YAMLError, RecursionError):
-        raise _Unusual from None  # the node walk words every error
+    except _Unusual:
+        raise
+    except Exception:  # a YAML error, or anything else: the node walk says it as it always has
+        raise _Unusual from None
     finally:
         loader.dispose()
     return docs
