@@ -221,14 +221,25 @@ def load_documents(text: str) -> list[Document]:
         docs = _documents_from_events(text, lines=False)
     except _Unusual:
         return _documents_from_nodes(text)
+    deferred = _DeferredLines(text)
     for doc in docs:
-        doc.deferred_lines = functools.partial(_lines_of, text, doc.index)
+        doc.deferred_lines = functools.partial(deferred.of, doc.index)
     return docs
 
 
-def _lines_of(text: str, index: int) -> dict[Path, int]:
-    """The line map of document `index` of `text` (which the event walk already read once)."""
-    return _documents_from_events(text)[index].lines
+class _DeferredLines:
+    """The line maps of every document of one text, made by one more event walk when first asked
+    (a rules file of many documents asks once per document: the text is walked once, not each time)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._maps: list[dict[Path, int]] | None = None
+
+    def of(self, index: int) -> dict[Path, int]:
+        if self._maps is None:
+            self._maps = [d.lines for d in _documents_from_events(self._text)]
+            self._text = ""
+        return self._maps[index]
 
 
 def _documents_from_nodes(text: str) -> list[Document]:
