@@ -80,6 +80,14 @@ class _Budget:
         self.expansions = 0
 
 
+def _duplicate_key(doc: Document, path: Path, line: int) -> None:
+    doc.warnings.append(
+        Issue(
+            path=join_path(path), message="duplicate key: the later value wins", line=line, severity="warning"
+        )
+    )
+
+
 def _walk(node: yaml.Node, loader: Any, path: Path, doc: Document, budget: _Budget) -> Any:
     if len(path) > MAX_DEPTH:
         raise YamlSyntaxError(
@@ -108,14 +116,7 @@ def _walk(node: yaml.Node, loader: Any, path: Path, doc: Document, budget: _Budg
                 key = str(key)
             child = (*path, key if isinstance(key, str | int) else str(key))
             if key in out:
-                doc.warnings.append(
-                    Issue(
-                        path=join_path(child),
-                        message="duplicate key: the later value wins",
-                        line=key_node.start_mark.line + 1,
-                        severity="warning",
-                    )
-                )
+                _duplicate_key(doc, child, key_node.start_mark.line + 1)
             doc.lines[child] = key_node.start_mark.line + 1
             out[key] = _walk(value_node, loader, child, doc, budget)
         return out
@@ -174,14 +175,7 @@ def _from_events(loader: Any, event: Any, path: Path, doc: Document, lines: bool
                 key = str(key)
             child = (*path, key if isinstance(key, str | int) else str(key))
             if key in out:
-                doc.warnings.append(
-                    Issue(
-                        path=join_path(child),
-                        message="duplicate key: the later value wins",
-                        line=key_line,
-                        severity="warning",
-                    )
-                )
+                _duplicate_key(doc, child, key_line)
             if lines:
                 doc.lines[child] = key_line
             out[key] = _from_events(loader, loader.get_event(), child, doc, lines)
