@@ -382,20 +382,30 @@ async def direct_baseline(server: str, sources: Sequence[str], result: dict[str,
 async def bench_noop_pass(workdir: Path, server: str, config: Path, passes: int = 10) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
-    from lora_syncer.config.adapters import AdaptersConfig, parse_adapters
+    from lora_syncer.config.adapters import AdaptersConfig
+    from lora_syncer.config.manifest import parse_adapters_or_manifest
     from lora_syncer.config.source import WatchedFile
     from lora_syncer.sync.metrics import SyncMetrics
     from lora_syncer.sync.reconciler import Reconciler, SyncOptions
     from lora_syncer.sync.vllm_client import VLLMClient
 
-    source: WatchedFile[AdaptersConfig] = WatchedFile(config, parse_adapters)
+    source: WatchedFile[AdaptersConfig] = WatchedFile(config, parse_adapters_or_manifest)
+    # The reconciler reads the file in force, never the disk (its ReloadingFile does that, in the
+    # sidecar): read it once here, or every pass is a "no_config" pass over nothing.
+    if await source.reload() != "changed" or source.current is None:
+        raise RuntimeError(f"{config}: not a valid adapters file: {source.error}")
+    declared = len(source.current.value.ensure_exist)
     client = VLLMClient(server)
     rec = Reconciler(source, client, SyncOptions(), SyncMetrics(CollectorRegistry()))
     try:
         await rec.run_pass({"bench"})  # loads what is missing (nothing after section b)
         first = await rec.run_pass({"bench"})
-        if first.actions:
-            raise RuntimeError(f"expected a no-op pass, got {first.actions} actions ({first.result})")
+        if first.result != "ok" or first.actions or first.plan is None or len(first.plan.in_sync) != declared:
+            in_sync = len(first.plan.in_sync) if first.plan else 0
+            raise RuntimeError(
+                f"expected a no-op pass over {declared} adapters in sync, got {first.result!r}, "
+                f"{first.actions} actions, {in_sync} in sync"
+            )
         cpu: list[float] = []
         wall: list[float] = []
         for _ in range(passes):
@@ -403,7 +413,10 @@ async def bench_noop_pass(workdir: Path, server: str, config: Path, passes: int 
             result = await rec.run_pass({"bench"})
             cpu.append(time.process_time() - c0)
             wall.append(time.perf_counter() - w0)
-            assert result.actions == 0, result
+            if result.result != "ok" or result.actions:
+                raise RuntimeError(
+                    f"a measured pass was not a no-op: {result.result!r}, {result.actions} actions"
+                )
         profile = cProfile.Profile()
         profile.enable()
         for _ in range(3):
@@ -422,7 +435,7 @@ async def bench_noop_pass(workdir: Path, server: str, config: Path, passes: int 
     out = io.StringIO()
     pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(18)
     return {
-        "declared": len(source.current.value.ensure_exist) if source.current else 0,
+        "declared": declared,
         "cpu_ms_median": statistics.median(cpu) * 1000,
         "cpu_ms_max": max(cpu) * 1000,
         "wall_ms_median": statistics.median(wall) * 1000,

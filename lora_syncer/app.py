@@ -22,7 +22,6 @@ from prometheus_client import CollectorRegistry
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.manifest import parse_adapters_or_manifest
 from lora_syncer.config.source import Loaded
-from lora_syncer.config_warnings import ConfigWarnings
 from lora_syncer.health import HealthSources, build_health_app
 from lora_syncer.reloading import ReloadingFile, WatchOptions, Wording
 from lora_syncer.runtime import StopSignals
@@ -237,6 +236,8 @@ class Sidecar:
         rules = self.proxy.rules_file
         if rules is None:
             return
+        from lora_syncer.config_warnings import ConfigWarnings  # with the rules parser: only with --rules
+
         warnings = ConfigWarnings(self.registry)
         sources.sections["crossCheck"] = warnings.status
 

@@ -20,20 +20,20 @@ error naming the key probably meant (the old sidecar ignored it, so a typo such 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
-
 from lora_syncer.config.errors import ConfigError, Issue, with_file
 from lora_syncer.config.keys import closest
-from lora_syncer.config.parsing import Collector, decode, in_file, load_text, validate_at
+from lora_syncer.config.parsing import Collector, check_at, decode, in_file, load_text
+from lora_syncer.config.schema import Int, Key, ListOf, Obj, Str
 from lora_syncer.config.yamldoc import Document
 
 ROOT_KEY = "vLLMLoRAConfig"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredAdapter:
     """One adapter as declared: the name vLLM will serve it under and where to load it from."""
 
@@ -63,72 +63,66 @@ class AdaptersConfig:
         return f"http://{host}:{self.port}"
 
 
-# --- the document schema (pydantic), kept private: callers get the frozen dataclasses ---
+# --- the document schema, kept private: callers get the frozen dataclasses ---
 #
-# These models are the one list of known keys: a key they do not declare is an error, with a
-# "did you mean" computed from their fields. To accept a new key (an adapter's `checksum`, say),
-# add a field to `_Adapter` (and `_RemovedAdapter` if ensureNotExist may carry it); it is then
-# accepted, and suggested for its misspellings, with nothing else to change.
-
-
-class _Strict(BaseModel):
-    # An unknown key is an error: `ensureExists:` would otherwise declare nothing, and with
-    # --prune unload every adapter.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
-
+# These mappings are the one list of known keys: a key they do not declare is an error, with a
+# "did you mean" computed from them. To accept a new key (an adapter's `checksum`, say), add it
+# to `_ADAPTER` (and `_REMOVED_ADAPTER` if ensureNotExist may carry it); it is then accepted, and
+# suggested for its misspellings, with nothing else to change. (`config.schema`, not pydantic:
+# `lora-syncer run` with only this file then never imports pydantic.)
 
 _CHECKSUM = re.compile(r"sha256:[0-9a-fA-F]{64}")
 
 
-class _Adapter(_Strict):
-    id: StrictStr = Field(min_length=1)
-    source: StrictStr = Field(min_length=1)
-    base_model: StrictStr | None = Field(default=None, alias="base-model", min_length=1)
-    # Known since 0.2.0; older versions ignore the key with a warning.
-    checksum: StrictStr | None = None
-
-    @field_validator("checksum")
-    @classmethod
-    def _checksum_format(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not _CHECKSUM.fullmatch(value):
-            raise ValueError("expected 'sha256:<64 hex digits>' (print it with `lora-syncer digest SOURCE`)")
-        return value.lower()
+def _checksum_format(value: str) -> str:
+    if not _CHECKSUM.fullmatch(value):
+        raise ValueError("expected 'sha256:<64 hex digits>' (print it with `lora-syncer digest SOURCE`)")
+    return value.lower()
 
 
-class _RemovedAdapter(_Strict):
-    # ensureNotExist only needs the name; upstream files carry the source too, so accept it
-    # (and a checksum, so moving an entry from one list to the other is a cut and paste).
-    id: StrictStr = Field(min_length=1)
-    source: StrictStr | None = None
-    base_model: StrictStr | None = Field(default=None, alias="base-model")
-    checksum: StrictStr | None = None
+def _port_from_string(value: Any) -> Any:
+    # `port: "8000"` is a common way to write it in a ConfigMap; accept digits.
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return value
 
 
-class _ExistList(_Strict):
-    models: list[_Adapter] | None = None
+# An unknown key is an error: `ensureExists:` would otherwise declare nothing, and with
+# --prune unload every adapter.
+_ADAPTER = Obj(
+    "_Adapter",
+    {
+        "id": Key(Str(min_length=1), required=True, nullable=False),
+        "source": Key(Str(min_length=1), required=True, nullable=False),
+        "base_model": Key(Str(min_length=1), alias="base-model"),
+        # Known since 0.2.0; older versions ignore the key with a warning.
+        "checksum": Key(Str(check=_checksum_format)),
+    },
+)
 
+# ensureNotExist only needs the name; upstream files carry the source too, so accept it
+# (and a checksum, so moving an entry from one list to the other is a cut and paste).
+_REMOVED_ADAPTER = Obj(
+    "_RemovedAdapter",
+    {
+        "id": Key(Str(min_length=1), required=True, nullable=False),
+        "source": Key(Str()),
+        "base_model": Key(Str(), alias="base-model"),
+        "checksum": Key(Str()),
+    },
+)
 
-class _NotExistList(_Strict):
-    models: list[_RemovedAdapter] | None = None
-
-
-class _Config(_Strict):
-    name: StrictStr | None = None
-    host: StrictStr = Field(default="localhost", min_length=1)
-    port: StrictInt = Field(default=8000, ge=1, le=65535)
-    defaultBaseModel: StrictStr | None = None
-    ensureExist: _ExistList | None = None
-    ensureNotExist: _NotExistList | None = None
-
-    @field_validator("port", mode="before")
-    @classmethod
-    def _port_from_string(cls, value: Any) -> Any:
-        # `port: "8000"` is a common way to write it in a ConfigMap; accept digits.
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value.strip())
-        return value
+_CONFIG = Obj(
+    "_Config",
+    {
+        "name": Key(Str()),
+        "host": Key(Str(min_length=1), default="localhost", nullable=False),
+        "port": Key(Int(ge=1, le=65535, before=_port_from_string), default=8000, nullable=False),
+        "defaultBaseModel": Key(Str()),
+        "ensureExist": Key(Obj("_ExistList", {"models": Key(ListOf(_ADAPTER))})),
+        "ensureNotExist": Key(Obj("_NotExistList", {"models": Key(ListOf(_REMOVED_ADAPTER))})),
+    },
+)
 
 
 def _declared_ids(body: Any, list_name: str) -> list[tuple[int, str]]:
@@ -163,7 +157,7 @@ def _duplicates(ids: list[tuple[int, str]], list_name: str, doc: Document, out: 
 
 def _top_level(data: dict[Any, Any], doc: Document, out: Collector) -> None:
     """Keys beside vLLMLoRAConfig: ignored, unless they are its own keys indented wrongly."""
-    own = set(_Config.model_fields)
+    own = set(_CONFIG.written_keys())
     for key in data:
         if key == ROOT_KEY:
             continue
@@ -179,6 +173,13 @@ def _missing_root(data: Any) -> str:
     found = f"found keys: {', '.join(map(str, data))}"
     guess = closest(str(next(iter(data))), [ROOT_KEY]) if len(data) == 1 else None
     return f"{found}; did you mean {ROOT_KEY!r}?" if guess else found
+
+
+def _shared(text: Any) -> Any:
+    """One string object per distinct id, source or base model in the whole process (interned):
+    the server's answers name the same adapters every resync, and 10,000 declared adapters would
+    otherwise keep each name twice or three times (the file's, `/v1/models`', the status')."""
+    return sys.intern(text) if type(text) is str else text
 
 
 def config_from_document(doc: Document) -> AdaptersConfig:
@@ -201,7 +202,7 @@ def config_from_document(doc: Document) -> AdaptersConfig:
     body = data[ROOT_KEY]
     if body is None:
         body = {}
-    parsed = validate_at(_Config, body, doc, (ROOT_KEY,), out)
+    parsed = check_at(_CONFIG, body, doc, (ROOT_KEY,), out)
     exist_ids = _declared_ids(body, "ensureExist")
     not_exist_ids = _declared_ids(body, "ensureNotExist")
     _duplicates(exist_ids, "ensureExist", doc, out)
@@ -220,19 +221,20 @@ def config_from_document(doc: Document) -> AdaptersConfig:
     issues = sorted(out.issues, key=lambda i: i.line if i.line is not None else 0)
     if parsed is None or out.has_errors:
         raise ConfigError(None, issues)
-    exist = parsed.ensureExist.models if parsed.ensureExist and parsed.ensureExist.models else []
-    not_exist = parsed.ensureNotExist.models if parsed.ensureNotExist and parsed.ensureNotExist.models else []
-    default_base = parsed.defaultBaseModel or None
+    exist = (parsed["ensureExist"] or {}).get("models") or []
+    not_exist = (parsed["ensureNotExist"] or {}).get("models") or []
+    default_base = _shared(parsed["defaultBaseModel"] or None)
     return AdaptersConfig(
-        name=parsed.name,
-        host=parsed.host,
-        port=parsed.port,
+        name=parsed["name"],
+        host=parsed["host"],
+        port=parsed["port"],
         default_base_model=default_base,
         ensure_exist=tuple(
-            DesiredAdapter(m.id, m.source, m.base_model or default_base, m.checksum) for m in exist
+            DesiredAdapter(m["id"], m["source"], m["base_model"] or default_base, m["checksum"])
+            for m in exist
         ),
         ensure_not_exist=tuple(
-            DesiredAdapter(m.id, m.source or "", m.base_model or default_base) for m in not_exist
+            DesiredAdapter(m["id"], m["source"] or "", m["base_model"] or default_base) for m in not_exist
         ),
         conflicts=conflicts,
         warnings=tuple(issues),
@@ -241,7 +243,12 @@ def config_from_document(doc: Document) -> AdaptersConfig:
 
 def parse_adapters_text(text: str, filename: str | None = None) -> AdaptersConfig:
     """Parse the text of an adapters file. Raises ConfigError naming `filename`."""
-    docs = [d for d in load_text(text, filename) if d.data is not None]
+    return adapters_from_documents(load_text(text, filename), filename)
+
+
+def adapters_from_documents(documents: list[Document], filename: str | None = None) -> AdaptersConfig:
+    """The adapters file made of these YAML documents. Raises ConfigError naming `filename`."""
+    docs = [d for d in documents if d.data is not None]
     if not docs:
         raise ConfigError(
             filename,

@@ -1,8 +1,8 @@
 """Unknown keys: the message that names the key the user probably meant (pure).
 
-The known keys are never listed by hand: they are read from the pydantic model that
-validates the mapping (field aliases first), so adding a field to a schema is all it takes
-for the key to be accepted and suggested.
+The known keys are never listed by hand: they are read from the schema that validates the
+mapping (a pydantic model, field aliases first, or a `config.schema.Obj`), so adding a field
+to a schema is all it takes for the key to be accepted and suggested.
 """
 
 from __future__ import annotations
@@ -10,12 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, get_args
 
-from pydantic import BaseModel
+from lora_syncer.config.schema import Obj
+
+# A schema: a pydantic model class, or a `config.schema.Obj` (pydantic is never imported here:
+# the adapters file's parser does not use it).
+Schema = Any
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and hasattr(annotation, "model_fields")
+
+
+def _model_in(annotation: Any) -> Schema | None:
     """The model a field holds, through `X | None` and `list[X]`."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if _is_model(annotation):
         return annotation
     for arg in get_args(annotation):
         found = _model_in(arg)
@@ -24,13 +32,15 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _fields(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
+def _fields(model: Schema) -> dict[str, Schema | None]:
     """The keys a model accepts (as written in the file) and the model each one holds, if any."""
+    if isinstance(model, Obj):
+        return model.written_keys()
     return {info.alias or name: _model_in(info.annotation) for name, info in model.model_fields.items()}
 
 
-def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
-    current: type[BaseModel] | None = model
+def _model_at(model: Schema, loc: Sequence[str | int]) -> Schema | None:
+    current: Schema | None = model
     for part in loc:
         if isinstance(part, int):
             continue  # a list index: the same model
@@ -77,12 +87,12 @@ def closest(key: str, known: Sequence[str]) -> str | None:
     return best[1] if best[0] <= max(1, min(3, len(key) // 3)) else None
 
 
-def _homes(model: type[BaseModel], key: str) -> list[str]:
+def _homes(model: Schema, key: str) -> list[str]:
     """The keys of `model` whose own mapping (one level down) accepts `key`: where it may belong."""
     return [name for name, child in _fields(model).items() if child is not None and key in _fields(child)]
 
 
-def unknown_key_message(model: type[BaseModel], loc: Sequence[str | int]) -> str:
+def unknown_key_message(model: Schema, loc: Sequence[str | int]) -> str:
     """The message for the unknown key at `loc` (a pydantic error location) under `model`."""
     key = loc[-1] if loc else ""
     parent = _model_at(model, loc[:-1])

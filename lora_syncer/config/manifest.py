@@ -7,12 +7,22 @@ A file may be an adapters file, a rules file, or a Kubernetes manifest (a Config
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from lora_syncer.config.adapters import ROOT_KEY, AdaptersConfig, parse_adapters, parse_adapters_text
+from lora_syncer.config.adapters import (
+    ROOT_KEY,
+    AdaptersConfig,
+    adapters_from_documents,
+    parse_adapters_text,
+)
 from lora_syncer.config.errors import ConfigError, Issue
-from lora_syncer.config.rules import RuleSet, is_rules_document, parse_rules, parse_rules_text
+from lora_syncer.config.parsing import decode, load_text
 from lora_syncer.config.yamldoc import Document, YamlSyntaxError, decode_text, load_documents
+
+# The rules parser (and pydantic with it) is imported only when a rules file is looked for:
+# `lora-syncer run` without --rules reads the adapters file alone.
+if TYPE_CHECKING:
+    from lora_syncer.config.rules import RuleSet
 
 FileKind = Literal["adapters", "rules", "unknown"]
 
@@ -30,6 +40,8 @@ class Embedded:
 def classify(data: Any) -> FileKind:
     if isinstance(data, dict) and ROOT_KEY in data:
         return "adapters"
+    from lora_syncer.config.rules import is_rules_document
+
     if is_rules_document(data):
         return "rules"
     return "unknown"
@@ -75,10 +87,14 @@ def entry_of_kind(raw: bytes, name: str, kind: FileKind) -> tuple[str, str] | No
     whatever its key. A manifest without such an entry is a ConfigError naming its keys.
     """
     try:
-        docs = [d for d in load_documents(decode_text(raw)) if d.data is not None]
+        docs = load_documents(decode_text(raw))
     except (YamlSyntaxError, UnicodeDecodeError):
         return None  # not a manifest we can read: the plain parser reports the problem
-    entries = configmaps_in(docs)
+    return _entry_in(docs, name, kind)
+
+
+def _entry_in(documents: list[Document], name: str, kind: FileKind) -> tuple[str, str] | None:
+    entries = configmaps_in([d for d in documents if d.data is not None])
     if entries is None:
         return None
     for entry in entries:
@@ -93,13 +109,20 @@ def entry_of_kind(raw: bytes, name: str, kind: FileKind) -> tuple[str, str] | No
 
 
 def parse_adapters_or_manifest(raw: bytes, name: str) -> AdaptersConfig:
-    """An adapters file, or the one carried by a ConfigMap manifest."""
-    found = entry_of_kind(raw, name, "adapters")
-    return parse_adapters(raw, name) if found is None else parse_adapters_text(*found)
+    """An adapters file, or the one carried by a ConfigMap manifest.
+
+    The file is decoded and its YAML loaded once: a plain adapters file of 10,000 entries is
+    not parsed twice (once to see it is no manifest) on every change.
+    """
+    documents = load_text(decode(raw, name), name)
+    found = _entry_in(documents, name, "adapters")
+    return adapters_from_documents(documents, name) if found is None else parse_adapters_text(*found)
 
 
 def parse_rules_or_manifest(raw: bytes, name: str, *, pool_name: str | None = None) -> RuleSet:
     """A rules file, or the one carried by a ConfigMap manifest."""
+    from lora_syncer.config.rules import parse_rules, parse_rules_text
+
     found = entry_of_kind(raw, name, "rules")
     if found is None:
         return parse_rules(raw, name, pool_name=pool_name)

@@ -1,4 +1,4 @@
-"""Helpers every file parser shares: located issues, pydantic errors in plain words, text loading.
+"""Helpers every file parser shares: located issues, validation errors in plain words, text loading.
 
 The adapters file and the rules file report problems the same way (`file:line: severity: path:
 message`); the wording of a validation error and the handling of unreadable text live here
@@ -7,16 +7,18 @@ once, so both files say the same thing about the same mistake.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lora_syncer.config.errors import ConfigError, Issue, Severity, join_path, with_file
 from lora_syncer.config.keys import unknown_key_message
+from lora_syncer.config.schema import Invalid, Obj, validate
 from lora_syncer.config.yamldoc import Document, Path, YamlSyntaxError, decode_text, load_documents
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:  # pydantic is imported only by the parsers that use it (the rules file's)
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 T = TypeVar("T")
 
 _HINTS: dict[str, str] = {
@@ -70,17 +72,34 @@ def validate_at(
 
     An unknown key (the model forbids extras) names the closest key the model knows.
     """
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-            if err.get("type") == "extra_forbidden":
-                message = unknown_key_message(model, loc)
-            else:
-                message = pydantic_message(err, out_of_range)
-            out.add(doc, (*base, *loc), message)
+        _report(model, exc.errors(), doc, base, out, out_of_range)
         return None
+
+
+def check_at(schema: Obj, value: Any, doc: Document, base: Path, out: Collector) -> dict[str, Any] | None:
+    """`validate_at` for a `config.schema` mapping: plain dicts back, the same messages."""
+    try:
+        return validate(schema, value)
+    except Invalid as exc:
+        _report(schema, exc.errors, doc, base, out, None)
+        return None
+
+
+def _report(
+    model: Any, errors: Iterable[Any], doc: Document, base: Path, out: Collector, out_of_range: str | None
+) -> None:
+    for err in errors:
+        loc = tuple(p for p in err.get("loc") if isinstance(p, str | int))
+        if err.get("type") == "extra_forbidden":
+            message = unknown_key_message(model, loc)
+        else:
+            message = pydantic_message(err, out_of_range)
+        out.add(doc, (*base, *loc), message)
 
 
 def load_text(text: str, filename: str | None) -> list[Document]:

@@ -120,19 +120,17 @@ class DemoRun:
     async def start(self) -> Sidecar:
         for target in ("adapters", "rules"):
             await self.write(target, self.content(target, self.walk.start[target].content))
-        settings = SyncerSettings.model_validate(
-            {
-                "config": self.path("adapters"),
-                "server": self.server.url,
-                "metrics_host": "127.0.0.1",
-                "metrics_port": 0,
-                "health_check_interval": 0.1,
-                "reconcile_trigger": 5.0,
-                "backoff_initial": 1.0,
-                "backoff_max": 5.0,
-                "shutdown_grace": 1.0,
-                "load_timeout": max(self.options.converge_timeout, 1.0),
-            }
+        settings = SyncerSettings(
+            config=self.path("adapters"),
+            server=self.server.url,
+            metrics_host="127.0.0.1",
+            metrics_port=0,
+            health_check_interval=0.1,
+            reconcile_trigger=5.0,
+            backoff_initial=1.0,
+            backoff_max=5.0,
+            shutdown_grace=1.0,
+            load_timeout=max(self.options.converge_timeout, 1.0),
         )
         proxy = ProxyOptions(
             upstream=self.server.url,

@@ -34,7 +34,7 @@ class SkipReason(StrEnum):
     FORBIDDEN_SOURCE = "forbidden_source"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedModel:
     """One entry of `GET /v1/models`. `parent` is None for a base model."""
 
@@ -47,7 +47,7 @@ class ObservedModel:
         return self.parent is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     op: Op
     adapter_id: str

@@ -13,13 +13,12 @@ import os.path
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from lora_syncer.config.adapters import AdaptersConfig
 from lora_syncer.config.source import Loaded
-from lora_syncer.sources.cache import AdapterCache, Flight
 from lora_syncer.sources.errors import ChecksumMismatch, SourceError
 from lora_syncer.sources.uri import redact_url
 from lora_syncer.sync.capacity import CapacityCheck
@@ -61,6 +60,9 @@ from lora_syncer.sync.states import (
 from lora_syncer.sync.status import AdapterStatus, BackoffPolicy, Declared, PruneHold, SyncStatus
 from lora_syncer.sync.vllm_client import VLLMClient
 from lora_syncer.sync.warmup import WarmupWorker
+
+if TYPE_CHECKING:  # the cache (tarfile, zipfile, the fetchers) is imported only with --adapter-cache
+    from lora_syncer.sources.cache import AdapterCache, Flight
 
 log = structlog.get_logger("lora_syncer.sync")
 
@@ -442,7 +444,20 @@ class Reconciler:
                 if not ok:
                     failures += 1
 
-        tasks = [asyncio.create_task(run_one(a), name=f"sync:{a.op.value}:{a.adapter_id}") for a in actions]
+        # A few workers taking actions from one iterator, not a task per action: 10,000 adapters
+        # declared on an empty server are 10,000 actions, and a task each, waiting on `sem`, held
+        # ~2 KiB until the pass ended (a heap the process then kept). `sem` stays the one bound.
+        pending = iter(actions)
+
+        async def worker() -> None:
+            for action in pending:
+                try:
+                    await run_one(action)
+                except Exception:  # one action's bug must not strand the rest of the pass
+                    log.exception("sync action failed unexpectedly", adapter=action.adapter_id)
+
+        workers = min(len(actions), max(1, self.options.max_concurrency))
+        tasks = [asyncio.create_task(worker(), name=f"sync:worker:{i}") for i in range(workers)]
         self._inflight.update(tasks)
         try:
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -165,8 +165,20 @@ Event = (
 )
 
 
+# One shared machine per plain state (no reason, attempts, retry or progress): 10,000 loaded
+# adapters hold one object, not one each allocated as its load completed, scattered among that
+# moment's garbage (heap pages the process could then not give back). Frozen: sharing is safe.
+_PLAIN = {state: AdapterMachine(state) for state in AdapterState}
+
+
 def transition(m: AdapterMachine, event: Event) -> AdapterMachine:
-    """The adapter's next state. Pure: same input, same output."""
+    """The adapter's next state. Pure: same input, same output (equal, and often the same object)."""
+    after = _next(m, event)
+    plain = _PLAIN[after.state]
+    return plain if after == plain else after
+
+
+def _next(m: AdapterMachine, event: Event) -> AdapterMachine:
     match event:
         case Redeclared():
             return replace(m, reason=None, attempts=0, next_retry_at=None)

@@ -8,22 +8,18 @@ assert on ("attempt 2/3 failed; will retry").
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from lora_syncer.memory import trim_heap
 from lora_syncer.sync.errors import (
@@ -63,6 +59,19 @@ class Timeouts:
     connect: float = 3.0
     read: float = 15.0
     load: float = 120.0  # a load may fetch an adapter from a hub
+
+
+def _shared(text: Any) -> Any:
+    return sys.intern(text) if type(text) is str else text
+
+
+# `GET /v1/models` with 10,000 adapters is ~4 MB of JSON: decoded whole, each model card with
+# its permission list is ~1.5 KiB of objects (~13 MiB per resync, a heap high-water mark the
+# process keeps). Only these keys are read; every other one is dropped as its object is decoded.
+_MODEL_KEYS = frozenset(("data", "id", "root", "parent"))
+_MODELS_DECODER = json.JSONDecoder(
+    object_pairs_hook=lambda pairs: {k: v for k, v in pairs if k in _MODEL_KEYS}
+)
 
 
 def v1_suffix_problem(url: str) -> str | None:
@@ -219,27 +228,28 @@ class VLLMClient:
         return UnexpectedResponse(f"{path}: unexpected status {status}: {message}", status=status)
 
     async def _with_retry(self, what: str, call: Callable[[], Awaitable[T]], **log_kw: Any) -> T:
+        """`call()`, tried up to `attempts` times while it fails with a TransientError.
+
+        Between tries: initial x 2^(try-1) plus up to `initial` of jitter, at most `maximum`
+        seconds. A plain loop (no retry library on the sidecar's path: it is all this needs).
+        """
         policy = self._retry
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                f"attempt {state.attempt_number}/{policy.attempts} failed; will retry",
-                call=what,
-                error=str(exc),
-                **log_kw,
-            )
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.attempts),
-            wait=wait_exponential_jitter(
-                multiplier=policy.initial, max=policy.maximum, jitter=policy.initial
-            ),
-            retry=retry_if_exception_type(TransientError),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return await retrying(call)
+        attempts = max(1, policy.attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                return await call()
+            except TransientError as exc:
+                if attempt == attempts:
+                    raise
+                log.warning(
+                    f"attempt {attempt}/{policy.attempts} failed; will retry",
+                    call=what,
+                    error=str(exc),
+                    **log_kw,
+                )
+                delay = policy.initial * 2 ** (attempt - 1) + random.uniform(0, policy.initial)
+                await asyncio.sleep(max(0.0, min(delay, policy.maximum)))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     # --- endpoints -------------------------------------------------------------------------
 
@@ -307,9 +317,13 @@ class VLLMClient:
             if status != 200:
                 raise self._translate("/v1/models", status, text)
             try:
-                data = json.loads(text)["data"]
+                data = _MODELS_DECODER.decode(text)["data"]
+                # Interned: the names kept from this answer (served set, observed roots) are the
+                # adapters file's own string objects, not a copy per resync.
                 models = [
-                    ObservedModel(id=str(m["id"]), root=m.get("root"), parent=m.get("parent"))
+                    ObservedModel(
+                        id=_shared(str(m["id"])), root=_shared(m.get("root")), parent=m.get("parent")
+                    )
                     for m in data
                     if isinstance(m, dict) and "id" in m
                 ]

@@ -207,9 +207,8 @@ class TestConsumers:
 
     def test_syncer_settings_defaults_match(self, clean_env: pytest.MonkeyPatch) -> None:
         built = syncer_settings_from_args(command_parser("run").parse_args([]))
-        fields = SyncerSettings.model_fields
-        for name, value in built.model_dump().items():
-            default = fields[name].default
+        for f in dataclasses.fields(SyncerSettings):
+            name, value, default = f.name, getattr(built, f.name), f.default
             if name == "config":
                 assert value == Path("/config/configmap.yaml")
             else:
