@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 
 import structlog
-from aiohttp import web
 from multidict import CIMultiDict
 
 from lora_syncer.proxy.answer import AnswerFacts
 from lora_syncer.proxy.exchange import Exchange
 from lora_syncer.proxy.headers import end_to_end
+from lora_syncer.proxy.intake import IntakeRequest
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER
 from lora_syncer.proxy.pool_manager import PoolManager
@@ -52,7 +52,7 @@ class Forwarder:
         self.metrics = metrics
         self._rewrite_back = rewrite_back
 
-    def upstream_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
+    def upstream_headers(self, request: IntakeRequest) -> CIMultiDict[str]:
         """The request's headers as sent to the model server (also for shadow copies)."""
         headers = end_to_end(request.headers)
         # The body has been read whole already: no 100-continue handshake with the model server.
@@ -66,10 +66,8 @@ class Forwarder:
             headers["Accept-Encoding"] = "identity"
         return headers
 
-    async def forward(
-        self, ex: Exchange, pool: UpstreamPool, body: bytes, augment_models: bool
-    ) -> web.StreamResponse:
-        """Send `body` to `pool` for `ex` and relay the answer. Raises Unreachable or Refused."""
+    async def forward(self, ex: Exchange, pool: UpstreamPool, body: bytes, augment_models: bool) -> None:
+        """Send `body` to `pool` for `ex` and relay the answer to the client. Raises Unreachable or Refused."""
         transport = self.transport
         if not transport.is_open:
             raise Refused(503, "the proxy is shutting down", "stopping")
@@ -88,7 +86,7 @@ class Forwarder:
             if status >= 500:
                 ex.error = "upstream_5xx"
             try:
-                return await self._relay(ex, pool, answer, augment_models)
+                await self._relay(ex, pool, answer, augment_models)
             finally:
                 answer.release()
         except TRANSPORT_ERRORS as exc:  # reading an answer that is relayed whole
@@ -134,7 +132,7 @@ class Forwarder:
 
     async def _relay(
         self, ex: Exchange, pool: UpstreamPool, answer: UpstreamAnswer, augment_models: bool
-    ) -> web.StreamResponse:
+    ) -> None:
         headers = end_to_end(answer.headers)
         requested = ex.model
         served = ex.target if ex.target is not None else requested
@@ -170,11 +168,12 @@ class Forwarder:
                 assert served is not None and requested is not None
                 data = json_with_model(data, served, requested)
             ex.head_sent = time.perf_counter()
-            return web.Response(status=status, reason=answer.reason, body=data, headers=headers)
+            ex.request.send(status, answer.reason, headers.items(), data)
+            return
         rewriter = (
             SSEModelRewriter(served, requested) if rewrite_back and is_sse and served and requested else None
         )
-        return await self._stream(ex, answer, headers, rewriter, rewrite_back, is_sse and status == 200)
+        await self._stream(ex, answer, headers, rewriter, rewrite_back, is_sse and status == 200)
 
     @staticmethod
     async def _read_whole(answer: UpstreamAnswer) -> bytes:
@@ -199,12 +198,10 @@ class Forwarder:
         rewriter: SSEModelRewriter | None,
         rewrite_back: bool,
         scan_events: bool,
-    ) -> web.StreamResponse:
-        request = ex.request
-        response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
-        if answer.content_length is not None and not rewrite_back:
-            response.content_length = answer.content_length
-        await response.prepare(request)
+    ) -> None:
+        request = response = ex.request
+        length = answer.content_length if not rewrite_back else None
+        response.start(answer.status, answer.reason, headers.items(), length)
         ex.head_sent = time.perf_counter()
         facts = AnswerFacts() if scan_events else None
         metrics = self.metrics
@@ -224,8 +221,8 @@ class Forwarder:
                         log.warning(
                             "model server broke off an answer", path=request.path, error=failure.detail
                         )
-                    _abort(request)
-                    return response
+                    request.abort()  # so a cut-short answer is seen as cut short, not complete
+                    return
                 if not chunk:
                     break
                 if ex.first_chunk is None:
@@ -241,12 +238,12 @@ class Forwarder:
                 except ConnectionError:
                     ex.client_closed = True
                     metrics.client_disconnects.inc()
-                    return response
+                    return
             if rewriter is not None:
                 tail = rewriter.flush()
                 if tail:
                     await response.write(tail)
-            await response.write_eof()
+            response.finish()
         except ConnectionError:
             ex.client_closed = True
             metrics.client_disconnects.inc()
@@ -256,11 +253,3 @@ class Forwarder:
                 ex.finish_reason, ex.completion_tokens = facts.finish_reason, facts.completion_tokens
                 if facts.error and ex.error is None:
                     ex.error = "sse_error"
-        return response
-
-
-def _abort(request: web.BaseRequest) -> None:
-    """Close the client connection so a cut-short answer is seen as cut short, not complete."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
