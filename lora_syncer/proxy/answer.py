@@ -44,11 +44,23 @@ class AnswerFacts:
             self.error = True
 
     def _take(self, text: bytes) -> None:
-        if b'"finish_reason"' in text:
-            reasons = _FINISH.findall(text)
-            if reasons:
-                self.finish_reason = reasons[-1].decode("utf-8", "replace")
-        if b'"completion_tokens"' in text:
-            tokens = _TOKENS.findall(text)
-            if tokens:
-                self.completion_tokens = int(tokens[-1])
+        # The last value is wanted: try the last occurrence of the key first (one short match),
+        # and scan the whole text only when that one has no value of the kind (e.g. `null`).
+        at = text.rfind(b'"finish_reason"')
+        if at >= 0:
+            found = _FINISH.match(text, at)
+            if found is not None:
+                self.finish_reason = found.group(1).decode("utf-8", "replace")
+            else:
+                reasons = _FINISH.findall(text)
+                if reasons:
+                    self.finish_reason = reasons[-1].decode("utf-8", "replace")
+        at = text.rfind(b'"completion_tokens"')
+        if at >= 0:
+            found = _TOKENS.match(text, at)
+            if found is not None:
+                self.completion_tokens = int(found.group(1))
+            else:
+                tokens = _TOKENS.findall(text)
+                if tokens:
+                    self.completion_tokens = int(tokens[-1])

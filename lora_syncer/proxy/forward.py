@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 
 from lora_syncer.proxy.answer import AnswerFacts
 from lora_syncer.proxy.exchange import Exchange
-from lora_syncer.proxy.headers import end_to_end
+from lora_syncer.proxy.headers import HOP_BY_HOP, end_to_end, end_to_end_pairs
 from lora_syncer.proxy.intake import IntakeRequest
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER
@@ -39,6 +39,14 @@ _BUFFER_LIMIT = 256 * 1024
 # Upper bound for answers that must be read whole to be rewritten (JSON with response-model=requested).
 _REWRITE_LIMIT = 64 * 1024 * 1024
 _TIMED_OUT = "the model server did not answer in time"
+# What is not passed on from an answer, by (served-model header set, pool header set): those are the proxy's.
+_ANSWER_DROP = {
+    (served, pool): HOP_BY_HOP
+    | ({SERVED_MODEL_HEADER.lower()} if served else set())
+    | ({POOL_HEADER.lower()} if pool else set())
+    for served in (False, True)
+    for pool in (False, True)
+}
 
 
 class Forwarder:
@@ -133,13 +141,14 @@ class Forwarder:
     async def _relay(
         self, ex: Exchange, pool: UpstreamPool, answer: UpstreamAnswer, augment_models: bool
     ) -> None:
-        headers = end_to_end(answer.headers)
         requested = ex.model
         served = ex.target if ex.target is not None else requested
+        tracked = self.pools.pools.health_tracked
+        headers = end_to_end_pairs(answer.headers, _ANSWER_DROP[served is not None, tracked])
         if served is not None:
-            headers[SERVED_MODEL_HEADER] = served
-        if self.pools.pools.health_tracked:
-            headers[POOL_HEADER] = pool.name
+            headers.append((SERVED_MODEL_HEADER, served))
+        if tracked:
+            headers.append((POOL_HEADER, pool.name))
         ctype = answer.headers.get("Content-Type", "")
         is_sse = ctype.startswith("text/event-stream")
         is_json = "json" in ctype
@@ -168,7 +177,7 @@ class Forwarder:
                 assert served is not None and requested is not None
                 data = json_with_model(data, served, requested)
             ex.head_sent = time.perf_counter()
-            ex.request.send(status, answer.reason, headers.items(), data)
+            ex.request.send(status, answer.reason, headers, data)
             return
         rewriter = (
             SSEModelRewriter(served, requested) if rewrite_back and is_sse and served and requested else None
@@ -194,14 +203,14 @@ class Forwarder:
         self,
         ex: Exchange,
         answer: UpstreamAnswer,
-        headers: CIMultiDict[str],
+        headers: list[tuple[str, str]],
         rewriter: SSEModelRewriter | None,
         rewrite_back: bool,
         scan_events: bool,
     ) -> None:
         request = response = ex.request
         length = answer.content_length if not rewrite_back else None
-        response.start(answer.status, answer.reason, headers.items(), length)
+        response.start(answer.status, answer.reason, headers, length)
         ex.head_sent = time.perf_counter()
         facts = AnswerFacts() if scan_events else None
         metrics = self.metrics

@@ -346,6 +346,8 @@ class _Connection(asyncio.Protocol):
         self._active: IntakeRequest | None = None
         self._reading_paused = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle = False
+        self._idle_since = 0.0
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -378,7 +380,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.server.connections.discard(self)
-        self._disarm_idle()
+        self._cancel_idle()
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_result(None)  # `drain` sees `lost` and raises
@@ -565,7 +567,7 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _close(self) -> None:
-        self._disarm_idle()
+        self._cancel_idle()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -574,22 +576,37 @@ class _Connection(asyncio.Protocol):
         if self._active is None and not self._queue:
             self._close()
 
-    # --- idle timeout -------------------------------------------------------------------
+    # --- idle timeout ----------------------------------------------------------------------
+    # One timer per connection that re-arms itself, not one per request: on uvloop every
+    # `call_later` is a libuv timer handle made and freed, a measurable share of a request.
 
     def _arm_idle(self) -> None:
-        if self._idle_timer is None:
-            self._idle_timer = self.loop.call_later(self.server.idle_timeout, self._idle_expired)
+        self._idle = True
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None and not self.lost:
+            self._idle_timer = self.loop.call_at(
+                self._idle_since + self.server.idle_timeout, self._idle_check
+            )
 
     def _disarm_idle(self) -> None:
+        self._idle = False
+
+    def _cancel_idle(self) -> None:
         timer = self._idle_timer
         if timer is not None:
             timer.cancel()
             self._idle_timer = None
 
-    def _idle_expired(self) -> None:
+    def _idle_check(self) -> None:
         self._idle_timer = None
-        if self._active is None and not self._queue:
-            self._close()
+        if not self._idle or self.lost:
+            return  # busy: the next wait for a request arms it again
+        expires = self._idle_since + self.server.idle_timeout
+        if self.loop.time() >= expires:
+            if self._active is None and not self._queue:
+                self._close()
+            return
+        self._idle_timer = self.loop.call_at(expires, self._idle_check)
 
 
 _JSON = (("Content-Type", "application/json"),)

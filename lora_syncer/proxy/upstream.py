@@ -85,6 +85,8 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self.on_lost: Callable[[_Connection], None] | None = None  # the pool's, while idle
 
     # --- asyncio.Protocol ---------------------------------------------------------------
@@ -125,6 +127,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
+        self._cancel_timer()
         state = self.state
         if state == _UNTIL_CLOSE:
             self.state = _DONE
@@ -212,13 +215,37 @@ class _Connection(asyncio.Protocol):
     # --- reading --------------------------------------------------------------------------
 
     async def _wait(self, silence: float) -> None:
-        waiter = self._waiter = self.loop.create_future()
-        timer = self.loop.call_later(silence, _expire, waiter)
+        # One self-re-arming timer per connection, not one per wait: on uvloop every `call_later`
+        # is a libuv timer handle made and freed, a measurable share of a proxied request.
+        loop = self.loop
+        waiter = self._waiter = loop.create_future()
+        deadline = self._deadline = loop.time() + silence
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = loop.call_at(deadline, self._check_silence)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _check_silence(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next wait arms it again
+        if self.loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = self.loop.call_at(self._deadline, self._check_silence)
+
+    def _cancel_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
 
     async def read_head(self, silence: float) -> Head:
         while self._head is None:
@@ -263,11 +290,6 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         if self.transport is not None and not self.closed:
             self.transport.close()
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 class UpstreamResponse:
@@ -356,8 +378,7 @@ class UpstreamClient:
         """Send one request to `base` + `target` (the raw path and query) and wait for the answer's head."""
         host, port, host_header = self._origin(base)
         parts = [f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n"]
-        for name, value in headers.items():
-            parts.append(f"{name}: {value}\r\n")
+        parts += [f"{name}: {value}\r\n" for name, value in headers.items()]
         if body or method in _LENGTH_METHODS:
             parts.append(f"Content-Length: {len(body)}\r\n")
         parts.append("\r\n")
