@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 
 import structlog
-from multidict import CIMultiDict
 
 from lora_syncer.proxy.answer import AnswerFacts
 from lora_syncer.proxy.exchange import Exchange
-from lora_syncer.proxy.headers import HOP_BY_HOP, end_to_end, end_to_end_pairs
+from lora_syncer.proxy.headers import HOP_BY_HOP, end_to_end_pairs
 from lora_syncer.proxy.intake import IntakeRequest
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER
@@ -39,6 +38,8 @@ _BUFFER_LIMIT = 256 * 1024
 # Upper bound for answers that must be read whole to be rewritten (JSON with response-model=requested).
 _REWRITE_LIMIT = 64 * 1024 * 1024
 _TIMED_OUT = "the model server did not answer in time"
+# What is not passed on from a request: hop-by-hop fields and those the proxy sets itself.
+_REQUEST_DROP = HOP_BY_HOP | {"expect", "x-forwarded-for"}
 # What is not passed on from an answer, by (served-model header set, pool header set): those are the proxy's.
 _ANSWER_DROP = {
     (served, pool): HOP_BY_HOP
@@ -59,19 +60,22 @@ class Forwarder:
         self.pools = pools
         self.metrics = metrics
         self._rewrite_back = rewrite_back
+        self._request_drop = _REQUEST_DROP | ({"accept-encoding"} if rewrite_back else set())
 
-    def upstream_headers(self, request: IntakeRequest) -> CIMultiDict[str]:
+    def upstream_headers(self, request: IntakeRequest) -> list[tuple[str, str]]:
         """The request's headers as sent to the model server (also for shadow copies)."""
-        headers = end_to_end(request.headers)
-        # The body has been read whole already: no 100-continue handshake with the model server.
-        headers.popall("Expect", None)
+        # Expect: the body has been read whole already, no 100-continue handshake with the model server.
+        # X-Forwarded-For is set anew below; Accept-Encoding too when the answer must be readable.
+        headers = end_to_end_pairs(request.headers, self._request_drop, request.pairs)
+        prior = request.headers.get("X-Forwarded-For")
         peer = request.remote
         if peer:
-            prior = headers.get("X-Forwarded-For")
-            headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+            headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+        elif prior is not None:
+            headers.append(("X-Forwarded-For", prior))
         if self._rewrite_back:
             # The answer's `model` must be readable to be rewritten: ask for it uncompressed.
-            headers["Accept-Encoding"] = "identity"
+            headers.append(("Accept-Encoding", "identity"))
         return headers
 
     async def forward(self, ex: Exchange, pool: UpstreamPool, body: bytes, augment_models: bool) -> None:
@@ -90,9 +94,12 @@ class Forwarder:
             except TRANSPORT_ERRORS as exc:
                 raise self._failed_before_answer(ex, pool, classify(exc)) from None
             status = answer.status
-            self.pools.answered(pool, status, canary=self.pools.is_canary(ex.alias, ex.target))
+            pools = self.pools
             if status >= 500:
                 ex.error = "upstream_5xx"
+                pools.answered(pool, status, canary=pools.is_canary(ex.alias, ex.target))
+            elif pools.pools.health_tracked:
+                pools.answered(pool, status)
             try:
                 await self._relay(ex, pool, answer, augment_models)
             finally:
@@ -177,7 +184,7 @@ class Forwarder:
                 assert served is not None and requested is not None
                 data = json_with_model(data, served, requested)
             ex.head_sent = time.perf_counter()
-            ex.request.send(status, answer.reason, headers, data)
+            ex.request.send(status, answer.reason, headers, data, relayed=True)
             return
         rewriter = (
             SSEModelRewriter(served, requested) if rewrite_back and is_sse and served and requested else None
@@ -210,7 +217,7 @@ class Forwarder:
     ) -> None:
         request = response = ex.request
         length = answer.content_length if not rewrite_back else None
-        response.start(answer.status, answer.reason, headers, length)
+        response.start(answer.status, answer.reason, headers, length, relayed=True)
         ex.head_sent = time.perf_counter()
         facts = AnswerFacts() if scan_events else None
         metrics = self.metrics

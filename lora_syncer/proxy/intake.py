@@ -105,6 +105,7 @@ class IntakeRequest:
         "keep",
         "keep_alive",
         "method",
+        "pairs",
         "path",
         "remote",
         "status",
@@ -119,7 +120,7 @@ class IntakeRequest:
         method: str,
         target: str,
         version: tuple[int, int],
-        headers: CIMultiDict[str],
+        pairs: list[tuple[str, str]],
         keep_alive: bool,
     ) -> None:
         self._conn = conn
@@ -127,7 +128,8 @@ class IntakeRequest:
         self.target = target  # as sent: path and query, percent-encoded
         self.path = _decoded_path(target)
         self.version = version
-        self.headers = headers
+        self.pairs = pairs  # the headers in order, as sent
+        self.headers = headers = CIMultiDict(pairs)
         self.remote = conn.remote
         self.keep_alive = keep_alive
         length = headers.get("Content-Length")
@@ -220,6 +222,7 @@ class IntakeRequest:
         headers: Iterable[tuple[str, str]],
         length: int | None,
         chunked: bool,
+        relayed: bool,
     ) -> bytes:
         conn = self._conn
         self.keep = keep = (
@@ -232,12 +235,8 @@ class IntakeRequest:
         self.status = status
         self.head_sent = True
         parts = [f"HTTP/1.1 {status} {reason or _reason(status)}\r\n"]
-        has_date = False
-        for name, value in headers:
-            parts.append(f"{name}: {value}\r\n")
-            if not has_date and len(name) == 4 and name.lower() == "date":
-                has_date = True
-        if not has_date:
+        parts += [f"{name}: {value}\r\n" for name, value in headers]
+        if not relayed:  # a relayed answer carries the model server's own Date
             parts.append(f"Date: {_Date.now()}\r\n")
         if status not in _HEADLESS_STATUSES and not 100 <= status < 200:
             if length is not None:
@@ -251,19 +250,33 @@ class IntakeRequest:
         parts.append("\r\n")
         return "".join(parts).encode("utf-8", "surrogateescape")
 
-    def send(self, status: int, reason: str | None, headers: Iterable[tuple[str, str]], body: bytes) -> None:
-        """The whole answer in one write (no body for HEAD)."""
-        head = self._head(status, reason, headers, len(body), False)
+    def send(
+        self,
+        status: int,
+        reason: str | None,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        *,
+        relayed: bool = False,
+    ) -> None:
+        """The whole answer in one write (no body for HEAD). `relayed`: the model server's answer (its headers)."""
+        head = self._head(status, reason, headers, len(body), False, relayed)
         if body and self.method != "HEAD" and status not in _HEADLESS_STATUSES:
             head += body
         self._conn.write(head)
 
     def start(
-        self, status: int, reason: str | None, headers: Iterable[tuple[str, str]], length: int | None
+        self,
+        status: int,
+        reason: str | None,
+        headers: Iterable[tuple[str, str]],
+        length: int | None,
+        *,
+        relayed: bool = False,
     ) -> None:
         """Send the head of an answer whose body follows (`write`, then `finish`); chunked when `length` is None."""
         chunked = length is None and self.version >= (1, 1) and self.method != "HEAD"
-        self._conn.write(self._head(status, reason, headers, length, chunked))
+        self._conn.write(self._head(status, reason, headers, length, chunked, relayed))
         self._chunked_out = chunked
 
     async def write(self, chunk: bytes) -> None:
@@ -414,14 +427,13 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
-        self._grow(len(url))
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD_SIZE:
+            raise _HeadTooLarge()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
-        self._grow(len(name) + len(value) + 4)
-
-    def _grow(self, size: int) -> None:
-        self._head_size += size
+        self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD_SIZE:
             raise _HeadTooLarge()
 
@@ -430,12 +442,10 @@ class _Connection(asyncio.Protocol):
         assert parser is not None
         version = parser.get_http_version()
         # aiohttp's parser also read header bytes as UTF-8 with surrogateescape: sent on unchanged.
-        headers: CIMultiDict[str] = CIMultiDict(
-            [
-                (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                for n, v in self._headers
-            ]
-        )
+        pairs = [
+            (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+            for n, v in self._headers
+        ]
         url = self._url
         target = (url[0] if len(url) == 1 else b"".join(url)).decode("utf-8", "surrogateescape")
         request = IntakeRequest(
@@ -443,7 +453,7 @@ class _Connection(asyncio.Protocol):
             parser.get_method().decode("ascii", "replace"),
             target,
             _VERSIONS.get(version) or _version(version),
-            headers,
+            pairs,
             parser.should_keep_alive(),
         )
         self._current = request

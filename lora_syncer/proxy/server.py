@@ -311,7 +311,7 @@ class ProxyCore:
         assert ex.obj is not None
         request = ex.request
         headers = self.forwarder.upstream_headers(request)
-        headers[SHADOW_HEADER] = "1"
+        headers.append((SHADOW_HEADER, "1"))
         copy = ShadowCopy(
             alias,
             mirror.target,

@@ -52,7 +52,7 @@ class _Series:
         self.finish: dict[str, CounterChild] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per request, and a frozen __init__ is several times slower
 class Sample:
     """One finished request to a target, at wall-clock `at` (Unix seconds)."""
 

@@ -321,6 +321,14 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         """The whole body."""
+        conn = self._conn
+        if conn is not None and conn.state == _DONE:  # all of it is in already (a small answer)
+            pieces = conn._pieces
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces.clear()
+            conn._buffered = 0
+            self.release()
+            return data
         parts = []
         while chunk := await self.readany():
             parts.append(chunk)
@@ -373,12 +381,12 @@ class UpstreamClient:
         return origin
 
     async def request(
-        self, method: str, base: str, target: str, headers: CIMultiDict[str], body: bytes
+        self, method: str, base: str, target: str, headers: list[tuple[str, str]], body: bytes
     ) -> UpstreamResponse:
         """Send one request to `base` + `target` (the raw path and query) and wait for the answer's head."""
         host, port, host_header = self._origin(base)
         parts = [f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n"]
-        parts += [f"{name}: {value}\r\n" for name, value in headers.items()]
+        parts += [f"{name}: {value}\r\n" for name, value in headers]
         if body or method in _LENGTH_METHODS:
             parts.append(f"Content-Length: {len(body)}\r\n")
         parts.append("\r\n")
