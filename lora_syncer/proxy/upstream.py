@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import aiohttp
@@ -394,7 +394,12 @@ class UpstreamClient:
         if body:
             data += body
         no_body = method in _BODYLESS_METHODS
-        conn, reused = await self._acquire((host, port), fresh=False)
+        key = (host, port)
+        reused_conn = self._take_idle(key)
+        if reused_conn is not None:
+            conn, reused = reused_conn, True
+        else:
+            conn, reused = await self._acquire(key, fresh=False)
         try:
             head = await self._exchange(conn, data, no_body)
         except Disconnected:
@@ -403,7 +408,7 @@ class UpstreamClient:
                 raise
             # An idle keep-alive connection the server had already closed: once more on a new one.
             self._release(conn)
-            conn, _ = await self._acquire((host, port), fresh=True)
+            conn, _ = await self._acquire(key, fresh=True)
             try:
                 head = await self._exchange(conn, data, no_body)
             except BaseException:
@@ -414,30 +419,40 @@ class UpstreamClient:
             raise
         return UpstreamResponse(self, conn, head, self.read_timeout)
 
-    async def _exchange(self, conn: _Connection, data: bytes, no_body: bool) -> Head:
+    def _exchange(self, conn: _Connection, data: bytes, no_body: bool) -> Awaitable[Head]:
+        """Send `data` on `conn`; the answer's head, awaited (not a coroutine itself: one frame less)."""
         transport = conn.transport
         if conn.closed or transport is None or transport.is_closing():
             raise Disconnected("the model server closed the connection")
         conn.start(no_body)
         transport.write(data)
-        return await conn.read_head(self.read_timeout)
+        return conn.read_head(self.read_timeout)
 
     # --- the pool -----------------------------------------------------------------------
+
+    def _take_idle(self, key: tuple[str, int]) -> _Connection | None:
+        """A live idle connection to `key`, if there is one (no await: the common case)."""
+        idle = self._idle.get(key)
+        if not idle or self._closed:
+            return None
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            conn.on_lost = None
+            if conn.closed or now - conn.idle_since > self.idle_timeout:
+                conn.close()
+                self._drop(conn)
+                continue
+            return conn
+        return None
 
     async def _acquire(self, key: tuple[str, int], *, fresh: bool) -> tuple[_Connection, bool]:
         while True:
             if self._closed:
                 raise Disconnected("the proxy is shutting down")
             if not fresh:
-                idle = self._idle.get(key)
-                now = time.monotonic()
-                while idle:
-                    conn = idle.pop()
-                    conn.on_lost = None
-                    if conn.closed or now - conn.idle_since > self.idle_timeout:
-                        conn.close()
-                        self._drop(conn)
-                        continue
+                conn = self._take_idle(key)
+                if conn is not None:
                     return conn, True
             if self._open < self.limit:
                 self._open += 1
