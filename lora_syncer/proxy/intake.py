@@ -420,10 +420,8 @@ class _Connection(asyncio.Protocol):
 
     # --- llhttp callbacks ---------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._url = []
-        self._headers = []
-        self._head_size = 0
+    # No on_message_begin (httptools calls only the callbacks a protocol has): the head's pieces
+    # are taken and reset in on_headers_complete, one Python call less per request.
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
@@ -447,6 +445,7 @@ class _Connection(asyncio.Protocol):
             for n, v in self._headers
         ]
         url = self._url
+        self._url, self._headers, self._head_size = [], [], 0
         target = (url[0] if len(url) == 1 else b"".join(url)).decode("utf-8", "surrogateescape")
         request = IntakeRequest(
             self,

@@ -139,9 +139,8 @@ class _Connection(asyncio.Protocol):
 
     # --- llhttp callbacks ---------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._raw_headers = []
-        self._reason = b""
+    # No on_message_begin (httptools calls only the callbacks a protocol has): the head's pieces
+    # are taken and reset in on_headers_complete, one Python call less per answer.
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -153,20 +152,19 @@ class _Connection(asyncio.Protocol):
         parser = self._parser
         assert parser is not None
         status = parser.get_status_code()
+        raw, reason = self._raw_headers, self._reason
+        self._raw_headers, self._reason = [], b""
         if 100 <= status < 200 and status != 101:
             return  # an interim answer (e.g. 103): the real one follows
         # aiohttp's parser also reads header bytes as UTF-8 with surrogateescape.
         headers: CIMultiDict[str] = CIMultiDict(
-            [
-                (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                for n, v in self._raw_headers
-            ]
+            [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw]
         )
         length: int | None = None
         chunked = "Transfer-Encoding" in headers
         if not chunked and "Content-Length" in headers:
             length = int(headers["Content-Length"])  # llhttp has checked it (digits, one value)
-        self._head = (status, self._reason.decode("utf-8", "surrogateescape"), headers, length)
+        self._head = (status, reason.decode("utf-8", "surrogateescape"), headers, length)
         self.reusable = parser.should_keep_alive() and status != 101
         if self.no_body:
             # llhttp cannot be told the request was HEAD: the answer ends with its head.
