@@ -170,6 +170,8 @@ class ProxyService:
             upstream=self.options.upstream if not pools.health_tracked else None,
             pools={n: p.base for n, p in pools.pools.items()} if pools.health_tracked else None,
             rules=str(self.options.rules_path) if self.options.rules_path else None,
+            # uvloop when the `fast` extra is installed (as in the image); the benchmark checks it.
+            event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
 
     @property
