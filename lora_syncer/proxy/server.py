@@ -31,7 +31,7 @@ from lora_syncer.config.rules import RuleSet
 from lora_syncer.proxy.exchange import Exchange, ExchangeObserver
 from lora_syncer.proxy.forward import Forwarder
 from lora_syncer.proxy.intake import BadBody, BodyTooLarge, IntakeRequest, IntakeServer
-from lora_syncer.proxy.matching import Mirror, Route, RouteTable, decide
+from lora_syncer.proxy.matching import Mirror, Route, RouteTable, decide_target
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import ProxyOptions
 from lora_syncer.proxy.policy import is_admin_path, model_required, normalize_path
@@ -283,7 +283,7 @@ class ProxyCore:
             target = self._named_target(route, wanted.strip(), model)
         else:
             loaded = pool.loaded() if pool.loaded is not None else None
-            target = decide(route, ex.sticky_key, loaded).target
+            target = decide_target(route, ex.sticky_key, loaded)
         self._count_decision(route, target)
         if target is None:
             raise Refused(
