@@ -298,11 +298,15 @@ class ProxyMetrics:
         started = ex.started
         ended = ex.ended if ex.ended is not None else started
         alias = ex.alias
-        self.observe(alias, ex.target_label, ex.status, ended - started)
+        status = ex.status
+        self.observe(alias, ex.target_label, status, ended - started)
         if ex.head_sent is not None:
-            self.observe_first_byte(alias, ex.head_sent - started)
+            hist = self._first_bytes.get(alias)  # observe_first_byte, inlined: once per request
+            if hist is None:
+                hist = self._first_bytes[alias] = self.first_byte.labels(alias)
+            hist.observe(ex.head_sent - started)
         if ex.pool:
-            self.pool_request(ex.pool, ex.status)
+            self.pool_request(ex.pool, status)
 
     def observe_first_byte(self, alias: str, seconds: float) -> None:
         hist = self._first_bytes.get(alias)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry
 
@@ -52,9 +52,12 @@ class _Series:
         self.finish: dict[str, CounterChild] = {}
 
 
-@dataclass(slots=True)  # not frozen: one is made per request, and a frozen __init__ is several times slower
-class Sample:
-    """One finished request to a target, at wall-clock `at` (Unix seconds)."""
+class Sample(NamedTuple):
+    """One finished request to a target, at wall-clock `at` (Unix seconds).
+
+    A named tuple, not a dataclass: one is made per request, and tens of thousands are kept; a
+    tuple of plain values is cheap to make and is left alone by the garbage collector.
+    """
 
     at: float
     error: bool
