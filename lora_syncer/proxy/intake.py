@@ -162,6 +162,13 @@ class IntakeRequest:
     def body_complete(self) -> bool:
         return self._body_done
 
+    def body_if_complete(self) -> bytes | None:
+        """The whole body when all of it is in and within the limit (no await: the common case), else None."""
+        if not self._body_done or self.too_large:
+            return None
+        parts = self._parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     @property
     def content_type(self) -> str:
         """The media type of the body, lower-case, without parameters ("" when none)."""

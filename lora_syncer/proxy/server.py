@@ -180,7 +180,9 @@ class ProxyCore:
         if request.body_exists:
             if _EXPECT in request.headers:
                 _expect_continue(request)
-            body = await self._read_body(request)
+            # All of it in already, within the limit (a body over it never is): no wait, no timer.
+            whole = request.body_if_complete()
+            body = whole if whole is not None else await self._read_body(request)
         else:
             body = b""
         ex.body = body
