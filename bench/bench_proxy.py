@@ -243,11 +243,11 @@ wrk.body = {body}
 
 
 def _spawn(
-    argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
+    argv: list[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start a server and wait until `port` accepts connections."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -259,6 +259,20 @@ def _spawn(
             time.sleep(0.05)
     proc.kill()
     raise SystemExit(f"{argv[:4]} did not listen on {port} within 30 s")
+
+
+def _event_loop(log: Path) -> str:
+    """The event loop the proxy says it runs on (its `proxy listening` log line), or "unknown"."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if '"proxy listening"' in line:
+                try:
+                    return str(json.loads(line).get("event_loop", "unknown"))
+                except ValueError:
+                    return "unknown"
+        time.sleep(0.05)
+    return "unknown"
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -613,10 +627,17 @@ def main() -> None:
                     port,
                     tmp / f"{name}.log",
                     env,
+                    # `python -m`/`-c` put the working directory first on sys.path, before PYTHONPATH:
+                    # run from the scratch directory so a --compare checkout is really the one imported.
+                    tmp,
                 )
 
             proxy = start_proxy(proxy_port, "proxy", None)
             report["proxy_command"] = ["lora-syncer", "proxy", "--rules", "...", *args.proxy_arg]
+            report["proxy_event_loop"] = _event_loop(tmp / "proxy.log")
+            print(
+                f"proxy event loop: {report['proxy_event_loop']} (the image installs the `fast` extra: uvloop)\n"
+            )
             procs.append(proxy)
             compared: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
             for i, other in enumerate(args.compare):

@@ -44,11 +44,49 @@ class AnswerFacts:
             self.error = True
 
     def _take(self, text: bytes) -> None:
-        if b'"finish_reason"' in text:
-            reasons = _FINISH.findall(text)
-            if reasons:
-                self.finish_reason = reasons[-1].decode("utf-8", "replace")
-        if b'"completion_tokens"' in text:
-            tokens = _TOKENS.findall(text)
-            if tokens:
-                self.completion_tokens = int(tokens[-1])
+        # The last value is wanted: read it right after the last occurrence of the key when it is
+        # written plainly (no regular expression: this runs on every answer), and scan the whole
+        # text only when that one is not (e.g. `null`, escapes, unusual spacing).
+        at = text.rfind(b'"finish_reason"')
+        if at >= 0:
+            reason = _string_after(text, at + 15)
+            if reason is not None:
+                self.finish_reason = reason.decode("utf-8", "replace")
+            else:
+                reasons = _FINISH.findall(text)
+                if reasons:
+                    self.finish_reason = reasons[-1].decode("utf-8", "replace")
+        at = text.rfind(b'"completion_tokens"')
+        if at >= 0:
+            count = _int_after(text, at + 19)
+            if count is not None:
+                self.completion_tokens = count
+            else:
+                tokens = _TOKENS.findall(text)
+                if tokens:
+                    self.completion_tokens = int(tokens[-1])
+
+
+def _string_after(text: bytes, i: int) -> bytes | None:
+    """The string value at `i` (just after a key) when written `:"v"` or `: "v"` without escapes, else None."""
+    if text[i : i + 2] == b':"':
+        start = i + 2
+    elif text[i : i + 3] == b': "':
+        start = i + 3
+    else:
+        return None
+    end = text.find(b'"', start)
+    if end < 0:
+        return None
+    value = text[start:end]
+    return None if b"\\" in value else value
+
+
+def _int_after(text: bytes, i: int) -> int | None:
+    """The integer at `i` (just after a key) when written `:N` or `: N` with 1 to 18 digits, else None."""
+    if text[i : i + 1] != b":":
+        return None
+    start = i + 2 if text[i + 1 : i + 2] == b" " else i + 1
+    chunk = text[start : start + 19]
+    digits = len(chunk) - len(chunk.lstrip(b"0123456789"))
+    return int(chunk[:digits]) if 1 <= digits <= 18 else None

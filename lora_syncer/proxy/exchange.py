@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from lora_syncer.proxy.intake import IntakeRequest
 
 # The `target` label of an exchange that a rule matched (or the proxy refused) before any target was chosen.
 NO_TARGET = "(none)"
@@ -29,7 +30,7 @@ ErrorClass = Literal["upstream_5xx", "connect", "timeout", "broken_stream", "sse
 class Exchange:
     """The state of one request; times are `time.perf_counter()` seconds."""
 
-    request: web.BaseRequest
+    request: IntakeRequest
     started: float
     body: bytes = b""
     # The JSON object of the body when it may be rewritten, its `model`, and whether one is required.

@@ -12,12 +12,11 @@ from __future__ import annotations
 import time
 
 import structlog
-from aiohttp import web
-from multidict import CIMultiDict
 
 from lora_syncer.proxy.answer import AnswerFacts
 from lora_syncer.proxy.exchange import Exchange
-from lora_syncer.proxy.headers import end_to_end
+from lora_syncer.proxy.headers import HOP_BY_HOP, end_to_end_pairs
+from lora_syncer.proxy.intake import IntakeRequest
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER
 from lora_syncer.proxy.pool_manager import PoolManager
@@ -39,6 +38,16 @@ _BUFFER_LIMIT = 256 * 1024
 # Upper bound for answers that must be read whole to be rewritten (JSON with response-model=requested).
 _REWRITE_LIMIT = 64 * 1024 * 1024
 _TIMED_OUT = "the model server did not answer in time"
+# What is not passed on from a request: hop-by-hop fields and those the proxy sets itself.
+_REQUEST_DROP = HOP_BY_HOP | {"expect", "x-forwarded-for"}
+# What is not passed on from an answer, by (served-model header set, pool header set): those are the proxy's.
+_ANSWER_DROP = {
+    (served, pool): HOP_BY_HOP
+    | ({SERVED_MODEL_HEADER.lower()} if served else set())
+    | ({POOL_HEADER.lower()} if pool else set())
+    for served in (False, True)
+    for pool in (False, True)
+}
 
 
 class Forwarder:
@@ -51,25 +60,26 @@ class Forwarder:
         self.pools = pools
         self.metrics = metrics
         self._rewrite_back = rewrite_back
+        self._request_drop = _REQUEST_DROP | ({"accept-encoding"} if rewrite_back else set())
 
-    def upstream_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
+    def upstream_headers(self, request: IntakeRequest) -> list[tuple[str, str]]:
         """The request's headers as sent to the model server (also for shadow copies)."""
-        headers = end_to_end(request.headers)
-        # The body has been read whole already: no 100-continue handshake with the model server.
-        headers.popall("Expect", None)
+        # Expect: the body has been read whole already, no 100-continue handshake with the model server.
+        # X-Forwarded-For is set anew below; Accept-Encoding too when the answer must be readable.
+        headers = end_to_end_pairs(request.headers, self._request_drop, request.pairs)
+        prior = request.headers.get("X-Forwarded-For")
         peer = request.remote
         if peer:
-            prior = headers.get("X-Forwarded-For")
-            headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+            headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+        elif prior is not None:
+            headers.append(("X-Forwarded-For", prior))
         if self._rewrite_back:
             # The answer's `model` must be readable to be rewritten: ask for it uncompressed.
-            headers["Accept-Encoding"] = "identity"
+            headers.append(("Accept-Encoding", "identity"))
         return headers
 
-    async def forward(
-        self, ex: Exchange, pool: UpstreamPool, body: bytes, augment_models: bool
-    ) -> web.StreamResponse:
-        """Send `body` to `pool` for `ex` and relay the answer. Raises Unreachable or Refused."""
+    async def forward(self, ex: Exchange, pool: UpstreamPool, body: bytes, augment_models: bool) -> None:
+        """Send `body` to `pool` for `ex` and relay the answer to the client. Raises Unreachable or Refused."""
         transport = self.transport
         if not transport.is_open:
             raise Refused(503, "the proxy is shutting down", "stopping")
@@ -84,11 +94,14 @@ class Forwarder:
             except TRANSPORT_ERRORS as exc:
                 raise self._failed_before_answer(ex, pool, classify(exc)) from None
             status = answer.status
-            self.pools.answered(pool, status, canary=self.pools.is_canary(ex.alias, ex.target))
+            pools = self.pools
             if status >= 500:
                 ex.error = "upstream_5xx"
+                pools.answered(pool, status, canary=pools.is_canary(ex.alias, ex.target))
+            elif pools.pools.health_tracked:
+                pools.answered(pool, status)
             try:
-                return await self._relay(ex, pool, answer, augment_models)
+                await self._relay(ex, pool, answer, augment_models)
             finally:
                 answer.release()
         except TRANSPORT_ERRORS as exc:  # reading an answer that is relayed whole
@@ -134,14 +147,15 @@ class Forwarder:
 
     async def _relay(
         self, ex: Exchange, pool: UpstreamPool, answer: UpstreamAnswer, augment_models: bool
-    ) -> web.StreamResponse:
-        headers = end_to_end(answer.headers)
+    ) -> None:
         requested = ex.model
         served = ex.target if ex.target is not None else requested
+        tracked = self.pools.pools.health_tracked
+        headers = end_to_end_pairs(answer.headers, _ANSWER_DROP[served is not None, tracked])
         if served is not None:
-            headers[SERVED_MODEL_HEADER] = served
-        if self.pools.pools.health_tracked:
-            headers[POOL_HEADER] = pool.name
+            headers.append((SERVED_MODEL_HEADER, served))
+        if tracked:
+            headers.append((POOL_HEADER, pool.name))
         ctype = answer.headers.get("Content-Type", "")
         is_sse = ctype.startswith("text/event-stream")
         is_json = "json" in ctype
@@ -170,11 +184,12 @@ class Forwarder:
                 assert served is not None and requested is not None
                 data = json_with_model(data, served, requested)
             ex.head_sent = time.perf_counter()
-            return web.Response(status=status, reason=answer.reason, body=data, headers=headers)
+            ex.request.send(status, answer.reason, headers, data, relayed=True)
+            return
         rewriter = (
             SSEModelRewriter(served, requested) if rewrite_back and is_sse and served and requested else None
         )
-        return await self._stream(ex, answer, headers, rewriter, rewrite_back, is_sse and status == 200)
+        await self._stream(ex, answer, headers, rewriter, rewrite_back, is_sse and status == 200)
 
     @staticmethod
     async def _read_whole(answer: UpstreamAnswer) -> bytes:
@@ -195,16 +210,14 @@ class Forwarder:
         self,
         ex: Exchange,
         answer: UpstreamAnswer,
-        headers: CIMultiDict[str],
+        headers: list[tuple[str, str]],
         rewriter: SSEModelRewriter | None,
         rewrite_back: bool,
         scan_events: bool,
-    ) -> web.StreamResponse:
-        request = ex.request
-        response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=headers)
-        if answer.content_length is not None and not rewrite_back:
-            response.content_length = answer.content_length
-        await response.prepare(request)
+    ) -> None:
+        request = response = ex.request
+        length = answer.content_length if not rewrite_back else None
+        response.start(answer.status, answer.reason, headers, length, relayed=True)
         ex.head_sent = time.perf_counter()
         facts = AnswerFacts() if scan_events else None
         metrics = self.metrics
@@ -224,8 +237,8 @@ class Forwarder:
                         log.warning(
                             "model server broke off an answer", path=request.path, error=failure.detail
                         )
-                    _abort(request)
-                    return response
+                    request.abort()  # so a cut-short answer is seen as cut short, not complete
+                    return
                 if not chunk:
                     break
                 if ex.first_chunk is None:
@@ -241,12 +254,12 @@ class Forwarder:
                 except ConnectionError:
                     ex.client_closed = True
                     metrics.client_disconnects.inc()
-                    return response
+                    return
             if rewriter is not None:
                 tail = rewriter.flush()
                 if tail:
                     await response.write(tail)
-            await response.write_eof()
+            response.finish()
         except ConnectionError:
             ex.client_closed = True
             metrics.client_disconnects.inc()
@@ -256,11 +269,3 @@ class Forwarder:
                 ex.finish_reason, ex.completion_tokens = facts.finish_reason, facts.completion_tokens
                 if facts.error and ex.error is None:
                     ex.error = "sse_error"
-        return response
-
-
-def _abort(request: web.BaseRequest) -> None:
-    """Close the client connection so a cut-short answer is seen as cut short, not complete."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()

@@ -71,17 +71,26 @@ def decide(route: Route, sticky_key: str | None = None, loaded: Container[str] |
     loaded the request still goes to the first one (vLLM then answers with its own error);
     when every target has weight 0 the target is None (the proxy answers 503).
     """
-    if sticky_key is not None:
-        index = pick_sticky(route.names, route.weights, sticky_key, loaded)
-        reason: DecisionReason = "sticky"
-    else:
-        index = route.rr.pick(loaded)
-        reason = "weighted"
+    index = _pick(route, sticky_key, loaded)
     if index is not None:
-        return Decision(route, route.names[index], reason)
+        return Decision(route, route.names[index], "sticky" if sticky_key is not None else "weighted")
     if route.first_live is None:
         return Decision(route, None, "drained")
     return Decision(route, route.first_live, "fallback")
+
+
+def decide_target(
+    route: Route, sticky_key: str | None = None, loaded: Container[str] | None = None
+) -> str | None:
+    """`decide(...).target` without building the `Decision` (the proxy calls this once per request)."""
+    index = _pick(route, sticky_key, loaded)
+    return route.names[index] if index is not None else route.first_live
+
+
+def _pick(route: Route, sticky_key: str | None, loaded: Container[str] | None) -> int | None:
+    if sticky_key is not None:
+        return pick_sticky(route.names, route.weights, sticky_key, loaded)
+    return route.rr.pick(loaded)
 
 
 class RouteTable:

@@ -53,7 +53,7 @@ _DURATION_BUCKETS = (
 )
 
 
-class _CounterChild:
+class CounterChild:
     __slots__ = ("created", "value")
 
     def __init__(self) -> None:
@@ -64,7 +64,7 @@ class _CounterChild:
         self.value += amount
 
 
-class _HistogramChild:
+class HistogramChild:
     __slots__ = ("bounds", "counts", "created", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
@@ -105,12 +105,12 @@ class HotCounter(_Hot):
 
     typ = "counter"
 
-    def labels(self, *values: str) -> _CounterChild:
+    def labels(self, *values: str) -> CounterChild:
         child = self._children.get(values)
         if child is None:
             if len(values) != len(self.labelnames):
                 raise ValueError(f"{self.name}: expected {len(self.labelnames)} label values")
-            child = self._children[values] = _CounterChild()
+            child = self._children[values] = CounterChild()
         return child
 
     def collect(self) -> Iterator[Metric]:
@@ -140,12 +140,12 @@ class HotHistogram(_Hot):
         self._le = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
         super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> _HistogramChild:
+    def labels(self, *values: str) -> HistogramChild:
         child = self._children.get(values)
         if child is None:
             if len(values) != len(self.labelnames):
                 raise ValueError(f"{self.name}: expected {len(self.labelnames)} label values")
-            child = self._children[values] = _HistogramChild(self.bounds)
+            child = self._children[values] = HistogramChild(self.bounds)
         return child
 
     def collect(self) -> Iterator[Metric]:
@@ -276,10 +276,10 @@ class ProxyMetrics:
         self.shadow = ShadowMetrics(registry)  # copies are counted apart from the real traffic
         self._pools: set[str] = set()
         # Pre-bound children per label set: one dict lookup per series on the hot path.
-        self._pool_children: dict[tuple[str, int], _CounterChild] = {}
-        self._children: dict[tuple[str, str, int], _CounterChild] = {}
-        self._durations: dict[str, _HistogramChild] = {}
-        self._first_bytes: dict[str, _HistogramChild] = {}
+        self._pool_children: dict[tuple[str, int], CounterChild] = {}
+        self._children: dict[tuple[str, str, int], CounterChild] = {}
+        self._durations: dict[str, HistogramChild] = {}
+        self._first_bytes: dict[str, HistogramChild] = {}
 
     def observe(self, alias: str, target: str, status: int, duration: float) -> None:
         """Count one finished request and record its duration."""
@@ -298,11 +298,15 @@ class ProxyMetrics:
         started = ex.started
         ended = ex.ended if ex.ended is not None else started
         alias = ex.alias
-        self.observe(alias, ex.target_label, ex.status, ended - started)
+        status = ex.status
+        self.observe(alias, ex.target_label, status, ended - started)
         if ex.head_sent is not None:
-            self.observe_first_byte(alias, ex.head_sent - started)
+            hist = self._first_bytes.get(alias)  # observe_first_byte, inlined: once per request
+            if hist is None:
+                hist = self._first_bytes[alias] = self.first_byte.labels(alias)
+            hist.observe(ex.head_sent - started)
         if ex.pool:
-            self.pool_request(ex.pool, ex.status)
+            self.pool_request(ex.pool, status)
 
     def observe_first_byte(self, alias: str, seconds: float) -> None:
         hist = self._first_bytes.get(alias)

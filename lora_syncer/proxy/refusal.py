@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import TYPE_CHECKING
+
+from lora_syncer.proxy.rewrite import dumps
+
+if TYPE_CHECKING:
+    from lora_syncer.proxy.intake import IntakeRequest
 
 _STATUS_TYPES = {
     400: "BadRequestError",
     403: "PermissionDeniedError",
     408: "RequestTimeoutError",
     413: "RequestEntityTooLargeError",
+    417: "ExpectationFailedError",
+    431: "RequestHeaderFieldsTooLargeError",
+    500: "InternalServerError",
     502: "BadGatewayError",
     503: "ServiceUnavailableError",
     504: "GatewayTimeoutError",
 }
+_JSON = (("Content-Type", "application/json"),)
 
 
-def openai_error(status: int, message: str, *, param: str | None = None) -> web.Response:
-    """An error answer: `{"error": {message, type, param, code}}`."""
-    return web.json_response(
+def error_body(status: int, message: str, *, param: str | None = None) -> bytes:
+    """An error answer's body: `{"error": {message, type, param, code}}`."""
+    return dumps(
         {
             "error": {
                 "message": message,
@@ -25,8 +34,7 @@ def openai_error(status: int, message: str, *, param: str | None = None) -> web.
                 "param": param,
                 "code": status,
             }
-        },
-        status=status,
+        }
     )
 
 
@@ -40,8 +48,9 @@ class Refused(Exception):
         self.reason = reason
         self.param = param
 
-    def response(self) -> web.Response:
-        return openai_error(self.status, self.message, param=self.param)
+    def send(self, request: IntakeRequest) -> None:
+        """Answer `request` with this error."""
+        request.send(self.status, None, _JSON, error_body(self.status, self.message, param=self.param))
 
 
 class Unreachable(Exception):

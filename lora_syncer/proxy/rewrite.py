@@ -14,7 +14,6 @@ holding such numbers go through the standard library instead.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 _orjson: Any
@@ -23,13 +22,20 @@ try:  # the `fast` extra
 except ImportError:  # pragma: no cover - exercised only without the extra
     _orjson = None
 
-_WIDE_INT = re.compile(rb"\d{19,}")
+# A run of 19 digits or more (a possibly wider-than-64-bit integer), found as "0" * 19 once every
+# digit is mapped to 0: two C passes, several times faster than a regular expression on every body.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_WIDE_RUN = b"0" * 19
 _MODEL_KEY = b'"model"'
+
+
+def _may_hold_wide_int(raw: bytes) -> bool:
+    return _WIDE_RUN in raw.translate(_DIGITS_TO_ZERO)
 
 
 def loads(raw: bytes) -> Any:
     """Parse JSON; raises ValueError when `raw` is not JSON."""
-    if _orjson is not None and not _WIDE_INT.search(raw):
+    if _orjson is not None and not _may_hold_wide_int(raw):
         try:
             return _orjson.loads(raw)
         except _orjson.JSONDecodeError:

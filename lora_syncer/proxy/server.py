@@ -6,14 +6,13 @@ pool's rules know, pick a target (pure, `matching.decide`) and replace the value
 relay the answer (`Forwarder`, over the one `Transport`). A request that could not reach its
 pool is sent once more to another pool in rotation, rewritten for that pool. At the end every
 observer (the metrics first) gets the exchange. A client that goes away cancels the handler
-(aiohttp's handler cancellation), which closes the upstream connection so vLLM aborts the
+(the intake cancels the task serving it), which closes the upstream connection so vLLM aborts the
 generation.
 
-The proxy port is served by aiohttp's low-level server (`web.Server`) with `ProxyCore.handle` as
-its only handler: every path goes to the same place, so there is no router, middleware, app
-signal or `web.Request` copy per request.
-What the application layer did that a proxy needs is done here: the body-size limit (the
-request factory) and `Expect: 100-continue`.
+The proxy port is served by the proxy's own HTTP/1.1 server (`lora_syncer.proxy.intake`, llhttp
+parsing) with `ProxyCore.handle` as its only handler: every path goes to the same place. The
+handler writes its answer through the request (`IntakeRequest.send`, or `start`/`write`/`finish`
+when streamed). Done here: the body-size limit and timeout, and `Expect: 100-continue`.
 
 Never logged: bodies, prompts, header values (`Authorization` included).
 """
@@ -24,28 +23,27 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp import web
 
 from lora_syncer.config.rules import RuleSet
 from lora_syncer.proxy.exchange import Exchange, ExchangeObserver
 from lora_syncer.proxy.forward import Forwarder
-from lora_syncer.proxy.matching import Mirror, Route, RouteTable, decide
+from lora_syncer.proxy.intake import BadBody, BodyTooLarge, IntakeRequest, IntakeServer
+from lora_syncer.proxy.matching import Mirror, Route, RouteTable, decide_target
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import ProxyOptions
 from lora_syncer.proxy.policy import is_admin_path, model_required, normalize_path
 from lora_syncer.proxy.pool_manager import PoolManager
 from lora_syncer.proxy.poolset import LoadedNames, PoolSet, UpstreamPool
-from lora_syncer.proxy.refusal import Refused, Unreachable, openai_error
+from lora_syncer.proxy.refusal import Refused, Unreachable
 from lora_syncer.proxy.rewrite import dumps, loads, with_model
 from lora_syncer.proxy.shadow import SHADOW_HEADER, ShadowCopy, ShadowSender
 from lora_syncer.proxy.transport import Transport, TransportLimits
 from lora_syncer.proxy.upstream import UpstreamClient
 
-__all__ = ["ProxyCore", "bind_socket", "build_proxy_server", "openai_error"]
+__all__ = ["ProxyCore", "bind_socket", "build_proxy_server"]
 
 log = structlog.get_logger("lora_syncer.proxy")
 
@@ -130,20 +128,23 @@ class ProxyCore:
 
     # --- the handler -----------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: IntakeRequest) -> None:
+        """Serve one request: the answer is written through `request`."""
         ex = Exchange(request, time.perf_counter())
         self.in_flight += 1
         self._drained.clear()
         ex.status = 500
         try:
             try:
-                response = await self._handle(ex)
+                await self._handle(ex)
             except Refused as refused:
                 ex.refused = refused.reason
                 self.metrics.refused.labels(refused.reason).inc()
-                response = refused.response()
-            ex.status = response.status
-            return response
+                if request.head_sent:  # cannot happen today; an answer already begun can only be cut short
+                    request.abort()
+                else:
+                    refused.send(request)
+            ex.status = request.status or 500
         except asyncio.CancelledError:
             ex.status = _CLIENT_CLOSED
             ex.client_closed = True
@@ -161,7 +162,7 @@ class ProxyCore:
             if self.in_flight == 0:
                 self._drained.set()
 
-    async def _handle(self, ex: Exchange) -> web.StreamResponse:
+    async def _handle(self, ex: Exchange) -> None:
         request = ex.request
         path = request.path
         kind = _PATH_KINDS.get(path)
@@ -178,8 +179,10 @@ class ProxyCore:
         method = request.method
         if request.body_exists:
             if _EXPECT in request.headers:
-                await _expect_continue(request)
-            body = await self._read_body(request)
+                _expect_continue(request)
+            # All of it in already, within the limit (a body over it never is): no wait, no timer.
+            whole = request.body_if_complete()
+            body = whole if whole is not None else await self._read_body(request)
         else:
             body = b""
         ex.body = body
@@ -197,7 +200,8 @@ class ProxyCore:
             ex.pool = pool.name
             ex.error = None
             try:
-                return await self.forwarder.forward(ex, pool, out, augment)
+                await self.forwarder.forward(ex, pool, out, augment)
+                return
             except Unreachable as failed:
                 ex.tried += (pool.name,)
                 tried = ex.tried
@@ -213,7 +217,7 @@ class ProxyCore:
                 )
                 pool = other
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
+    async def _read_body(self, request: IntakeRequest) -> bytes:
         limit = self.options.max_body_size
         length = request.content_length
         if length is not None and length > limit:
@@ -221,12 +225,16 @@ class ProxyCore:
                 413, f"request body of {length} bytes is over the limit of {limit} bytes", "too_large"
             )
         try:
-            if request.content.is_eof():  # all of it has arrived already: no wait, no timer
+            if request.body_complete:  # all of it has arrived already: no wait, no timer
                 return await request.read()
             async with asyncio.timeout(self.options.client_body_timeout):
                 return await request.read()
-        except web.HTTPRequestEntityTooLarge:
+        except BodyTooLarge:
             raise Refused(413, f"request body is over the limit of {limit} bytes", "too_large") from None
+        except BadBody:
+            raise Refused(
+                400, "the request body is not valid HTTP/1.1 (broken chunked framing)", "bad_request"
+            ) from None
         except TimeoutError:
             raise Refused(408, "the request body did not arrive in time", "body_timeout") from None
 
@@ -277,7 +285,7 @@ class ProxyCore:
             target = self._named_target(route, wanted.strip(), model)
         else:
             loaded = pool.loaded() if pool.loaded is not None else None
-            target = decide(route, ex.sticky_key, loaded).target
+            target = decide_target(route, ex.sticky_key, loaded)
         self._count_decision(route, target)
         if target is None:
             raise Refused(
@@ -305,7 +313,7 @@ class ProxyCore:
         assert ex.obj is not None
         request = ex.request
         headers = self.forwarder.upstream_headers(request)
-        headers[SHADOW_HEADER] = "1"
+        headers.append((SHADOW_HEADER, "1"))
         copy = ShadowCopy(
             alias,
             mirror.target,
@@ -350,39 +358,22 @@ def _path_kind(path: str) -> tuple[bool, bool, bool]:
     return kind
 
 
-async def _expect_continue(request: web.BaseRequest) -> None:
+def _expect_continue(request: IntakeRequest) -> None:
     """Answer `Expect: 100-continue` (HTTP/1.1) so the client sends its body; refuse other expectations."""
     expect = request.headers.get(_EXPECT, "")
     if request.version < (1, 1):
         return
     if expect.lower() != "100-continue":
         raise Refused(417, f"unknown Expect: {expect}", "bad_request")
-    if not request.content.is_eof():  # the client waits for this before sending the body
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
+    request.send_continue()  # only when the body has not all arrived: the client waits for this
 
 
-def build_proxy_server(core: ProxyCore, *, keepalive_timeout: float) -> web.Server:
-    """The proxy's low-level server: `core.handle` for every request, bodies bounded by --max-body-size.
+def build_proxy_server(core: ProxyCore, *, keepalive_timeout: float) -> IntakeServer:
+    """The proxy's server: `core.handle` for every request, bodies bounded by --max-body-size.
 
     The upstream session is opened and closed by the caller (`ProxyService`).
     """
-    limit = core.options.max_body_size
-
-    def request_factory(
-        message: Any, payload: Any, protocol: Any, writer: Any, task: asyncio.Task[None]
-    ) -> web.BaseRequest:
-        return web.BaseRequest(
-            message, payload, protocol, writer, task, asyncio.get_running_loop(), client_max_size=limit
-        )
-
-    return web.Server(
-        core.handle,
-        request_factory=request_factory,
-        handler_cancellation=True,  # a client that leaves cancels its upstream call
-        keepalive_timeout=keepalive_timeout,
-        access_log=None,
-    )
+    return IntakeServer(core.handle, max_body_size=core.options.max_body_size, idle_timeout=keepalive_timeout)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

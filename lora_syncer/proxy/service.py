@@ -25,6 +25,7 @@ from lora_syncer.config.manifest import parse_rules_or_manifest
 from lora_syncer.config.rules import RuleSet
 from lora_syncer.config.rules.parse import alias_owners
 from lora_syncer.config.source import Loaded
+from lora_syncer.proxy.intake import IntakeServer
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER, ProxyOptions
 from lora_syncer.proxy.server import ProxyCore, bind_socket, build_proxy_server
@@ -130,7 +131,7 @@ class ProxyService:
                     resync_interval=options.rules_resync_interval,
                 ),
             )
-        self._runner: web.ServerRunner | None = None
+        self._server: IntakeServer | None = None
         self._port: int | None = None
         self._probing = False
         self._abort_drain = asyncio.Event()
@@ -146,20 +147,17 @@ class ProxyService:
             await self.rollouts.start(self.supervisor)
         await self.core.open()
         server = build_proxy_server(self.core, keepalive_timeout=self.options.client_idle_timeout)
-        runner = web.ServerRunner(
-            server,
-            handle_signals=False,
-            shutdown_timeout=1.0,  # the drain phase in stop() is where the grace period is spent
-        )
-        await runner.setup()
-        self._runner = runner
+        self._server = server
         if self.options.pool_mode:
             self.supervisor.spawn(PROBE_TASK, self._probe_loop())
             self._probing = True
         try:
             sock = bind_socket(self.options.host, self.options.port)
-            site = web.SockSite(runner, sock)
-            await site.start()
+            try:
+                await server.start(sock)
+            except BaseException:
+                sock.close()
+                raise
         except BaseException:
             await self.stop(0)  # e.g. the port is taken: release the watcher and the upstream session
             raise
@@ -172,6 +170,8 @@ class ProxyService:
             upstream=self.options.upstream if not pools.health_tracked else None,
             pools={n: p.base for n, p in pools.pools.items()} if pools.health_tracked else None,
             rules=str(self.options.rules_path) if self.options.rules_path else None,
+            # uvloop when the `fast` extra is installed (as in the image); the benchmark checks it.
+            event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
 
     @property
@@ -197,22 +197,20 @@ class ProxyService:
         if self._probing:
             self._probing = False
             await self.supervisor.cancel(PROBE_TASK)
-        runner = self._runner
-        self._runner = None
-        if runner is None:
+        server = self._server
+        self._server = None
+        if server is None:
             await self.core.close()  # start() may have opened the upstream session before failing
             return
-        for site in list(runner.sites):
-            await site.stop()  # phase 1: no new connections
-        if runner.server is not None:
-            runner.server.pre_shutdown()  # keep-alive connections close after their current request
+        await server.stop_accepting()  # phase 1: no new connections
+        server.pre_shutdown()  # keep-alive connections close after their current request
         await self.core.shadow.cancel_all()  # shadow copies are discarded work: not worth the grace
         drained = await self._drain(grace)  # phase 2: in-flight requests finish
         if not drained:
             log.warning(
                 "proxy grace period over; cancelling requests still in flight", in_flight=self.core.in_flight
             )
-        await runner.cleanup()  # phase 3: cancel what is left, close the upstream session
+        await server.shutdown()  # phase 3: cancel what is left, close the upstream session
         await self.core.close()
         log.info("proxy stopped")
 
@@ -291,7 +289,7 @@ class ProxyService:
 
     def ready(self) -> tuple[bool, str]:
         """Ready once listening and (when a rules file is set) a good rules file has been read once."""
-        if self._runner is None:
+        if self._server is None:
             return False, "proxy: not listening"
         source = self._source
         if source is not None and source.current is None:
@@ -307,7 +305,7 @@ class ProxyService:
         current = source.current if source is not None else None
         error = source.error if source is not None else None
         body: dict[str, Any] = {
-            "listening": self._port is not None and self._runner is not None,
+            "listening": self._port is not None and self._server is not None,
             "port": self._port,
             "upstream": self.options.upstream,
             "rulesFile": str(source.path) if source is not None else None,

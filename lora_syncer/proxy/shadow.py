@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import structlog
-from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from lora_syncer.proxy.answer import AnswerFacts
@@ -106,7 +105,7 @@ class ShadowCopy:
     base: str
     method: str
     path: str
-    headers: CIMultiDict[str]
+    headers: list[tuple[str, str]]
     body: bytes
 
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from lora_syncer.proxy.exchange import Exchange
+from lora_syncer.proxy.metrics import CounterChild, HistogramChild, HotCounter, HotHistogram
 from lora_syncer.rollout.verdict import TargetCounts
 
 # Time to first token runs from tens of milliseconds to a minute under load.
@@ -39,9 +40,24 @@ RETENTION_SECONDS = 3600.0
 KNOWN_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "abort", "error"})
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One finished request to a target, at wall-clock `at` (Unix seconds)."""
+class _Series:
+    """The label children of one (alias, target), bound once: the observer runs on every request."""
+
+    __slots__ = ("duration", "finish", "tokens", "ttft")
+
+    def __init__(self, telemetry: TargetTelemetry, alias: str, target: str) -> None:
+        self.ttft: HistogramChild = telemetry.ttft.labels(alias, target)
+        self.duration: HistogramChild = telemetry.duration.labels(alias, target)
+        self.tokens: CounterChild = telemetry.completion_tokens.labels(alias, target)
+        self.finish: dict[str, CounterChild] = {}
+
+
+class Sample(NamedTuple):
+    """One finished request to a target, at wall-clock `at` (Unix seconds).
+
+    A named tuple, not a dataclass: one is made per request, and tens of thousands are kept; a
+    tuple of plain values is cheap to make and is left alone by the garbage collector.
+    """
 
     at: float
     error: bool
@@ -63,38 +79,40 @@ class TargetTelemetry:
         self.clock = clock
         self.max_samples = max_samples
         self._samples: dict[tuple[str, str], deque[Sample]] = {}
-        self.errors = Counter(
+        self._series: dict[tuple[str, str], _Series] = {}
+        # Hot families (lock-free, see proxy.metrics): updated on the event-loop thread only.
+        self.errors = HotCounter(
             "lora_syncer_proxy_target_errors",
             "Upstream failures per alias and target, by class "
             "(upstream_5xx, connect, timeout, broken_stream, sse_error).",
             ["alias", "target", "class"],
-            registry=registry,
+            registry,
         )
-        self.ttft = Histogram(
+        self.ttft = HotHistogram(
             "lora_syncer_proxy_target_ttft_seconds",
             "Time from receiving a request to the first body chunk from its target (time to first token).",
             ["alias", "target"],
-            buckets=_TTFT_BUCKETS,
-            registry=registry,
+            registry,
+            _TTFT_BUCKETS,
         )
-        self.duration = Histogram(
+        self.duration = HotHistogram(
             "lora_syncer_proxy_target_duration_seconds",
             "Time from receiving a request to the last byte of its answer, per alias and target.",
             ["alias", "target"],
-            buckets=_DURATION_BUCKETS,
-            registry=registry,
+            registry,
+            _DURATION_BUCKETS,
         )
-        self.finish_reasons = Counter(
+        self.finish_reasons = HotCounter(
             "lora_syncer_proxy_target_finish_reasons",
             "Answers per alias and target by finish_reason (stop, length, ...; other for unknown values).",
             ["alias", "target", "reason"],
-            registry=registry,
+            registry,
         )
-        self.completion_tokens = Counter(
+        self.completion_tokens = HotCounter(
             "lora_syncer_proxy_target_completion_tokens",
             "Completion tokens the target's answers reported (usage.completion_tokens).",
             ["alias", "target"],
-            registry=registry,
+            registry,
         )
 
     def observe(self, ex: Exchange) -> None:
@@ -103,19 +121,26 @@ class TargetTelemetry:
         alias = ex.alias
         if target is None or not alias:
             return
+        key = (alias, target)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(self, alias, target)
         if ex.error is not None and not ex.client_closed:
-            self.errors.labels(alias, target, ex.error).inc()
+            self.errors.labels(alias, target, ex.error).value += 1
         ttft = ex.first_chunk - ex.started if ex.first_chunk is not None else None
         if ttft is not None:
-            self.ttft.labels(alias, target).observe(ttft)
+            series.ttft.observe(ttft)
         if ex.ended is not None:
-            self.duration.labels(alias, target).observe(ex.ended - ex.started)
+            series.duration.observe(ex.ended - ex.started)
         if ex.finish_reason is not None:
             reason = ex.finish_reason if ex.finish_reason in KNOWN_FINISH_REASONS else "other"
-            self.finish_reasons.labels(alias, target, reason).inc()
+            child = series.finish.get(reason)
+            if child is None:
+                child = series.finish[reason] = self.finish_reasons.labels(alias, target, reason)
+            child.value += 1
         tokens = ex.completion_tokens or 0
         if tokens > 0:
-            self.completion_tokens.labels(alias, target).inc(tokens)
+            series.tokens.value += tokens
         if ex.client_closed:
             return  # the client left: nothing learnt about the target
         error = ex.error is not None
@@ -127,9 +152,9 @@ class TargetTelemetry:
             empty=not error and ex.completion_tokens == 0,
             completion_tokens=tokens,
         )
-        buf = self._samples.get((alias, target))
+        buf = self._samples.get(key)
         if buf is None:
-            buf = self._samples[(alias, target)] = deque(maxlen=self.max_samples)
+            buf = self._samples[key] = deque(maxlen=self.max_samples)
         buf.append(sample)
         horizon = sample.at - RETENTION_SECONDS
         while buf and buf[0].at < horizon:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -195,16 +196,22 @@ class Transport:
             await self.session.close()
             self.session = None
 
-    async def send(
-        self, method: str, base: str, target: str, headers: CIMultiDict[str], body: bytes
-    ) -> UpstreamAnswer:
-        """Send one request to `base` + `target` (raw path and query); returns once the answer's head is in.
+    def send(
+        self, method: str, base: str, target: str, headers: list[tuple[str, str]], body: bytes
+    ) -> Awaitable[UpstreamAnswer]:
+        """Send one request to `base` + `target` (raw path and query); the answer once its head is in.
 
-        Raises whatever the client raises (map it with `classify`).
+        Raises whatever the client raises (map it with `classify`). Not a coroutine itself: the lean
+        client's is handed back as is, one frame less on every resumption of the hot path.
         """
         client = self.client
         if client is not None and client.supports(base):
-            return await client.request(method, base, target, headers, body)
+            return client.request(method, base, target, headers, body)
+        return self._session_send(method, base, target, headers, body)
+
+    async def _session_send(
+        self, method: str, base: str, target: str, headers: list[tuple[str, str]], body: bytes
+    ) -> UpstreamAnswer:
         session = self.session
         if session is None:
             raise aiohttp.ClientConnectionError("the proxy is shutting down")

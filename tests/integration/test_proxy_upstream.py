@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import pytest
 import pytest_asyncio
-from multidict import CIMultiDict
 
 from lora_syncer.proxy.upstream import (
     BadResponse,
@@ -112,7 +111,7 @@ def ok(body: bytes, *extra: bytes) -> bytes:
 async def post(
     client: UpstreamClient, url: str, body: bytes = b'{"model":"m"}', **kw: str
 ) -> tuple[int, bytes]:
-    resp = await client.request("POST", url, "/v1/chat/completions", CIMultiDict(kw), body)
+    resp = await client.request("POST", url, "/v1/chat/completions", list(kw.items()), body)
     try:
         return resp.status, await resp.read()
     finally:
@@ -129,7 +128,7 @@ class TestFraming:
             await ex.send(ok(b'{"n":%d}' % ex.index, b"X-Thing: a", b"X-Thing: b"))
 
         srv = await serve(script)
-        resp = await client.request("POST", srv.url, "/v1/chat/completions", CIMultiDict(), b"{}")
+        resp = await client.request("POST", srv.url, "/v1/chat/completions", [], b"{}")
         assert (resp.status, resp.reason, resp.content_length) == (200, "OK", 7)
         assert resp.headers.getall("x-thing") == ["a", "b"]
         assert await resp.read() == b'{"n":0}'
@@ -169,11 +168,11 @@ class TestFraming:
                 await ex.send(wire[i : i + 3])
 
         srv = await serve(script)
-        resp = await client.request("GET", srv.url, "/x", CIMultiDict(), b"")
+        resp = await client.request("GET", srv.url, "/x", [], b"")
         assert resp.content_length is None
         assert await resp.read() == b"hello 0123456789"
         resp.release()
-        resp = await client.request("GET", srv.url, "/x", CIMultiDict(), b"")
+        resp = await client.request("GET", srv.url, "/x", [], b"")
         assert await resp.read() == b"hello 0123456789"
         resp.release()
         assert srv.connections == 1
@@ -193,7 +192,7 @@ class TestFraming:
             await ex.send(b"6\r\ndata:2\r\n0\r\n\r\n")
 
         srv = await serve(script)
-        resp = await client.request("POST", srv.url, "/s", CIMultiDict(), b"{}")
+        resp = await client.request("POST", srv.url, "/s", [], b"{}")
         assert await asyncio.wait_for(resp.readany(), WAIT) == b"data:1"
         gate.set()
         assert await resp.readany() == b"data:2"
@@ -251,7 +250,7 @@ class TestFraming:
         srv = await serve(script)
         seen = []
         for method in ("HEAD", "DELETE", "GET", "GET"):
-            resp = await client.request(method, srv.url, "/", CIMultiDict(), b"")
+            resp = await client.request(method, srv.url, "/", [], b"")
             seen.append((resp.status, await resp.read()))
             resp.release()
         assert seen == [(200, b""), (204, b""), (304, b""), (200, b"last")]
@@ -304,7 +303,7 @@ class TestFailures:
             ex.writer.close()
 
         srv = await serve(script)
-        resp = await client.request("GET", srv.url, "/", CIMultiDict(), b"")
+        resp = await client.request("GET", srv.url, "/", [], b"")
         assert await resp.readany() == b"partial"
         with pytest.raises(Disconnected):
             await resp.readany()
@@ -353,7 +352,7 @@ class TestFailures:
         try:
             with pytest.raises(TimeoutError):
                 await post(c, srv.url)
-            resp = await c.request("GET", srv.url, "/", CIMultiDict(), b"")
+            resp = await c.request("GET", srv.url, "/", [], b"")
             assert await resp.readany() == b"a"
             with pytest.raises(TimeoutError):
                 await resp.readany()
@@ -391,7 +390,7 @@ class TestFailures:
             await ex.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
 
         srv = await serve(script)
-        resp = await client.request("GET", srv.url, "/", CIMultiDict(), b"")
+        resp = await client.request("GET", srv.url, "/", [], b"")
         resp.release()
         await asyncio.wait_for(srv.closed.wait(), WAIT)
         assert srv.open_now == 0
@@ -425,7 +424,7 @@ class TestPool:
             await ex.send(ok(payload))
 
         srv = await serve(script)
-        resp = await client.request("GET", srv.url, "/", CIMultiDict(), b"")
+        resp = await client.request("GET", srv.url, "/", [], b"")
         got = bytearray()
         while chunk := await resp.readany():
             got += chunk
