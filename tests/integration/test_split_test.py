@@ -20,30 +20,12 @@ from lora_syncer.proxy.service import ProxyService
 from tests.support.http import wait_until_answers
 from tests.support.net import free_port
 from tests.support.processes import Child, clean_env
+from tests.support.seeds import seed_file
 
 V1, V2 = "small-segment-lora-v1", "small-segment-lora-v2"
 SOURCE = "ttt421/nec119-small-segment-lora"
 
-RULES_90_10 = f"""\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModelRewrite
-metadata:
-  name: small-segment-lora-rewrite
-spec:
-  poolRef:
-    group: inference.networking.k8s.io
-    name: vllm-qwen3-32b
-  rules:
-    - matches:
-        - model:
-            type: Exact
-            value: small-segment-lora
-      targets:
-        - modelRewrite: "{V1}"
-          weight: 90
-        - modelRewrite: "{V2}"
-          weight: 10
-"""
+RULES_90_10 = seed_file("qwen3-32b-rewrite", "02-rules-90-10")
 
 # The guide 002's test-traffic-splitting.sh, verbatim except for the line break after `-d`
 # (a formatting slip in the guide: as printed, bash would run the JSON as a command) and a

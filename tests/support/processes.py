@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.support.wait import WAIT
 
@@ -41,7 +41,7 @@ class Child:
     @classmethod
     async def spawn(
         cls, args: Sequence[str], log_path: Path, port: int, env: dict[str, str] | None = None
-    ) -> Child:
+    ) -> Self:
         """Start `python -m lora_syncer ARGS`; `port` is the one it was told to serve on."""
         log = await asyncio.to_thread(log_path.open, "wb")
         try:
