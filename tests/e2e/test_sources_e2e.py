@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from lora_syncer.kubelet import ConfigMapVolume
 from lora_syncer.realvllm.launcher import RealVLLM
 from lora_syncer.sources.digest import directory_checksum
 from tests.support.net import free_port
+from tests.support.processes import popen_run
 from tests.support.sources_servers import moto_server, s3_env
 from tests.support.wait import eventually
 
@@ -86,23 +86,11 @@ def spawn(
     config: Path, server: str, port: int, cache: Path, endpoint: str, log_path: Path
 ) -> subprocess.Popen[bytes]:
     """`lora-syncer run` with the adapter cache, as its own process logging JSON lines."""
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            [
-                sys.executable, "-m", "lora_syncer", "run",
-                "--config", str(config),
-                "--server", server,
-                "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
-                "--reconcile-trigger", "0.5", "--health-check-interval", "0.2",
-                "--adapter-cache", str(cache),
-                # A one-byte budget: every version that may go, goes once unlisted for the grace.
-                "--adapter-cache-max-bytes", "1",
-                "--adapter-cache-gc-grace", str(GRACE), "--upstream-timeout", str(GRACE),
-                "--log-format", "json",
-            ],
-            stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **s3_env(endpoint), "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+    flags = ["--reconcile-trigger", "0.5", "--adapter-cache", str(cache)]
+    # A one-byte budget: every version that may go, goes once unlisted for the grace.
+    flags += ["--adapter-cache-max-bytes", "1"]
+    flags += ["--adapter-cache-gc-grace", str(GRACE), "--upstream-timeout", str(GRACE)]
+    return popen_run(config, server, port, log_path, *flags, env=s3_env(endpoint))
 
 
 async def test_s3_adapter_fetched_served_replaced_and_collected(

@@ -25,7 +25,7 @@ from lora_syncer.sources.fetch import RemoteFetcher
 from lora_syncer.sources.fetch_s3 import S3Fetcher, S3Object
 from lora_syncer.sources.retry import RetryPolicy
 from lora_syncer.sources.uri import S3Source, parse_source, remote_source_allowed
-from tests.support.sources_servers import ACCESS_KEY, SECRET_KEY, moto_server, s3_env
+from tests.support.sources_servers import ACCESS_KEY, SECRET_KEY, moto_server, s3_client, s3_env
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -50,17 +50,7 @@ def endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Client:
-    import boto3
-
-    for key, value in s3_env(endpoint).items():
-        monkeypatch.setenv(key, value)
-    client = boto3.session.Session().client("s3")
-    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-    if BUCKET not in existing:
-        client.create_bucket(Bucket=BUCKET)
-        for key, data in OBJECTS.items():
-            client.put_object(Bucket=BUCKET, Key=key, Body=data)
-    return client
+    return s3_client(endpoint, monkeypatch, BUCKET, OBJECTS)
 
 
 def _src(text: str) -> S3Source:

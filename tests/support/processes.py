@@ -7,8 +7,9 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -119,3 +120,26 @@ def run_args(config: Path, server: str, metrics_port: int, *extra: str) -> list[
         "json",
         *extra,
     ]
+
+
+def popen_run(
+    config: Path, server: str, metrics_port: int, log_path: Path, *flags: str, env: Mapping[str, str] = {}
+) -> subprocess.Popen[bytes]:
+    """`lora-syncer run FLAGS` as a plain (not asyncio) process logging JSON lines to `log_path`,
+    in this environment plus `env`, unbuffered: the e2e tier's syncer next to a real vLLM."""
+    args = ["run", "--config", str(config), "--server", server]
+    args += [
+        "--metrics-port",
+        str(metrics_port),
+        "--metrics-host",
+        "127.0.0.1",
+        "--health-check-interval",
+        "0.2",
+    ]
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lora_syncer", *args, *flags, "--log-format", "json"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        )
