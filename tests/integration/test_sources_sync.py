@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ from tests.support.emulator import running_emulator
 from tests.support.kubelet import ConfigMapVolume
 from tests.support.net import free_port
 from tests.support.processes import Child, clean_env, run_args
-from tests.support.sources_servers import FileServer, moto_server, s3_client, tar_gz
+from tests.support.sources_servers import FileServer, s3_client, tar_gz
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -75,15 +74,9 @@ def versions(cache: Path) -> set[str]:
     return {p.name for p in cache.iterdir() if p.is_dir() and p.name != TMP_DIR}
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
 @pytest.fixture
-def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Client:
-    return s3_client(endpoint, monkeypatch, BUCKET)
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Client:
+    return s3_client(moto_endpoint, monkeypatch, BUCKET)
 
 
 def upload(s3: S3Client, prefix: str, files: dict[str, bytes], tmp: Path) -> str:

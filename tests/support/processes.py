@@ -143,3 +143,18 @@ def popen_run(
             stderr=subprocess.STDOUT,
             env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
         )
+
+
+def run_demo(*args: str, timeout: float, env: Mapping[str, str] = {}) -> subprocess.CompletedProcess[str]:
+    """`python -m lora_syncer demo ARGS` to completion from the checkout's root, stdin closed, in
+    this environment plus `env` with NO_COLOR set (plain text, as a pipe gets it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "lora_syncer", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "NO_COLOR": "1", **env},
+        check=False,
+        cwd=ROOT,
+    )

@@ -75,7 +75,6 @@ class TestCheck:
         assert f"{f}: INVALID (1 error(s))" in err
 
 
-
 RULES_90_20 = """\
 apiVersion: inference.networking.x-k8s.io/v1alpha2
 kind: InferenceModelRewrite
