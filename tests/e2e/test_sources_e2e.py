@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from lora_syncer.kubelet import ConfigMapVolume
 from lora_syncer.realvllm.launcher import RealVLLM
 from lora_syncer.sources.digest import directory_checksum
 from tests.support.net import free_port
-from tests.support.processes import popen_run
+from tests.support.processes import popen_run, stop_popen
 from tests.support.sources_servers import s3_env
 from tests.support.wait import eventually
 
@@ -124,12 +123,7 @@ async def test_s3_adapter_fetched_served_replaced_and_collected(
                 metrics = await resp.text()
             assert "lora_syncer_source_download_seconds_count 2.0" in metrics
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = await stop_popen(proc)
     log_text = log_path.read_text(errors="replace")
     assert code == 0, log_text[-3000:]
     assert s3_env(moto_endpoint)["AWS_SECRET_ACCESS_KEY"] not in log_text

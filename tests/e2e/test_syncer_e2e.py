@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ import pytest_asyncio
 from lora_syncer.kubelet import ConfigMapVolume
 from lora_syncer.realvllm.launcher import RealVLLM
 from tests.support.net import free_port
-from tests.support.processes import popen_run
+from tests.support.processes import popen_run, stop_popen
 from tests.support.wait import eventually as support_eventually
 
 _TIMEOUT = aiohttp.ClientTimeout(total=60)
@@ -102,12 +100,7 @@ async def syncer(vllm: RealVLLM, tmp_path: Path) -> AsyncIterator[Syncer]:
     try:
         yield s
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = await stop_popen(proc)
         assert code == 0, log_path.read_text()[-3000:]
 
 

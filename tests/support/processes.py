@@ -145,6 +145,17 @@ def popen_run(
         )
 
 
+async def stop_popen(proc: subprocess.Popen[bytes], within: float = 30) -> int:
+    """SIGTERM to a `popen_run` process, then its exit code; killed (TimeoutExpired raised) if it
+    outlives `within` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.to_thread(proc.wait, within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
 def run_demo(*args: str, timeout: float, env: Mapping[str, str] = {}) -> subprocess.CompletedProcess[str]:
     """`python -m lora_syncer demo ARGS` to completion from the checkout's root, stdin closed, in
     this environment plus `env` with NO_COLOR set (plain text, as a pipe gets it)."""
