@@ -25,7 +25,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,27 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="the Markdown to update (default: bench/README.md)")
     parser.add_argument("--render-only", action="store_true", help="re-render the Markdown from the JSON")
     args = parser.parse_args(argv)
-    if args.quick and (args.results_dir is None or args.markdown is None):
-        scratch = Path(tempfile.mkdtemp(prefix="bench-report-quick-"))
-        args.results_dir = args.results_dir or scratch / "results"
-        if args.markdown is None:
-            args.markdown = scratch / "README.md"
-            args.markdown.write_text(README.read_text())
+    if args.quick:
+        args.results_dir, args.markdown = rs.quick_paths(
+            "bench-report-quick-", args.results_dir, "results", args.markdown, README
+        )
     results: Path = args.results_dir or RESULTS
     markdown: Path = args.markdown or README
     results.mkdir(parents=True, exist_ok=True)
     if not args.render_only:
-        index: dict[str, Any] = {
-            "command": rs.command_line(MODULE, argv if argv is not None else sys.argv[1:]),
-            "commit": rs.commit(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": rs.machine(),
-            "loadavg_start": rs.loadavg(),
-            "quick": args.quick,
-            "scope_patterns": list(SCOPE),
-            "scope": rs.scope_hashes(SCOPE),
-            "benchmarks": scripts(),
-        }
+        index: dict[str, Any] = {**rs.run_header(MODULE, argv, args.quick, SCOPE), "benchmarks": scripts()}
         for script in index["benchmarks"]:
             run_benchmark(script, args.quick, results)
         index["loadavg_end"] = rs.loadavg()

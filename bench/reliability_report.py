@@ -233,29 +233,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-only", action="store_true", help="re-render the Markdown from the JSON")
     parser.add_argument("--runs", type=int, help=f"runs of every scenario (default {RUNS}; 1 with --quick)")
     args = parser.parse_args(argv)
-    if args.quick and (args.out is None or args.results is None):
-        scratch = Path(tempfile.mkdtemp(prefix="reliability-quick-"))
-        args.results = args.results or scratch / "reliability-results.json"
-        if args.out is None:
-            args.out = scratch / "reliability.md"
-            args.out.write_text(MARKDOWN.read_text())
+    if args.quick:
+        args.results, args.out = rs.quick_paths(
+            "reliability-quick-", args.results, "reliability-results.json", args.out, MARKDOWN
+        )
     out: Path = args.out or MARKDOWN
     results: Path = args.results or RESULTS
     # The sidecar's own log lines would drown the figures; warnings and errors are enough here.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     violations = False
     if not args.render_only:
-        data: dict[str, Any] = {
-            "command": rs.command_line(MODULE, argv if argv is not None else sys.argv[1:]),
-            "commit": rs.commit(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": rs.machine(),
-            "loadavg_start": rs.loadavg(),
-            "quick": args.quick,
-            "scope_patterns": list(SCOPE),
-            "scope": rs.scope_hashes(SCOPE),
-            "runs": [],
-        }
+        data: dict[str, Any] = {**rs.run_header(MODULE, argv, args.quick, SCOPE), "runs": []}
         for i in range(args.runs or (1 if args.quick else RUNS)):
             print(f"run {i + 1}", flush=True)
             rows = asyncio.run(run_once(args.quick))

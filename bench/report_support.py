@@ -17,6 +17,8 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,35 @@ def commit() -> str | None:
 def command_line(module: str, argv: Sequence[str]) -> str:
     """The exact command, as typed from the checkout's root."""
     return shlex.join([".venv/bin/python", "-m", module, *argv])
+
+
+def run_header(module: str, argv: Sequence[str] | None, quick: bool, scope: Sequence[str]) -> dict[str, Any]:
+    """The head of a report's raw JSON: how, where and on what it was run (`loadavg_end` comes last)."""
+    return {
+        "command": command_line(module, argv if argv is not None else sys.argv[1:]),
+        "commit": commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "loadavg_start": loadavg(),
+        "quick": quick,
+        "scope_patterns": list(scope),
+        "scope": scope_hashes(scope),
+    }
+
+
+def quick_paths(
+    prefix: str, results: Path | None, results_name: str, markdown: Path | None, template: Path
+) -> tuple[Path, Path]:
+    """For --quick: the raw JSON and the Markdown, any not named put in a fresh temporary directory
+    (the Markdown a copy of `template`), so a quick run never writes over the committed report."""
+    if results is not None and markdown is not None:
+        return results, markdown
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    results = results or scratch / results_name
+    if markdown is None:
+        markdown = scratch / template.name
+        markdown.write_text(template.read_text())
+    return results, markdown
 
 
 def _git_ignored(paths: list[str]) -> set[str]:

@@ -45,14 +45,19 @@ async def call(client: aiohttp.ClientSession, method: str, url: str, body: Any =
         return Answer(resp.status, content_type, text)
 
 
+async def post(client: aiohttp.ClientSession, backend: Backend, route: str, body: Any) -> Answer:
+    """POST `body` (JSON) to `route` of the server."""
+    return await call(client, "POST", f"{backend.url}{route}", body)
+
+
 async def load(client: aiohttp.ClientSession, backend: Backend, name: str, path: str, **extra: Any) -> Answer:
-    return await call(
-        client, "POST", f"{backend.url}/v1/load_lora_adapter", {"lora_name": name, "lora_path": path, **extra}
+    return await post(
+        client, backend, "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path, **extra}
     )
 
 
 async def unload(client: aiohttp.ClientSession, backend: Backend, name: str) -> Answer:
-    return await call(client, "POST", f"{backend.url}/v1/unload_lora_adapter", {"lora_name": name})
+    return await post(client, backend, "/v1/unload_lora_adapter", {"lora_name": name})
 
 
 async def models(client: aiohttp.ClientSession, backend: Backend) -> list[dict[str, Any]]:
@@ -63,6 +68,12 @@ async def models(client: aiohttp.ClientSession, backend: Backend) -> list[dict[s
     assert body["object"] == "list"
     data: list[dict[str, Any]] = body["data"]
     return data
+
+
+async def loaded(client: aiohttp.ClientSession, backend: Backend, name: str, adapter: int = 0) -> str:
+    """`name`, once loaded from the server's `adapter`-th adapter directory (asserted)."""
+    assert (await load(client, backend, name, backend.adapter_dirs[adapter])).status == 200
+    return name
 
 
 def with_placeholders(message: str, *paths: str) -> str:
@@ -301,8 +312,7 @@ class TestAdminErrors:
         self, backend: Backend, client: aiohttp.ClientSession, unique_name: NameFactory
     ) -> None:
         """Loading a registered name without load_inplace: 400 InvalidUserInput, root unchanged."""
-        name = unique_name("dup")
-        assert (await load(client, backend, name, backend.adapter_dirs[0])).status == 200
+        name = await loaded(client, backend, unique_name("dup"))
         answer = await load(client, backend, name, backend.adapter_dirs[1])
         assert_error(answer, 400, "InvalidUserInput", already_loaded(name))
         assert (await models(client, backend))[1]["root"] == backend.adapter_dirs[0]
@@ -322,7 +332,7 @@ class TestAdminErrors:
         self, backend: Backend, client: aiohttp.ClientSession
     ) -> None:
         """A body without lora_path: 400 "Bad Request" naming `body.lora_path`."""
-        answer = await call(client, "POST", f"{backend.url}/v1/load_lora_adapter", {"lora_name": "x"})
+        answer = await post(client, backend, "/v1/load_lora_adapter", {"lora_name": "x"})
         assert answer.status == 400
         assert answer.content_type == "application/json"
         error = answer.json()["error"]
@@ -421,8 +431,7 @@ class TestAdminErrors:
         self, backend: Backend, client: aiohttp.ClientSession, unique_name: NameFactory
     ) -> None:
         """Unload twice: the second answers 404 (the syncer treats it as success)."""
-        name = unique_name("twice")
-        assert (await load(client, backend, name, backend.adapter_dirs[0])).status == 200
+        name = await loaded(client, backend, unique_name("twice"))
         assert (await unload(client, backend, name)).status == 200
         assert_error(
             await unload(client, backend, name),
@@ -467,11 +476,8 @@ class TestInference:
         payload: dict[str, Any],
     ) -> None:
         """A request naming an adapter answers JSON with `model` = that adapter name."""
-        name = unique_name("infer")
-        assert (await load(client, backend, name, backend.adapter_dirs[0])).status == 200
-        answer = await call(
-            client, "POST", f"{backend.url}{route}", {**payload, "model": name, "max_tokens": 3}
-        )
+        name = await loaded(client, backend, unique_name("infer"))
+        answer = await post(client, backend, route, {**payload, "model": name, "max_tokens": 3})
         assert answer.status == 200, answer.text
         assert answer.content_type == "application/json"
         body = answer.json()
@@ -484,11 +490,8 @@ class TestInference:
         self, backend: Backend, client: aiohttp.ClientSession, route: str, payload: dict[str, Any]
     ) -> None:
         """A request naming the base model answers with `model` = the served name."""
-        answer = await call(
-            client,
-            "POST",
-            f"{backend.url}{route}",
-            {**payload, "model": backend.served_name, "max_tokens": 2},
+        answer = await post(
+            client, backend, route, {**payload, "model": backend.served_name, "max_tokens": 2}
         )
         assert answer.status == 200, answer.text
         assert answer.json()["model"] == backend.served_name
@@ -502,10 +505,9 @@ class TestInference:
         payload: dict[str, Any],
     ) -> None:
         """`stream: true`: text/event-stream of `data: {...}` events, each naming the adapter, then `data: [DONE]`."""
-        name = unique_name("stream")
-        assert (await load(client, backend, name, backend.adapter_dirs[1])).status == 200
+        name = await loaded(client, backend, unique_name("stream"), 1)
         body = {**payload, "model": name, "max_tokens": 3, "stream": True}
-        answer = await call(client, "POST", f"{backend.url}{route}", body)
+        answer = await post(client, backend, route, body)
         assert answer.status == 200, answer.text
         assert answer.content_type == "text/event-stream"
         assert answer.text.endswith("data: [DONE]\n\n")
@@ -534,7 +536,7 @@ class TestInference:
         """A request naming a model that is not served: 404 NotFoundError with `param: model`, even streamed."""
         name = unique_name("nobody")
         body = {**payload, "model": name, "max_tokens": 2, "stream": stream}
-        answer = await call(client, "POST", f"{backend.url}{route}", body)
+        answer = await post(client, backend, route, body)
         assert_error(answer, 404, "NotFoundError", unknown_model(name, backend), param="model")
 
     async def test_unloaded_adapter_is_unknown(
@@ -546,12 +548,9 @@ class TestInference:
         payload: dict[str, Any],
     ) -> None:
         """After an unload, inference naming that adapter is a 404 (valid aliases list only the base)."""
-        name = unique_name("gone")
-        assert (await load(client, backend, name, backend.adapter_dirs[0])).status == 200
+        name = await loaded(client, backend, unique_name("gone"))
         assert (await unload(client, backend, name)).status == 200
-        answer = await call(
-            client, "POST", f"{backend.url}{route}", {**payload, "model": name, "max_tokens": 2}
-        )
+        answer = await post(client, backend, route, {**payload, "model": name, "max_tokens": 2})
         assert_error(answer, 404, "NotFoundError", unknown_model(name, backend), param="model")
 
     async def test_valid_aliases_list_only_base_models(
@@ -563,11 +562,9 @@ class TestInference:
         payload: dict[str, Any],
     ) -> None:
         """The 404 message's "Valid aliases" lists the base model names, never the loaded adapters."""
-        loaded, missing = unique_name("present"), unique_name("absent")
-        assert (await load(client, backend, loaded, backend.adapter_dirs[0])).status == 200
-        answer = await call(
-            client, "POST", f"{backend.url}{route}", {**payload, "model": missing, "max_tokens": 2}
-        )
+        await loaded(client, backend, unique_name("present"))
+        missing = unique_name("absent")
+        answer = await post(client, backend, route, {**payload, "model": missing, "max_tokens": 2})
         assert_error(answer, 404, "NotFoundError", unknown_model(missing, backend), param="model")
 
 
@@ -621,7 +618,7 @@ class TestAnswerShapes:
         choice: set[str],
     ) -> None:
         """A non-streamed answer has exactly vLLM's top-level and per-choice keys."""
-        answer = await call(client, "POST", f"{backend.url}{route}", {**payload, "max_tokens": 2})
+        answer = await post(client, backend, route, {**payload, "max_tokens": 2})
         assert answer.status == 200, answer.text
         body = answer.json()
         assert set(body) == top
@@ -646,7 +643,7 @@ class TestAnswerShapes:
         """Streamed: the first chunk (chat: with null prompt_token_ids/prompt_text), plain middle chunks,
         and the last one adding system_fingerprint."""
         body = {**payload, "max_tokens": 3, "stream": True, "ignore_eos": True}
-        answer = await call(client, "POST", f"{backend.url}{route}", body)
+        answer = await post(client, backend, route, body)
         assert answer.status == 200, answer.text
         chunks = sse_chunks(answer.text)
         assert set(chunks[0]) == first
@@ -676,7 +673,7 @@ class TestInferenceValidation:
         body: dict[str, Any] = {"model": "no-such-model", "max_tokens": 2}
         if prompt != "absent":
             body["prompt"] = prompt
-        answer = await call(client, "POST", f"{backend.url}/v1/completions", body)
+        answer = await post(client, backend, "/v1/completions", body)
         message = "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)"
         assert_error(answer, 400, "BadRequestError", message, param="prompt")
 
@@ -686,7 +683,7 @@ class TestInferenceValidation:
         self, backend: Backend, client: aiohttp.ClientSession, route: str, payload: dict[str, Any], value: int
     ) -> None:
         """`max_tokens` 0 or negative: 400 naming max_tokens and the value."""
-        answer = await call(client, "POST", f"{backend.url}{route}", {**payload, "max_tokens": value})
+        answer = await post(client, backend, route, {**payload, "max_tokens": value})
         message = f"max_tokens must be at least 1, got {value}. (parameter=max_tokens, value={value})"
         assert_error(answer, 400, "BadRequestError", message, param="max_tokens")
 
@@ -702,7 +699,7 @@ class TestInferenceValidation:
     ) -> None:
         """`max_tokens` above the server's max_model_len: 400 before anything is streamed."""
         body = {**payload, "max_tokens": 1000, "stream": stream}
-        answer = await call(client, "POST", f"{backend.url}{route}", body)
+        answer = await post(client, backend, route, body)
         assert_error(
             answer, 400, "BadRequestError", too_many("max_tokens", 1000, backend), param="max_tokens"
         )
@@ -712,7 +709,7 @@ class TestInferenceValidation:
     ) -> None:
         """`max_tokens` = max_model_len is allowed (the answer is cut to the context left)."""
         body = {**COMPLETION[1], "max_tokens": backend.max_model_len}
-        answer = await call(client, "POST", f"{backend.url}/v1/completions", body)
+        answer = await post(client, backend, "/v1/completions", body)
         assert answer.status == 200, answer.text
         assert answer.json()["usage"]["completion_tokens"] < backend.max_model_len
 
@@ -721,32 +718,28 @@ class TestInferenceValidation:
     ) -> None:
         """For chat, max_completion_tokens wins over max_tokens and is the field named in the 400."""
         body = {**CHAT[1], "max_completion_tokens": 1000, "max_tokens": 3}
-        answer = await call(client, "POST", f"{backend.url}/v1/chat/completions", body)
+        answer = await post(client, backend, "/v1/chat/completions", body)
         message = too_many("max_completion_tokens", 1000, backend)
         assert_error(answer, 400, "BadRequestError", message, param="max_completion_tokens")
 
     async def test_empty_conversation(self, backend: Backend, client: aiohttp.ClientSession) -> None:
         """Chat with `messages: []`: 400 without a param."""
         body = {"messages": [], "max_tokens": 2}
-        answer = await call(client, "POST", f"{backend.url}/v1/chat/completions", body)
+        answer = await post(client, backend, "/v1/chat/completions", body)
         message = "Cannot apply chat template to an empty conversation. Provide at least one message."
         assert_error(answer, 400, "BadRequestError", message)
 
     async def test_empty_prompt_list(self, backend: Backend, client: aiohttp.ClientSession) -> None:
         """A completion with `prompt: []`: 400 without a param."""
-        answer = await call(client, "POST", f"{backend.url}/v1/completions", {"prompt": [], "max_tokens": 2})
+        answer = await post(client, backend, "/v1/completions", {"prompt": [], "max_tokens": 2})
         assert_error(answer, 400, "BadRequestError", "You must pass at least one prompt")
 
     async def test_lax_integers(self, backend: Backend, client: aiohttp.ClientSession) -> None:
         """Like pydantic's lax mode, `max_tokens` "2" is 2; 2.5 is a 400 "Bad Request"."""
-        answer = await call(
-            client, "POST", f"{backend.url}/v1/completions", {**COMPLETION[1], "max_tokens": "2"}
-        )
+        answer = await post(client, backend, "/v1/completions", {**COMPLETION[1], "max_tokens": "2"})
         assert answer.status == 200, answer.text
         assert answer.json()["usage"]["completion_tokens"] <= 2
-        answer = await call(
-            client, "POST", f"{backend.url}/v1/completions", {**COMPLETION[1], "max_tokens": 2.5}
-        )
+        answer = await post(client, backend, "/v1/completions", {**COMPLETION[1], "max_tokens": 2.5})
         message = (
             "1 validation error:\n  {'type': 'int_from_float', 'loc': 'body.max_tokens', "
             "'msg': 'Input should be a valid integer, got a number with a fractional part', 'input': '2.5'}"
@@ -820,12 +813,11 @@ class TestMetrics:
         self, backend: Backend, client: aiohttp.ClientSession, unique_name: NameFactory
     ) -> None:
         """One 3-token completion on an adapter adds 3 generation tokens and one finished-by-length request."""
-        name = unique_name("metrics")
-        assert (await load(client, backend, name, backend.adapter_dirs[0])).status == 200
+        name = await loaded(client, backend, unique_name("metrics"))
         labels = {"model_name": backend.served_name}
         before = await scrape(client, backend)
         body = {**COMPLETION[1], "model": name, "max_tokens": 3, "ignore_eos": True}
-        answer = await call(client, "POST", f"{backend.url}/v1/completions", body)
+        answer = await post(client, backend, "/v1/completions", body)
         assert answer.status == 200, answer.text
         after = await scrape(client, backend)
         generated = "vllm:generation_tokens_total"

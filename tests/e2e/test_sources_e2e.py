@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from lora_syncer.kubelet import ConfigMapVolume
 from lora_syncer.realvllm.launcher import RealVLLM
 from lora_syncer.sources.digest import directory_checksum
 from tests.support.net import free_port
-from tests.support.sources_servers import moto_server, s3_env
+from tests.support.processes import popen_run, stop_popen
+from tests.support.sources_servers import s3_env
 from tests.support.wait import eventually
 
 TIMEOUT = aiohttp.ClientTimeout(total=60)
@@ -32,22 +29,16 @@ BUCKET = "e2e-adapters"
 GRACE = 3.0
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
-def upload(endpoint: str, directory: Path, prefix: str) -> str:
+def upload(moto_endpoint: str, directory: Path, prefix: str) -> str:
     """Every file of `directory` under `prefix`; the checksum to declare for it."""
     import boto3
 
-    env = s3_env(endpoint)
+    env = s3_env(moto_endpoint)
     client = boto3.session.Session(
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
-    ).client("s3", endpoint_url=endpoint)
+    ).client("s3", endpoint_url=moto_endpoint)
     if BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
         client.create_bucket(Bucket=BUCKET)
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
@@ -83,40 +74,28 @@ def exists(path: str) -> bool:
 
 
 def spawn(
-    config: Path, server: str, port: int, cache: Path, endpoint: str, log_path: Path
+    config: Path, server: str, port: int, cache: Path, moto_endpoint: str, log_path: Path
 ) -> subprocess.Popen[bytes]:
     """`lora-syncer run` with the adapter cache, as its own process logging JSON lines."""
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            [
-                sys.executable, "-m", "lora_syncer", "run",
-                "--config", str(config),
-                "--server", server,
-                "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
-                "--reconcile-trigger", "0.5", "--health-check-interval", "0.2",
-                "--adapter-cache", str(cache),
-                # A one-byte budget: every version that may go, goes once unlisted for the grace.
-                "--adapter-cache-max-bytes", "1",
-                "--adapter-cache-gc-grace", str(GRACE), "--upstream-timeout", str(GRACE),
-                "--log-format", "json",
-            ],
-            stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **s3_env(endpoint), "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+    flags = ["--reconcile-trigger", "0.5", "--adapter-cache", str(cache)]
+    # A one-byte budget: every version that may go, goes once unlisted for the grace.
+    flags += ["--adapter-cache-max-bytes", "1"]
+    flags += ["--adapter-cache-gc-grace", str(GRACE), "--upstream-timeout", str(GRACE)]
+    return popen_run(config, server, port, log_path, *flags, env=s3_env(moto_endpoint))
 
 
 async def test_s3_adapter_fetched_served_replaced_and_collected(
-    vllm: RealVLLM, endpoint: str, tmp_path: Path
+    vllm: RealVLLM, moto_endpoint: str, tmp_path: Path
 ) -> None:
     v1_dir, v2_dir = vllm.adapter_dirs[:2]
-    v1 = await asyncio.to_thread(upload, endpoint, v1_dir, "sql/v1")
-    v2 = await asyncio.to_thread(upload, endpoint, v2_dir, "sql/v2")
+    v1 = await asyncio.to_thread(upload, moto_endpoint, v1_dir, "sql/v1")
+    v2 = await asyncio.to_thread(upload, moto_endpoint, v2_dir, "sql/v2")
     cache = tmp_path / "cache"
     volume = ConfigMapVolume(tmp_path / "config")
     volume.write({"configmap.yaml": adapters_file(f"s3://{BUCKET}/sql/v1/", v1)})
     port = free_port()
     log_path = tmp_path / "syncer.log"
-    proc = spawn(volume.path("configmap.yaml"), vllm.url, port, cache, endpoint, log_path)
+    proc = spawn(volume.path("configmap.yaml"), vllm.url, port, cache, moto_endpoint, log_path)
     try:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
 
@@ -144,12 +123,7 @@ async def test_s3_adapter_fetched_served_replaced_and_collected(
                 metrics = await resp.text()
             assert "lora_syncer_source_download_seconds_count 2.0" in metrics
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = await stop_popen(proc)
     log_text = log_path.read_text(errors="replace")
     assert code == 0, log_text[-3000:]
-    assert s3_env(endpoint)["AWS_SECRET_ACCESS_KEY"] not in log_text
+    assert s3_env(moto_endpoint)["AWS_SECRET_ACCESS_KEY"] not in log_text

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +16,7 @@ import pytest_asyncio
 from lora_syncer.kubelet import ConfigMapVolume
 from lora_syncer.realvllm.launcher import RealVLLM
 from tests.support.net import free_port
+from tests.support.processes import popen_run, stop_popen
 from tests.support.wait import eventually as support_eventually
 
 _TIMEOUT = aiohttp.ClientTimeout(total=60)
@@ -78,19 +75,8 @@ async def listed(session: aiohttp.ClientSession, server: RealVLLM) -> dict[str, 
 
 def spawn_syncer(config: Path, server: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
     """`lora-syncer run` as its own process, logging JSON lines to `log_path`."""
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            [
-                sys.executable, "-m", "lora_syncer", "run",
-                "--config", str(config),
-                "--server", server,
-                "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
-                "--reconcile-trigger", "1", "--health-check-interval", "0.2",
-                "--backoff-initial", "0.5", "--backoff-max", "2",
-                "--log-format", "json",
-            ],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+    flags = ("--reconcile-trigger", "1", "--backoff-initial", "0.5", "--backoff-max", "2")
+    return popen_run(config, server, port, log_path, *flags)
 
 
 @pytest_asyncio.fixture
@@ -114,12 +100,7 @@ async def syncer(vllm: RealVLLM, tmp_path: Path) -> AsyncIterator[Syncer]:
     try:
         yield s
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = await stop_popen(proc)
         assert code == 0, log_path.read_text()[-3000:]
 
 

@@ -6,7 +6,6 @@ import asyncio
 import io
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from lora_syncer.demo.steps import (
 )
 from lora_syncer.demo.walkthrough import DemoOptions
 from tests.support import seeds
+from tests.support.processes import run_demo
 
 EXAMPLES = seeds.EXAMPLES / "qwen3-32b-rewrite"
 GUIDE_SPLITS = {
@@ -40,16 +40,7 @@ def _counts(split: Split) -> dict[str, int]:
 
 
 def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lora_syncer", "demo", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "NO_COLOR": "1", **(env or {})},
-        check=False,
-        cwd=seeds.ROOT,
-    )
+    return run_demo(*args, timeout=120, env=env or {})
 
 
 class TestStepData:
@@ -268,16 +259,7 @@ def test_demo_against_real_vllm() -> None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"CI=true and no real vLLM environment; create it with: {SETUP_HINT}")
         pytest.skip(f"no real vLLM environment; create it with: {SETUP_HINT}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "lora_syncer", "demo", "--real-vllm"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "NO_COLOR": "1"},
-        check=False,
-        cwd=seeds.ROOT,
-    )
+    proc = run_demo("--real-vllm", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "small-segment-lora-v1        18    90%" in proc.stdout
     assert "Every step held" in proc.stdout

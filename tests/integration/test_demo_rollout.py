@@ -7,9 +7,7 @@ asserts: the rollouts must have taken their steps, whatever the machine's load.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 
 import pytest
 
@@ -18,20 +16,11 @@ from lora_syncer.demo import rollout
 from lora_syncer.demo.rollout import V1, V2, V3, StepSeen
 from lora_syncer.demo.walkthrough import DemoOptions
 from lora_syncer.emulator.model_faults import ModelFault
-from tests.support import seeds
+from tests.support.processes import run_demo
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lora_syncer", "demo", "--rollout", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "NO_COLOR": "1"},
-        check=False,
-        cwd=seeds.ROOT,
-    )
+    return run_demo("--rollout", *args, timeout=180)
 
 
 def _weights(steps: list[StepSeen]) -> list[tuple[str, int]]:

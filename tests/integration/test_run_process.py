@@ -21,27 +21,15 @@ from sync_harness import adapters_yaml, eventually
 
 from lora_syncer.emulator import Emulator
 from lora_syncer.kubelet import ConfigMapVolume
+from tests.support.processes import Child as ProcessChild
 from tests.support.processes import clean_env
+from tests.support.seeds import EXAMPLES
 
 EXIT_WAIT = 20.0  # bound on waiting for a child to exit (never reached when it behaves)
 
 
-class Child:
-    """One `python -m lora_syncer ...` process with its stderr (JSON log lines) in a file."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, log_path: Path, metrics_port: int | None) -> None:
-        self.proc = proc
-        self.log_path = log_path
-        self.metrics_port = metrics_port
-
-    def logs(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
+class Child(ProcessChild):
+    """`python -m lora_syncer ...` (tests.support.processes.Child) with what these tests ask of it."""
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.logs() if e.get("event") == name]
@@ -52,9 +40,7 @@ class Child:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
-            pytest.fail(
-                f"process did not exit within {EXIT_WAIT}s; log:\n{self.log_path.read_text()[-3000:]}"
-            )
+            pytest.fail(f"process did not exit within {EXIT_WAIT}s; log:\n{self.log_text()[-3000:]}")
 
     async def terminate(self) -> int:
         if self.proc.returncode is None:
@@ -70,9 +56,7 @@ class Child:
     async def wait_ready(self, http: aiohttp.ClientSession) -> None:
         async def ready() -> bool:
             if self.proc.returncode is not None:
-                pytest.fail(
-                    f"process exited with {self.proc.returncode}: {self.log_path.read_text()[-3000:]}"
-                )
+                pytest.fail(f"process exited with {self.proc.returncode}: {self.log_text()[-3000:]}")
             try:
                 code, _ = await self.get(http, "/readyz")
             except aiohttp.ClientConnectionError:
@@ -90,31 +74,15 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     async def start(
         args: Sequence[str], *, env: dict[str, str] | None = None, metrics_port: int | None = None
     ) -> Child:
+        # No metrics port: 0, never asked for (`get` and `wait_ready` are for children given one).
         log_path = tmp_path / f"child{len(children)}.log"
-        log = await asyncio.to_thread(log_path.open, "wb")
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "lora_syncer",
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=env or clean_env(),
-                cwd=str(tmp_path),
-            )
-        finally:
-            log.close()  # the child holds its own copy of the descriptor
-        child = Child(proc, log_path, metrics_port)
+        child = await Child.spawn(args, log_path, metrics_port or 0, env=env or clean_env())
         children.append(child)
         return child
 
     yield start
     for child in children:
-        if child.proc.returncode is None:
-            child.proc.kill()
-            await child.proc.wait()
+        await child.kill()
 
 
 def _run_args(config: Path, server: str | None, port: int, *extra: str) -> list[str]:
@@ -281,24 +249,8 @@ async def _run_cli(*args: str, cwd: Path) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-SEED_MANIFEST = """\
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: vllm-qwen3-32b-adapters
-data:
-  configmap.yaml: |
-    vLLMLoRAConfig:
-      name: vllm-qwen3-32b-adapters
-      port: 8000
-      defaultBaseModel: Qwen/Qwen3-32B
-      ensureExist:
-        models:
-        - id: small-segment-lora-v1
-          source: ttt421/nec119-small-segment-lora
-        - id: small-segment-lora-v2
-          source: ttt421/nec119-small-segment-lora
-"""
+# The guide's own ConfigMap manifest (two comment lines, then the ConfigMap).
+SEED_MANIFEST = (EXAMPLES / "qwen3-32b-rewrite" / "00-adapters.yaml").read_text()
 
 BAD_FILE = """\
 vLLMLoRAConfig:
@@ -340,8 +292,8 @@ class TestCheck:
         )
         code, _, err = await _run_cli("check", str(manifest), cwd=tmp_path)
         assert code == 1
-        # Line 14 of the manifest holds `source: 7`.
-        assert ":14: error: vLLMLoRAConfig.ensureExist.models[0].source: must be a string" in err, err
+        # Line 16 of the manifest holds `source: 7`.
+        assert ":16: error: vLLMLoRAConfig.ensureExist.models[0].source: must be a string" in err, err
 
 
 class TestPlan:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import clean_env
 
 CASES = [
     pytest.param(
@@ -51,16 +50,6 @@ CASES = [
 ]
 
 
-def _environment(extra: dict[str, str]) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LORA_SYNCER_") and k not in ("DYNAMIC_LORA_ROLLOUT_CONFIG", "VLLM_API_KEY")
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    return {**env, **extra}
-
-
 @pytest.mark.parametrize(("extra", "argv", "message"), CASES)
 def test_bad_setting_process(extra: dict[str, str], argv: list[str], message: str, tmp_path: Path) -> None:
     """Exit 2 before anything starts, one stderr line naming the flag and the variable, no traceback."""
@@ -70,7 +59,7 @@ def test_bad_setting_process(extra: dict[str, str], argv: list[str], message: st
         text=True,
         timeout=60,
         cwd=tmp_path,
-        env=_environment(extra),
+        env=clean_env(**extra),
         check=False,
     )
     assert proc.returncode == 2, proc.stderr
@@ -95,7 +84,7 @@ def test_check_stays_light(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env=_environment({}),
+        env=clean_env(),
         check=False,
     )
     assert proc.returncode == 0, proc.stderr

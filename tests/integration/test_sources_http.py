@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import os
-import tarfile
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,19 +21,9 @@ from lora_syncer.sources.fetch import RemoteFetcher
 from lora_syncer.sources.fetch_http import HttpFetcher
 from lora_syncer.sources.retry import RetryPolicy
 from lora_syncer.sources.uri import ArchiveSource, parse_source
-from tests.support.sources_servers import FileServer
+from tests.support.sources_servers import FileServer, tar_gz
 
 FAST_RETRY = RetryPolicy(attempts=3, initial=0.01, max_delay=0.05)
-
-
-def _tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _zip(files: dict[str, bytes]) -> bytes:
@@ -46,7 +35,7 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 ADAPTER = {"adapter_config.json": b'{"r": 8}', "adapter_model.safetensors": b"\x00" * 5000}
-TGZ = _tar_gz(ADAPTER)
+TGZ = tar_gz(ADAPTER)
 
 
 def _sha(data: bytes) -> str:
@@ -203,20 +192,18 @@ async def test_checksum_mismatch_publishes_nothing(
     assert cache.versions() == []
 
 
-async def test_plain_http_needs_a_rule(
-    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        pytest.param((), "plain http:// needs an --allowed-sources rule", id="plain-http-needs-a-rule"),
+        pytest.param(("https://models.corp",), "is not allowed by --allowed-sources", id="forbidden-source"),
+    ],
+)
+async def test_refused_source_through_the_cache_is_never_requested(
+    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path, rules: tuple[str, ...], message: str
 ) -> None:
-    cache = _cache(tmp_path / "cache", session, ())
-    with pytest.raises(ForbiddenSource, match="plain http:// needs an --allowed-sources rule"):
-        await cache.ensure(server.url("/a/adapter.tar.gz"))
-    assert server.requests["/a/adapter.tar.gz"] == 0
-
-
-async def test_forbidden_source_through_the_cache(
-    server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
-) -> None:
-    cache = _cache(tmp_path / "cache", session, rules=("https://models.corp",))
-    with pytest.raises(ForbiddenSource, match="is not allowed by --allowed-sources"):
+    cache = _cache(tmp_path / "cache", session, rules)
+    with pytest.raises(ForbiddenSource, match=message):
         await cache.ensure(server.url("/a/adapter.tar.gz"))
     assert server.requests["/a/adapter.tar.gz"] == 0
 
@@ -249,7 +236,7 @@ async def test_unpinned_source_is_not_resolved_again_until_gone(
     v1 = await _cache(root, session, (server.url("/"),)).ensure(url)
     assert (v1.checksum, v1.revision, v1.pinned) == (Checksum(_sha(TGZ)[7:]), '"v1"', False)
     # Content changes upstream; a restarted cache still serves the recorded version, no request.
-    server.files["/a/adapter.tar.gz"] = _tar_gz({"adapter_config.json": b'{"r": 16}'})
+    server.files["/a/adapter.tar.gz"] = tar_gz({"adapter_config.json": b'{"r": 16}'})
     server.etag = '"v2"'
     restarted = _cache(root, session, (server.url("/"),))
     assert await restarted.ensure(url) == v1
@@ -302,7 +289,7 @@ async def test_gc_never_touches_declared_or_listed_versions(
     now = [1000.0]
     root = tmp_path / "cache"
     for i in range(3):
-        server.files[f"/v{i}.tar.gz"] = _tar_gz({"w": bytes([i]) * 1000})
+        server.files[f"/v{i}.tar.gz"] = tar_gz({"w": bytes([i]) * 1000})
     cache = _cache(root, session, (server.url("/"),), max_bytes=1500, gc_grace=60.0, clock=lambda: now[0])
     declared = await cache.ensure(server.url("/v0.tar.gz"))
     listed = await cache.ensure(server.url("/v1.tar.gz"))
@@ -366,7 +353,7 @@ async def test_pinned_and_unpinned_declarations_of_one_content_share_one_version
 async def test_a_late_joiner_sees_the_bytes_already_downloaded(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    big = _tar_gz({"adapter_config.json": b"{}", "w": bytes(range(256)) * 4096})
+    big = tar_gz({"adapter_config.json": b"{}", "w": bytes(range(256)) * 4096})
     server.files["/big.tar.gz"] = big
     server.midway = asyncio.Event()
     cache = _cache(tmp_path / "cache", session, (server.url("/"),))
@@ -396,7 +383,7 @@ async def test_gc_evicts_only_over_the_budget_least_recently_used_first(
     first, only to get under the budget; never without a budget; declared and listed kept."""
     now = [1000.0]
     for i in range(4):
-        server.files[f"/v{i}.tar.gz"] = _tar_gz({"w": bytes([i]) * 1000})
+        server.files[f"/v{i}.tar.gz"] = tar_gz({"w": bytes([i]) * 1000})
     urls = [server.url(f"/v{i}.tar.gz") for i in range(4)]
 
     # No budget: nothing is ever removed, however long unlisted.
@@ -443,7 +430,7 @@ async def test_downloads_at_once_are_bounded(
     server: FileServer, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     for i in range(2):
-        server.files[f"/d{i}.tar.gz"] = _tar_gz({"w": os.urandom(300_000)})
+        server.files[f"/d{i}.tar.gz"] = tar_gz({"w": os.urandom(300_000)})
     server.midway = asyncio.Event()
     cache = _cache(tmp_path / "cache", session, (server.url("/"),), max_downloads=1)
     first = cache.begin(server.url("/d0.tar.gz"))

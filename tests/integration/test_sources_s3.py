@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,7 @@ from lora_syncer.sources.fetch import RemoteFetcher
 from lora_syncer.sources.fetch_s3 import S3Fetcher, S3Object
 from lora_syncer.sources.retry import RetryPolicy
 from lora_syncer.sources.uri import S3Source, parse_source, remote_source_allowed
-from tests.support.sources_servers import ACCESS_KEY, SECRET_KEY, moto_server, s3_env
+from tests.support.sources_servers import ACCESS_KEY, SECRET_KEY, s3_client, s3_env
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -42,25 +41,9 @@ OBJECTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
 @pytest.fixture
-def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Client:
-    import boto3
-
-    for key, value in s3_env(endpoint).items():
-        monkeypatch.setenv(key, value)
-    client = boto3.session.Session().client("s3")
-    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-    if BUCKET not in existing:
-        client.create_bucket(Bucket=BUCKET)
-        for key, data in OBJECTS.items():
-            client.put_object(Bucket=BUCKET, Key=key, Body=data)
-    return client
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Client:
+    return s3_client(moto_endpoint, monkeypatch, BUCKET, OBJECTS)
 
 
 def _src(text: str) -> S3Source:

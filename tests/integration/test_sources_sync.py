@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import os
 import signal
 import sys
-import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +24,7 @@ from tests.support.emulator import running_emulator
 from tests.support.kubelet import ConfigMapVolume
 from tests.support.net import free_port
 from tests.support.processes import Child, clean_env, run_args
-from tests.support.sources_servers import FileServer, moto_server, s3_env
+from tests.support.sources_servers import FileServer, s3_client, tar_gz
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -57,16 +54,6 @@ def write_dir(root: Path, files: dict[str, bytes]) -> Path:
     return root
 
 
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def adapters_file(entries: list[dict[str, str]]) -> str:
     """An adapters file whose ensureExist holds `entries` ({id, source, checksum?})."""
     lines = ["vLLMLoRAConfig:", "  defaultBaseModel: Qwen/Qwen3-32B", "  ensureExist:", "    models:"]
@@ -88,22 +75,9 @@ def versions(cache: Path) -> set[str]:
     return {p.name for p in cache.iterdir() if p.is_dir() and p.name != TMP_DIR}
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
 @pytest.fixture
-def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Client:
-    import boto3
-
-    for key, value in s3_env(endpoint).items():
-        monkeypatch.setenv(key, value)
-    client = boto3.session.Session().client("s3")
-    if BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
-        client.create_bucket(Bucket=BUCKET)
-    return client
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Client:
+    return s3_client(moto_endpoint, monkeypatch, BUCKET)
 
 
 def upload(s3: S3Client, prefix: str, files: dict[str, bytes], tmp: Path) -> str:

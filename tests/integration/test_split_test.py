@@ -20,30 +20,12 @@ from lora_syncer.proxy.service import ProxyService
 from tests.support.http import wait_until_answers
 from tests.support.net import free_port
 from tests.support.processes import Child, clean_env
+from tests.support.seeds import seed_file
 
 V1, V2 = "small-segment-lora-v1", "small-segment-lora-v2"
 SOURCE = "ttt421/nec119-small-segment-lora"
 
-RULES_90_10 = f"""\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModelRewrite
-metadata:
-  name: small-segment-lora-rewrite
-spec:
-  poolRef:
-    group: inference.networking.k8s.io
-    name: vllm-qwen3-32b
-  rules:
-    - matches:
-        - model:
-            type: Exact
-            value: small-segment-lora
-      targets:
-        - modelRewrite: "{V1}"
-          weight: 90
-        - modelRewrite: "{V2}"
-          weight: 10
-"""
+RULES_90_10 = seed_file("qwen3-32b-rewrite", "02-rules-90-10")
 
 # The guide 002's test-traffic-splitting.sh, verbatim except for the line break after `-d`
 # (a formatting slip in the guide: as printed, bash would run the JSON as a command) and a
@@ -137,6 +119,14 @@ async def run_process(*argv: str, env: dict[str, str] | None = None) -> tuple[in
     return proc.returncode, out.decode(), err.decode()
 
 
+async def split_test_command(
+    url: str, model: str, n: int, *extra: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """`lora-syncer split-test --url URL --model MODEL -n N EXTRA` as a process."""
+    args = ["split-test", "--url", url, "--model", model, "-n", str(n), *extra]
+    return await run_process(sys.executable, "-m", "lora_syncer", *args, env=env)
+
+
 class TestSplitTest:
     async def test_counts_through_the_proxy(self, proxy_url: str) -> None:
         """Twenty requests through a 90/10 proxy count exactly 18 and 2."""
@@ -158,18 +148,7 @@ class TestSplitTest:
 
     async def test_command_prints_table(self, proxy_url: str) -> None:
         """`lora-syncer split-test` prints counts and shares and exits 0."""
-        code, out, err = await run_process(
-            sys.executable,
-            "-m",
-            "lora_syncer",
-            "split-test",
-            "--url",
-            proxy_url,
-            "--model",
-            "small-segment-lora",
-            "-n",
-            "20",
-        )
+        code, out, err = await split_test_command(proxy_url, "small-segment-lora", 20)
         assert code == 0, err
         assert any(line.split() == [V1, "18", "90.0%"] for line in out.splitlines()), out
         assert any(line.split() == [V2, "2", "10.0%"] for line in out.splitlines()), out
@@ -177,18 +156,7 @@ class TestSplitTest:
 
     async def test_command_fails_on_errors(self, proxy_url: str) -> None:
         """Any failed request makes the command exit 1."""
-        code, out, _ = await run_process(
-            sys.executable,
-            "-m",
-            "lora_syncer",
-            "split-test",
-            "--url",
-            proxy_url,
-            "--model",
-            "nope",
-            "-n",
-            "2",
-        )
+        code, out, _ = await split_test_command(proxy_url, "nope", 2)
         assert code == 1
         row = next(line for line in out.splitlines() if line.startswith("error: HTTP 404: "))
         assert "nope" in row and row.split()[-2:] == ["2", "100.0%"]
@@ -255,10 +223,9 @@ class TestSplitTestCountsWhatServed:
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
                 await wait_until_answers(http, child.url + "/v1/models", proc=child.proc)
-            code, out, err = await run_process(
-                sys.executable, "-m", "lora_syncer", "split-test", "--url", child.url,
-                "--model", "Qwen/Qwen3-32B", "-n", "20", "--by", "pool", env=clean_env(),
-            )  # fmt: skip
+            code, out, err = await split_test_command(
+                child.url, "Qwen/Qwen3-32B", 20, "--by", "pool", env=clean_env()
+            )
             assert code == 0, err
             lines = [line.split() for line in out.splitlines()]
             assert ["pool", "requests", "share"] in lines

@@ -4,72 +4,15 @@ from __future__ import annotations
 
 from sync_harness import SyncEnv, eventually, metric_value
 
-SEED_002_INITIAL = """\
-vLLMLoRAConfig:
-  name: vllm-qwen3-32b-adapters
-  port: 8000
-  defaultBaseModel: Qwen/Qwen3-32B
-  ensureExist:
-    models:
-    - id: small-segment-lora-v1
-      source: ttt421/nec119-small-segment-lora
-    - id: small-segment-lora-v2
-      source: ttt421/nec119-small-segment-lora
-"""
+from tests.support.seeds import GUIDES, seed_file
 
-SEED_002_CLEANUP = """\
-vLLMLoRAConfig:
-  name: vllm-qwen3-32b-adapters
-  port: 8000
-  defaultBaseModel: Qwen/Qwen3-32B
-  ensureExist:
-    models:
-    - id: small-segment-lora-v2
-      source: ttt421/nec119-small-segment-lora
-  ensureNotExist:
-    models:
-    - id: small-segment-lora-v1
-      source: ttt421/nec119-small-segment-lora
-"""
+QWEN, LLAMA = GUIDES
 
-SEED_000_INITIAL = """\
-vLLMLoRAConfig:
-  name: vllm-llama3-8b-instruct-adapters
-  port: 8000
-  defaultBaseModel: meta-llama/Llama-3.1-8B-Instruct
-  ensureExist:
-    models:
-    - id: food-review-1
-      source: Kawon/llama3.1-food-finetune_v14_r8
-"""
-
-SEED_000_ROLLOUT = """\
-vLLMLoRAConfig:
-  name: vllm-llama3-8b-instruct-adapters
-  port: 8000
-  defaultBaseModel: meta-llama/Llama-3.1-8B-Instruct
-  ensureExist:
-    models:
-    - id: food-review-1
-      source: Kawon/llama3.1-food-finetune_v14_r8
-    - id: food-review-2
-      source: Kawon/llama3.1-food-finetune_v14_r8
-"""
-
-SEED_000_CLEANUP = """\
-vLLMLoRAConfig:
-  name: vllm-llama3-8b-instruct-adapters
-  port: 8000
-  defaultBaseModel: meta-llama/Llama-3.1-8B-Instruct
-  ensureExist:
-    models:
-    - id: food-review-2
-      source: Kawon/llama3.1-food-finetune_v14_r8
-  ensureNotExist:
-    models:
-    - id: food-review-1
-      source: Kawon/llama3.1-food-finetune_v14_r8
-"""
+SEED_002_INITIAL = seed_file(QWEN, "00-adapters")
+SEED_002_CLEANUP = seed_file(QWEN, "05-adapters-cleanup")
+SEED_000_INITIAL = seed_file(LLAMA, "00-adapters")
+SEED_000_ROLLOUT = seed_file(LLAMA, "01-adapters-add-v2")
+SEED_000_CLEANUP = seed_file(LLAMA, "04-adapters-cleanup")
 
 SOURCE_002 = "ttt421/nec119-small-segment-lora"
 SOURCE_000 = "Kawon/llama3.1-food-finetune_v14_r8"

@@ -6,7 +6,9 @@ unloaded or misrouted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +49,31 @@ async def _json(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
         return 0, None
 
 
-async def _start(tmp_path: Path, config: Path, server: str, *extra: str) -> Child:
+def _adapters_file(tmp_path: Path, adapters: Sequence[tuple[str, str] | tuple[str, str, str]]) -> Path:
+    config = tmp_path / "adapters.yaml"
+    config.write_text(adapters_yaml(adapters))
+    return config
+
+
+@contextlib.asynccontextmanager
+async def _spawned(args: Sequence[str], log_path: Path, port: int) -> AsyncIterator[Child]:
+    """`python -m lora_syncer ARGS`, stopped when the block ends."""
+    child = await Child.spawn(args, log_path, port)
+    try:
+        yield child
+    finally:
+        await child.stop()
+
+
+def _running(tmp_path: Path, config: Path, server: str, *extra: str) -> AbstractAsyncContextManager[Child]:
+    """`lora-syncer run` on `config` against `server` (run_args), stopped when the block ends."""
     port = free_port()
-    return await Child.spawn(run_args(config, server, port, *extra), tmp_path / "syncer.log", port)
+    return _spawned(run_args(config, server, port, *extra), tmp_path / "syncer.log", port)
+
+
+def _tail(child: Child) -> Callable[[], str]:
+    """What an unmet wait shows: the end of the child's log."""
+    return lambda: child.log_text()[-3000:]
 
 
 def _unloads(vllm: Emulator) -> list[str]:
@@ -61,7 +85,7 @@ async def _synced(http: aiohttp.ClientSession, child: Child, vllm: Emulator, nam
         status, _ = await _json(http, child.url + "/readyz")
         return status == 200 and set(vllm.loaded()) == names
 
-    await eventually(ready, message=lambda: child.log_text()[-3000:])
+    await eventually(ready, message=_tail(child))
 
 
 async def _passes(http: aiohttp.ClientSession, child: Child) -> int:
@@ -76,7 +100,7 @@ async def _more_passes(http: aiohttp.ClientSession, child: Child, count: int) ->
     async def enough() -> bool:
         return await _passes(http, child) >= start + count
 
-    await eventually(enough, message=lambda: child.log_text()[-3000:])
+    await eventually(enough, message=_tail(child))
 
 
 @pytest.mark.asyncio
@@ -88,8 +112,7 @@ async def test_slow_writer_is_not_acted_on_until_it_closes_the_file(
     full = adapters_yaml(THREE)
     config.write_text(full)
     # --prune-max 100%: only the close-write wait stands between the prefix and two unloads.
-    child = await _start(tmp_path, config, vllm.url, "--prune", "--prune-max", "100%")
-    try:
+    async with _running(tmp_path, config, vllm.url, "--prune", "--prune-max", "100%") as child:
         await _synced(http, child, vllm, {"ad-a", "ad-b", "ad-c"})
         cut = full.index("    - id: ad-b")
         prefix, rest = full[:cut], full[cut:]
@@ -101,10 +124,8 @@ async def test_slow_writer_is_not_acted_on_until_it_closes_the_file(
             assert set(vllm.loaded()) == {"ad-a", "ad-b", "ad-c"}
             handle.write(rest)
         await _more_passes(http, child, 3)
-        assert _unloads(vllm) == [], child.log_text()[-3000:]
+        assert _unloads(vllm) == [], _tail(child)()
         assert set(vllm.loaded()) == {"ad-a", "ad-b", "ad-c"}
-    finally:
-        await child.stop()
 
 
 @pytest.mark.asyncio
@@ -112,11 +133,9 @@ async def test_truncated_file_is_held_by_prune_max_and_withdrawn_when_fixed(
     tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
 ) -> None:
     """A file cut short (closed, valid) would prune two of three adapters: held, reported, then fixed."""
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
+    config = _adapters_file(tmp_path, THREE)
     # A long resync: the hold cannot be confirmed while the test looks at it.
-    child = await _start(tmp_path, config, vllm.url, "--prune", "--reconcile-trigger", "300")
-    try:
+    async with _running(tmp_path, config, vllm.url, "--prune", "--reconcile-trigger", "300") as child:
         await _synced(http, child, vllm, {"ad-a", "ad-b", "ad-c"})
         config.write_text(adapters_yaml(THREE[:1]))
 
@@ -124,7 +143,7 @@ async def test_truncated_file_is_held_by_prune_max_and_withdrawn_when_fixed(
             _, body = await _json(http, child.url + "/status")
             return body["syncer"]["sync"]["pruneHold"] if isinstance(body, dict) else None
 
-        hold = await eventually(held, message=lambda: child.log_text()[-3000:])
+        hold = await eventually(held, message=_tail(child))
         assert hold["adapters"] == ["ad-b", "ad-c"]
         assert hold["limit"] == 1  # 50% of 3 loaded, rounded down
         assert "--prune-max" in hold["reason"]
@@ -138,12 +157,10 @@ async def test_truncated_file_is_held_by_prune_max_and_withdrawn_when_fixed(
         async def released() -> bool:
             return await held() is None
 
-        await eventually(released, message=lambda: child.log_text()[-3000:])
+        await eventually(released, message=_tail(child))
         assert _unloads(vllm) == []
         assert set(vllm.loaded()) == {"ad-a", "ad-b", "ad-c"}
         assert any(str(e.get("event", "")).startswith("prune hold withdrawn") for e in child.logs())
-    finally:
-        await child.stop()
 
 
 @pytest.mark.asyncio
@@ -151,38 +168,30 @@ async def test_prune_hold_is_confirmed_by_one_more_unchanged_resync(
     tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
 ) -> None:
     """A deliberate cut (the file stays as it is) goes through after one more resync."""
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
-    child = await _start(tmp_path, config, vllm.url, "--prune")
-    try:
+    config = _adapters_file(tmp_path, THREE)
+    async with _running(tmp_path, config, vllm.url, "--prune") as child:
         await _synced(http, child, vllm, {"ad-a", "ad-b", "ad-c"})
         config.write_text(adapters_yaml(THREE[:1]))
-        await eventually(lambda: set(vllm.loaded()) == {"ad-a"}, message=lambda: child.log_text()[-3000:])
+        await eventually(lambda: set(vllm.loaded()) == {"ad-a"}, message=_tail(child))
         assert sorted(_unloads(vllm)) == ["ad-b", "ad-c"]
         events = [str(e.get("event", "")) for e in child.logs()]
         held = next(i for i, e in enumerate(events) if e.startswith("prune held"))
         confirmed = next(i for i, e in enumerate(events) if e.startswith("prune confirmed"))
         assert held < confirmed
-    finally:
-        await child.stop()
 
 
 @pytest.mark.asyncio
 async def test_small_prune_within_the_limit_is_not_held(
     tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
 ) -> None:
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
-    child = await _start(
+    config = _adapters_file(tmp_path, THREE)
+    async with _running(
         tmp_path, config, vllm.url, "--prune", "--prune-max", "1", "--reconcile-trigger", "300"
-    )
-    try:
+    ) as child:
         await _synced(http, child, vllm, {"ad-a", "ad-b", "ad-c"})
         config.write_text(adapters_yaml(THREE[:2]))
-        await eventually(lambda: _unloads(vllm) == ["ad-c"], message=lambda: child.log_text()[-3000:])
+        await eventually(lambda: _unloads(vllm) == ["ad-c"], message=_tail(child))
         assert not any(str(e.get("event", "")).startswith("prune held") for e in child.logs())
-    finally:
-        await child.stop()
 
 
 CLASS_NAMES = ("ClientConnectorError", "ClientConnectorDNSError", "NonHttpUrlClientError", "ClientOSError")
@@ -198,88 +207,72 @@ async def test_unreachable_server_readyz_and_log_say_why_in_words(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     """`--server` names a port nothing listens on: /readyz and the wait's progress lines say so."""
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
+    config = _adapters_file(tmp_path, THREE)
     server = f"http://127.0.0.1:{free_port()}"
-    child = await _start(tmp_path, config, server)
-    try:
+    async with _running(tmp_path, config, server) as child:
 
         async def refused() -> str | None:
             status, reason = await _readyz(http, child)
             return reason if status == 503 and "connection refused" in reason else None
 
-        reason = await eventually(refused, message=lambda: child.log_text()[-3000:])
+        reason = await eventually(refused, message=_tail(child))
         assert reason.startswith("vLLM server unreachable") and server in reason
         assert "first reconcile pass" not in reason
 
         def progress() -> dict[str, Any] | None:
             return next((e for e in child.logs() if e.get("event") == "waiting for the vLLM server"), None)
 
-        line = await eventually(progress, message=lambda: child.log_text()[-3000:])
+        line = await eventually(progress, message=_tail(child))
         assert line["server"] == server and "connection refused" in line["error"]
         assert line["waited_seconds"] > 0
         assert not any(name in child.log_text() for name in CLASS_NAMES)
-    finally:
-        await child.stop()
 
 
 @pytest.mark.asyncio
 async def test_unknown_host_is_said_in_words(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
-    child = await _start(tmp_path, config, "http://no-such-host.invalid:8000")
-    try:
+    config = _adapters_file(tmp_path, THREE)
+    async with _running(tmp_path, config, "http://no-such-host.invalid:8000") as child:
 
         async def not_found() -> bool:
             status, reason = await _readyz(http, child)
             return status == 503 and "host name not found" in reason
 
-        await eventually(not_found, message=lambda: child.log_text()[-3000:])
+        await eventually(not_found, message=_tail(child))
         assert not any(name in child.log_text() for name in CLASS_NAMES)
-    finally:
-        await child.stop()
 
 
 @pytest.mark.asyncio
 async def test_load_failed_names_the_source(
     tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
 ) -> None:
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml([("ad-a", "org/adapter-a"), ("ad-x", "/no/such/adapter")]))
-    child = await _start(tmp_path, config, vllm.url)
-    try:
+    config = _adapters_file(tmp_path, [("ad-a", "org/adapter-a"), ("ad-x", "/no/such/adapter")])
+    async with _running(tmp_path, config, vllm.url) as child:
 
         def failed() -> dict[str, Any] | None:
             return next((e for e in child.logs() if e.get("event") == "load failed"), None)
 
-        line = await eventually(failed, message=lambda: child.log_text()[-3000:])
+        line = await eventually(failed, message=_tail(child))
         assert line["adapter"] == "ad-x" and line["source"] == "/no/such/adapter"
         assert "attempts" in line
         assert _unloads(vllm) == []
-    finally:
-        await child.stop()
 
 
 @pytest.mark.asyncio
 async def test_runtime_updating_off_is_not_logged_with_zero_attempts(tmp_path: Path) -> None:
     from lora_syncer.emulator import EmulatorConfig
 
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
-    async with running_emulator(EmulatorConfig(runtime_lora_updating=False)) as off:
-        child = await _start(tmp_path, config, off.url)
-        try:
+    config = _adapters_file(tmp_path, THREE)
+    off_config = EmulatorConfig(runtime_lora_updating=False)
+    async with running_emulator(off_config) as off, _running(tmp_path, config, off.url) as child:
 
-            def said() -> bool:
-                return "VLLM_ALLOW_RUNTIME_LORA_UPDATING" in child.log_text()
+        def said() -> bool:
+            return "VLLM_ALLOW_RUNTIME_LORA_UPDATING" in child.log_text()
 
-            await eventually(said, message=lambda: child.log_text()[-3000:])
-            await _more_passes_log(child)
-            for line in child.logs():
-                if str(line.get("event", "")).startswith("load failed"):
-                    assert line.get("attempts") != 0, line
-        finally:
-            await child.stop()
+        await eventually(said, message=_tail(child))
+        await _more_passes_log(child)
+        for line in child.logs():
+            if str(line.get("event", "")).startswith("load failed"):
+                assert line.get("attempts") != 0, line
 
 
 async def _more_passes_log(child: Child) -> None:
@@ -287,7 +280,7 @@ async def _more_passes_log(child: Child) -> None:
     start = len([e for e in child.logs() if e.get("event") == "reconcile pass done"])
     await eventually(
         lambda: len([e for e in child.logs() if e.get("event") == "reconcile pass done"]) >= start + 2,
-        message=lambda: child.log_text()[-3000:],
+        message=_tail(child),
     )
 
 
@@ -315,13 +308,11 @@ async def test_alias_with_no_loaded_target_makes_run_not_ready(
     tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
 ) -> None:
     """The rules name versions the adapters file never declares (a typo): /readyz says which alias."""
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
+    config = _adapters_file(tmp_path, THREE)
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     args = ("--rules", str(rules), "--proxy-host", "127.0.0.1", "--proxy-port", str(free_port()))
-    child = await _start(tmp_path, config, vllm.url, *args)
-    try:
+    async with _running(tmp_path, config, vllm.url, *args) as child:
         expected = "proxy: alias 'small-segment-lora': none of its targets is loaded (ad-typo-v1, ad-typo-v2)"
 
         async def dead_alias() -> bool:
@@ -329,21 +320,18 @@ async def test_alias_with_no_loaded_target_makes_run_not_ready(
             status, reason = await _readyz(http, child)
             return status == 503 and reason == expected and set(vllm.loaded()) == {"ad-a", "ad-b", "ad-c"}
 
-        await eventually(dead_alias, message=lambda: child.log_text()[-3000:])
+        await eventually(dead_alias, message=_tail(child))
         rules.write_text(RULES.replace("ad-typo-v1", "ad-a"))  # fixed: one target is loaded
 
         async def ready() -> bool:
             return (await _readyz(http, child))[0] == 200
 
-        await eventually(ready, message=lambda: child.log_text()[-3000:])
-    finally:
-        await child.stop()
+        await eventually(ready, message=_tail(child))
 
 
 @pytest.mark.asyncio
 async def test_metrics_and_proxy_on_the_same_port_is_said(tmp_path: Path) -> None:
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
+    config = _adapters_file(tmp_path, THREE)
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     port = free_port()
@@ -357,10 +345,8 @@ async def test_metrics_and_proxy_on_the_same_port_is_said(tmp_path: Path) -> Non
 async def test_status_drops_declared_for_adapters_the_file_no_longer_names(
     tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
 ) -> None:
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
-    child = await _start(tmp_path, config, vllm.url)
-    try:
+    config = _adapters_file(tmp_path, THREE)
+    async with _running(tmp_path, config, vllm.url) as child:
         await _synced(http, child, vllm, {"ad-a", "ad-b", "ad-c"})
         config.write_text(adapters_yaml(THREE[:1]))  # no --prune: b and c stay loaded
 
@@ -373,11 +359,9 @@ async def test_status_drops_declared_for_adapters_the_file_no_longer_names(
                 "ad-c": "undeclared",
             }
 
-        await eventually(undeclared, message=lambda: child.log_text()[-3000:])
+        await eventually(undeclared, message=_tail(child))
         assert (await _readyz(http, child))[0] == 200
         assert _unloads(vllm) == []
-    finally:
-        await child.stop()
 
 
 async def _command(tmp_path: Path, *args: str) -> tuple[int, str]:
@@ -389,8 +373,7 @@ async def _command(tmp_path: Path, *args: str) -> tuple[int, str]:
 
 @pytest.mark.asyncio
 async def test_plan_with_v1_on_the_server_url_says_to_drop_it(tmp_path: Path, vllm: Emulator) -> None:
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
+    config = _adapters_file(tmp_path, THREE)
     code, out = await _command(tmp_path, "plan", "--config", str(config), "--server", vllm.url + "/v1")
     assert code == 2
     assert "drop the /v1" in out and repr(vllm.url) in out
@@ -399,8 +382,7 @@ async def test_plan_with_v1_on_the_server_url_says_to_drop_it(tmp_path: Path, vl
 
 @pytest.mark.asyncio
 async def test_run_with_v1_on_the_server_url_says_to_drop_it(tmp_path: Path, vllm: Emulator) -> None:
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE))
+    config = _adapters_file(tmp_path, THREE)
     code, out = await _command(tmp_path, *run_args(config, vllm.url + "/v1/", free_port()))
     assert code == 2 and "drop the /v1" in out
     assert vllm.loaded() == {}
@@ -408,8 +390,7 @@ async def test_run_with_v1_on_the_server_url_says_to_drop_it(tmp_path: Path, vll
 
 @pytest.mark.asyncio
 async def test_plan_does_not_say_nothing_to_do_above_skips(tmp_path: Path, vllm: Emulator) -> None:
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml([("ad-a", "org/adapter-a", "meta-llama/Other-8B")]))
+    config = _adapters_file(tmp_path, [("ad-a", "org/adapter-a", "meta-llama/Other-8B")])
     code, out = await _command(
         tmp_path, "plan", "--config", str(config), "--server", vllm.url, "--base-model-policy", "enforce"
     )
@@ -422,8 +403,7 @@ async def test_plan_does_not_say_nothing_to_do_above_skips(tmp_path: Path, vllm:
 @pytest.mark.asyncio
 async def test_plan_shows_a_prune_that_run_would_hold(tmp_path: Path, vllm: Emulator) -> None:
     vllm.preload({"ad-a": "org/adapter-a", "ad-b": "org/adapter-b", "ad-c": "org/adapter-c"})
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml(THREE[:1]))
+    config = _adapters_file(tmp_path, THREE[:1])
     code, out = await _command(tmp_path, "plan", "--config", str(config), "--server", vllm.url, "--prune")
     assert code == 0, out
     assert "held    ad-b" in out and "held    ad-c" in out and "--prune-max (1)" in out
@@ -440,6 +420,27 @@ async def _chat(http: aiohttp.ClientSession, url: str, model: str) -> tuple[int,
         return resp.status, await resp.json(content_type=None)
 
 
+def _proxy(tmp_path: Path, metrics_port: int, *flags: str) -> AbstractAsyncContextManager[Child]:
+    """`lora-syncer proxy FLAGS` on 127.0.0.1 logging JSON, stopped when the block ends."""
+    port = free_port()
+    args = ["proxy", *flags, "--proxy-host", "127.0.0.1", "--proxy-port", str(port)]
+    args += ["--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port), "--log-format", "json"]
+    return _spawned(args, tmp_path / "proxy.log", port)
+
+
+async def _first_answer(http: aiohttp.ClientSession, child: Child, model: str) -> int:
+    """The status of the first chat answer once the proxy listens."""
+
+    async def answers() -> int:
+        try:
+            return (await _chat(http, child.url, model))[0]
+        except aiohttp.ClientError:
+            return 0
+
+    status: int = await eventually(answers, message=_tail(child))
+    return status
+
+
 @pytest.mark.asyncio
 async def test_run_takes_the_configmap_manifest_and_rules_manifest(
     tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
@@ -454,15 +455,12 @@ async def test_run_takes_the_configmap_manifest_and_rules_manifest(
         "--proxy-port",
         str(proxy_port),
     )
-    child = await _start(tmp_path, EXAMPLE / "00-adapters.yaml", vllm.url, *args)
-    try:
+    async with _running(tmp_path, EXAMPLE / "00-adapters.yaml", vllm.url, *args) as child:
         await _synced(http, child, vllm, V1_V2)
         status, body = await _chat(http, f"http://127.0.0.1:{proxy_port}", "small-segment-lora")
         assert status == 200, body
         _, state = await _json(http, child.url + "/status")
         assert set(state["proxy"]["aliases"]["small-segment-lora"]["targets"]) == V1_V2
-    finally:
-        await child.stop()
 
 
 @pytest.mark.asyncio
@@ -470,48 +468,23 @@ async def test_proxy_takes_the_rules_manifest(
     tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
 ) -> None:
     vllm.preload(dict.fromkeys(V1_V2, "ttt421/nec119-small-segment-lora"))
-    port, metrics = free_port(), free_port()
-    args = ["proxy", "--rules", str(EXAMPLE / "02-rules-90-10.yaml"), "--server", vllm.url]
-    args += ["--proxy-host", "127.0.0.1", "--proxy-port", str(port), "--metrics-host", "127.0.0.1"]
-    args += ["--metrics-port", str(metrics), "--log-format", "json"]
-    child = await Child.spawn(args, tmp_path / "proxy.log", port)
-    try:
-
-        async def answers() -> int:
-            try:
-                return (await _chat(http, child.url, "small-segment-lora"))[0]
-            except aiohttp.ClientError:
-                return 0
-
-        assert await eventually(answers, message=lambda: child.log_text()[-3000:]) == 200
-    finally:
-        await child.stop()
+    rules = ("--rules", str(EXAMPLE / "02-rules-90-10.yaml"), "--server", vllm.url)
+    async with _proxy(tmp_path, free_port(), *rules) as child:
+        assert await _first_answer(http, child, "small-segment-lora") == 200
 
 
 @pytest.mark.asyncio
 async def test_proxy_pools_without_a_rules_file(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     """The README's `proxy --pool old=URL@90 --pool new=URL@10`: no rules file needed."""
     async with running_emulator() as old, running_emulator() as new:
-        port, metrics = free_port(), free_port()
-        args = ["proxy", "--pool", f"old={old.url}@90", "--pool", f"new={new.url}@10"]
-        args += ["--proxy-host", "127.0.0.1", "--proxy-port", str(port), "--metrics-host", "127.0.0.1"]
-        args += ["--metrics-port", str(metrics), "--log-format", "json"]
-        child = await Child.spawn(args, tmp_path / "proxy.log", port)
-        try:
-
-            async def answers() -> int:
-                try:
-                    return (await _chat(http, child.url, "Qwen/Qwen3-32B"))[0]
-                except aiohttp.ClientError:
-                    return 0
-
-            assert await eventually(answers, message=lambda: child.log_text()[-3000:]) == 200
+        metrics = free_port()
+        pools = ("--pool", f"old={old.url}@90", "--pool", f"new={new.url}@10")
+        async with _proxy(tmp_path, metrics, *pools) as child:
+            assert await _first_answer(http, child, "Qwen/Qwen3-32B") == 200
             for _ in range(19):
                 assert (await _chat(http, child.url, "Qwen/Qwen3-32B"))[0] == 200
             _, status = await _json(http, f"http://127.0.0.1:{metrics}/status")
             assert {p["name"]: p["weight"] for p in status["proxy"]["pools"]} == {"old": 90, "new": 10}
-        finally:
-            await child.stop()
 
 
 @pytest.mark.asyncio
@@ -519,20 +492,18 @@ async def test_run_reports_rules_naming_an_undeclared_adapter_once(
     tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession
 ) -> None:
     """The rules send 10% to a version the adapters file does not declare: a warning, a metric, one log line."""
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml([("ad-typo-v1", "org/adapter-a")]))
+    config = _adapters_file(tmp_path, [("ad-typo-v1", "org/adapter-a")])
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     args = ("--rules", str(rules), "--proxy-host", "127.0.0.1", "--proxy-port", str(free_port()))
-    child = await _start(tmp_path, config, vllm.url, *args)
-    try:
+    async with _running(tmp_path, config, vllm.url, *args) as child:
         await _synced(http, child, vllm, {"ad-typo-v1"})
 
         async def warnings() -> list[dict[str, Any]]:
             _, body = await _json(http, child.url + "/status")
             return body.get("crossCheck", {}).get("warnings", []) if isinstance(body, dict) else []
 
-        found = await eventually(warnings, message=lambda: child.log_text()[-3000:])
+        found = await eventually(warnings, message=_tail(child))
         assert [(w["kind"], w["subject"]) for w in found] == [("undeclared_target", "ad-typo-v2")]
         _, metrics = await _json(http, child.url + "/metrics")
         assert 'lora_syncer_config_warnings{kind="undeclared_target"} 1.0' in metrics
@@ -550,13 +521,11 @@ async def test_run_reports_rules_naming_an_undeclared_adapter_once(
         async def cleared() -> bool:
             return await warnings() == []
 
-        await eventually(cleared, message=lambda: child.log_text()[-3000:])
+        await eventually(cleared, message=_tail(child))
         _, metrics = await _json(http, child.url + "/metrics")
         assert 'lora_syncer_config_warnings{kind="undeclared_target"} 0.0' in metrics
         assert len(lines()) == 1
         assert _unloads(vllm) == []
-    finally:
-        await child.stop()
 
 
 @pytest.mark.asyncio
@@ -565,16 +534,14 @@ async def test_a_rejected_rules_edit_is_logged_once(
     tmp_path: Path, vllm: Emulator, http: aiohttp.ClientSession, how: str
 ) -> None:
     """A rules edit with a typo in `weight`: one log line, the last good rules keep routing."""
-    config = tmp_path / "adapters.yaml"
-    config.write_text(adapters_yaml([("ad-typo-v1", "org/adapter-a"), ("ad-typo-v2", "org/adapter-b")]))
+    config = _adapters_file(tmp_path, [("ad-typo-v1", "org/adapter-a"), ("ad-typo-v2", "org/adapter-b")])
     volume = configmap_volume(tmp_path / "rules", {"rules.yaml": RULES})
     plain = tmp_path / "rules.yaml"
     plain.write_text(RULES)
     rules = plain if how == "edited in place" else volume.path("rules.yaml")
     proxy_port = free_port()
     args = ("--rules", str(rules), "--proxy-host", "127.0.0.1", "--proxy-port", str(proxy_port))
-    child = await _start(tmp_path, config, vllm.url, *args)
-    try:
+    async with _running(tmp_path, config, vllm.url, *args) as child:
         await _synced(http, child, vllm, {"ad-typo-v1", "ad-typo-v2"})
         broken = RULES.replace("weight: 10", "weight: ten")
         if how == "edited in place":
@@ -585,11 +552,9 @@ async def test_a_rejected_rules_edit_is_logged_once(
         def rejected() -> list[dict[str, Any]]:
             return [e for e in child.logs() if str(e.get("event", "")).startswith("rules file rejected")]
 
-        await eventually(rejected, message=lambda: child.log_text()[-3000:])
+        await eventually(rejected, message=_tail(child))
         await _more_passes(http, child, 3)
         assert len(rejected()) == 1, rejected()
         assert "weight" in " ".join(rejected()[0]["errors"])
         served = {(await _chat(http, f"http://127.0.0.1:{proxy_port}", "small-segment-lora"))[1]["model"]}
         assert served <= {"ad-typo-v1", "ad-typo-v2"}
-    finally:
-        await child.stop()

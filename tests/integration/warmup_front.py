@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from tests.support.http import serving
+
 # vLLM's answer when the engine fails a request (EngineGenerateError surfaces as a 500).
 ENGINE_FAILURE = "EngineCore encountered an issue. See stack trace (above) for the root cause."
 
@@ -107,15 +109,12 @@ async def warmup_front(upstream: str) -> AsyncIterator[Front]:
     app = web.Application()
     app.router.add_post("/v1/completions", completions)
     app.router.add_route("*", "/{tail:.*}", anything)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    front.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        yield front
+        async with serving(app) as front.url:
+            try:
+                yield front
+            finally:
+                for gate in front.hold.values():
+                    gate.set()  # a held request must not keep the server's cleanup waiting
     finally:
-        for gate in front.hold.values():
-            gate.set()
-        await runner.cleanup()
         await session.close()

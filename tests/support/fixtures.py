@@ -6,7 +6,8 @@
 - ``emulator_factory``: ``await emulator_factory(EmulatorConfig(...), preload={...})``, started;
 - ``emulator_process_factory``: ``await emulator_process_factory(*flags)``, a healthy
   ``lora-syncer emulator`` child process;
-- ``volume_factory``: ``volume_factory(name, files)``, a kubelet-style ConfigMap volume under tmp_path.
+- ``volume_factory``: ``volume_factory(name, files)``, a kubelet-style ConfigMap volume under tmp_path;
+- ``moto_endpoint``: the URL of a moto S3 server, one per test module (tests.support.sources_servers).
 
 Everything started here is stopped at teardown.
 """
@@ -14,7 +15,7 @@ Everything started here is stopped at teardown.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -28,6 +29,7 @@ from tests.support.http import client_session
 from tests.support.kubelet import configmap_volume
 from tests.support.net import free_port as _free_port
 from tests.support.processes import Child
+from tests.support.sources_servers import moto_server
 
 EmulatorFactory = Callable[..., Awaitable[Emulator]]
 EmulatorProcessFactory = Callable[..., Awaitable[Child]]
@@ -90,3 +92,9 @@ def volume_factory(tmp_path: Path) -> VolumeFactory:
         return configmap_volume(tmp_path / name, files)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url

@@ -1,4 +1,4 @@
-"""Real HTTP on 127.0.0.1: a bounded client session, waiting for a URL, the OpenAI error shape."""
+"""Real HTTP on 127.0.0.1: a bounded client session, serving an app, waiting for a URL, the OpenAI error shape."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from tests.support.wait import WAIT, eventually
 
@@ -26,6 +27,19 @@ async def client_session(
         connector=connector, timeout=aiohttp.ClientTimeout(total=total)
     ) as session:
         yield session
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """`app` served on 127.0.0.1 at an ephemeral port; yields its URL, cleaned up when the block ends."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def status_of(http: aiohttp.ClientSession, url: str) -> int | None:

@@ -7,11 +7,12 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.support.wait import WAIT
 
@@ -41,7 +42,7 @@ class Child:
     @classmethod
     async def spawn(
         cls, args: Sequence[str], log_path: Path, port: int, env: dict[str, str] | None = None
-    ) -> Child:
+    ) -> Self:
         """Start `python -m lora_syncer ARGS`; `port` is the one it was told to serve on."""
         log = await asyncio.to_thread(log_path.open, "wb")
         try:
@@ -119,3 +120,52 @@ def run_args(config: Path, server: str, metrics_port: int, *extra: str) -> list[
         "json",
         *extra,
     ]
+
+
+def popen_run(
+    config: Path, server: str, metrics_port: int, log_path: Path, *flags: str, env: Mapping[str, str] = {}
+) -> subprocess.Popen[bytes]:
+    """`lora-syncer run FLAGS` as a plain (not asyncio) process logging JSON lines to `log_path`,
+    in this environment plus `env`, unbuffered: the e2e tier's syncer next to a real vLLM."""
+    args = ["run", "--config", str(config), "--server", server]
+    args += [
+        "--metrics-port",
+        str(metrics_port),
+        "--metrics-host",
+        "127.0.0.1",
+        "--health-check-interval",
+        "0.2",
+    ]
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lora_syncer", *args, *flags, "--log-format", "json"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+async def stop_popen(proc: subprocess.Popen[bytes], within: float = 30) -> int:
+    """SIGTERM to a `popen_run` process, then its exit code; killed (TimeoutExpired raised) if it
+    outlives `within` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.to_thread(proc.wait, within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+def run_demo(*args: str, timeout: float, env: Mapping[str, str] = {}) -> subprocess.CompletedProcess[str]:
+    """`python -m lora_syncer demo ARGS` to completion from the checkout's root, stdin closed, in
+    this environment plus `env` with NO_COLOR set (plain text, as a pipe gets it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "lora_syncer", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "NO_COLOR": "1", **env},
+        check=False,
+        cwd=ROOT,
+    )

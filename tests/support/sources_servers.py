@@ -6,22 +6,40 @@ them slowly. Shared by the integration, e2e and benchmark code.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from tests.support.net import free_port
 
+if TYPE_CHECKING:
+    import pytest
+    from mypy_boto3_s3 import S3Client
+
 ACCESS_KEY = "AKIAMOTOTESTKEY00001"
 SECRET_KEY = "moto-test-secret-value-never-shown"
+
+
+def tar_gz(files: Mapping[str, bytes]) -> bytes:
+    """A .tar.gz archive holding `files` (name -> content)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 @contextmanager
@@ -65,6 +83,23 @@ def s3_env(endpoint: str) -> dict[str, str]:
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",
     }
+
+
+def s3_client(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, bucket: str, objects: Mapping[str, bytes] = {}
+) -> S3Client:
+    """A boto3 S3 client of the moto server at `endpoint` (its credentials set in this process's
+    environment for the test); `bucket` is created, holding `objects`, if it is not there yet."""
+    import boto3
+
+    for key, value in s3_env(endpoint).items():
+        monkeypatch.setenv(key, value)
+    client = boto3.session.Session().client("s3")
+    if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=bucket)
+        for key, data in objects.items():
+            client.put_object(Bucket=bucket, Key=key, Body=data)
+    return client
 
 
 @dataclass

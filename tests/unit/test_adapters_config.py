@@ -14,20 +14,9 @@ from lora_syncer.config.manifest import configmaps_in
 from lora_syncer.config.source import WatchedFile
 from lora_syncer.config.yamldoc import load_documents
 from lora_syncer.sync.plan import ObservedModel, Op, PlanOptions, make_plan
-from tests.support.seeds import EXAMPLES
+from tests.support.seeds import EXAMPLES, seed_file
 
-SEED_002_INITIAL = """\
-vLLMLoRAConfig:
-  name: vllm-qwen3-32b-adapters
-  port: 8000
-  defaultBaseModel: Qwen/Qwen3-32B
-  ensureExist:
-    models:
-    - id: small-segment-lora-v1
-      source: ttt421/nec119-small-segment-lora
-    - id: small-segment-lora-v2
-      source: ttt421/nec119-small-segment-lora
-"""
+SEED_002_INITIAL = seed_file("qwen3-32b-rewrite", "00-adapters")
 
 
 def _adapters_payloads(path: Path) -> list[str]:

@@ -11,24 +11,13 @@ import pytest
 
 from lora_syncer.cli import main
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "qwen3-32b-rewrite"
+
 ADAPTERS = "vLLMLoRAConfig:\n  ensureExist:\n    models:\n    - id: a\n      source: s\n"
 
-MANIFEST = """\
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: vllm-qwen3-32b-adapters
-data:
-  configmap.yaml: |
-    vLLMLoRAConfig:
-      name: vllm-qwen3-32b-adapters
-      port: 8000
-      ensureExist:
-        models:
-        - id: small-segment-lora-v1
-          source: ttt421/nec119-small-segment-lora
-        - id: small-segment-lora-v2
-"""
+# The guide's ConfigMap manifest, its last adapter's `source` line cut off.
+SOURCE_LINE = "          source: ttt421/nec119-small-segment-lora\n"
+MANIFEST = (EXAMPLES / "00-adapters.yaml").read_text().removesuffix(SOURCE_LINE)
 
 
 class TestCheck:
@@ -48,12 +37,12 @@ class TestCheck:
         assert main(["check", str(f)]) == 1
         err = capsys.readouterr().err
         assert "vLLMLoRAConfig.ensureExist.models[1].source: is required" in err
-        assert f"{f}[vllm-qwen3-32b-adapters/configmap.yaml]:14: error" in err
+        assert f"{f}[vllm-qwen3-32b-adapters/configmap.yaml]:17: error" in err
 
     def test_valid_manifest(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """A valid ConfigMap manifest passes."""
         f = tmp_path / "cm.yaml"
-        f.write_text(MANIFEST + "          source: ttt421/nec119-small-segment-lora\n")
+        f.write_text(MANIFEST + SOURCE_LINE)
         assert main(["check", str(f)]) == 0
         assert (
             "vllm-qwen3-32b-adapters/configmap.yaml: adapters file: 2 to keep loaded"
@@ -85,8 +74,6 @@ class TestCheck:
         assert f"{f}:2: error: vLLMLoRAConfig.ensureExists: unknown key; did you mean 'ensureExist'?" in err
         assert f"{f}: INVALID (1 error(s))" in err
 
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "qwen3-32b-rewrite"
 
 RULES_90_20 = """\
 apiVersion: inference.networking.x-k8s.io/v1alpha2

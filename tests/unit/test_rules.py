@@ -9,64 +9,12 @@ import pytest
 from lora_syncer.config.errors import ConfigError
 from lora_syncer.config.rules import Rule, RuleSet, is_rules_document, parse_rules, resolve_precedence
 from lora_syncer.config.yamldoc import load_documents
+from tests.support.seeds import seed_file
 
-# The guide 002's InferenceModelRewrite at the 90/10 step, verbatim.
-SEED_002_90_10 = """\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModelRewrite
-metadata:
-  name: small-segment-lora-rewrite
-spec:
-  poolRef:
-    group: inference.networking.k8s.io
-    name: vllm-qwen3-32b
-  rules:
-    - matches:
-        - model:
-            type: Exact
-            value: small-segment-lora
-      targets:
-        - modelRewrite: "small-segment-lora-v1"
-          weight: 90
-        - modelRewrite: "small-segment-lora-v2"
-          weight: 10
-"""
-
-SEED_002_V1 = """\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModelRewrite
-metadata:
-  name: small-segment-lora-rewrite
-spec:
-  poolRef:
-    group: inference.networking.k8s.io
-    name: vllm-qwen3-32b
-  rules:
-    - matches:
-        - model:
-            type: Exact
-            value: small-segment-lora
-      targets:
-        - modelRewrite: "small-segment-lora-v1"
-"""
-
-# The guide 000's InferenceModel canary, verbatim.
-SEED_000 = """\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModel
-metadata:
-  name: food-review
-spec:
-  modelName: food-review
-  criticality: Standard
-  poolRef:
-    name: vllm-llama3-8b-instruct
-  targetModels:
-  - name: food-review-1
-    weight: 90
-  - name: food-review-2
-    weight: 10
-"""
+# The guides' rules documents, read from examples/ as shipped.
+SEED_002_90_10 = seed_file("qwen3-32b-rewrite", "02-rules-90-10")
+SEED_002_V1 = seed_file("qwen3-32b-rewrite", "01-rules-v1")
+SEED_000 = seed_file("llama3-8b-instruct-inferencemodel", "02-rules-90-10")
 
 
 def parse(text: str, **kw: str) -> RuleSet:
