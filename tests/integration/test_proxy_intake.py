@@ -17,17 +17,9 @@ from prometheus_client import CollectorRegistry
 from lora_syncer.proxy.intake import MAX_HEAD_SIZE
 from lora_syncer.proxy.options import ProxyOptions
 from lora_syncer.proxy.service import ProxyService
+from tests.support.recorder import ONE_ALIAS_RULES
 from tests.support.wait import eventually
 
-RULES = """\
-kind: InferenceModelRewrite
-metadata: {name: intake}
-spec:
-  rules:
-  - matches: [{model: {value: alias}}]
-    targets:
-    - {modelRewrite: target-v1, weight: 1}
-"""
 TIMEOUT = 10.0
 LIMIT = 64 * 1024
 
@@ -88,7 +80,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await site.start()
     up.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
+    rules.write_text(ONE_ALIAS_RULES)
     proxy = ProxyService(
         ProxyOptions(
             upstream=up.url,

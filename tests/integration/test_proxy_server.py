@@ -1,5 +1,5 @@
-"""The proxy port's low-level server (`build_proxy_server`): what the aiohttp application layer used
-to do for it — malformed requests, HEAD, the body-size limit, keep-alive, `Expect: 100-continue` —
+"""The proxy port's server (`build_proxy_server`, the proxy's own intake): what an HTTP application
+layer would do for it — malformed requests, HEAD, the body-size limit, keep-alive, `Expect: 100-continue` —
 checked on the wire with raw sockets where a client library would hide it."""
 
 from __future__ import annotations
@@ -16,24 +16,15 @@ from prometheus_client import CollectorRegistry
 
 from lora_syncer.proxy.options import ProxyOptions
 from lora_syncer.proxy.service import ProxyService
-from tests.support.recorder import Recorder, recording_upstream
+from tests.support.recorder import ONE_ALIAS_RULES, Recorder, recording_upstream
 
-RULES = """\
-kind: InferenceModelRewrite
-metadata: {name: lowlevel}
-spec:
-  rules:
-  - matches: [{model: {value: alias}}]
-    targets:
-    - {modelRewrite: target-v1, weight: 1}
-"""
 TIMEOUT = 10.0
 
 
 @pytest_asyncio.fixture
 async def proxied(tmp_path: Path) -> AsyncIterator[tuple[ProxyService, Recorder]]:
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
+    rules.write_text(ONE_ALIAS_RULES)
     async with recording_upstream() as rec:
         proxy = ProxyService(
             ProxyOptions(

@@ -10,6 +10,17 @@ from aiohttp import web
 
 from tests.support.http import serving
 
+# A rules file for proxy tests that only need one rewrite: `alias` -> `target-v1`.
+ONE_ALIAS_RULES = """\
+kind: InferenceModelRewrite
+metadata: {name: one-alias}
+spec:
+  rules:
+  - matches: [{model: {value: alias}}]
+    targets:
+    - {modelRewrite: target-v1, weight: 1}
+"""
+
 
 @dataclass
 class Recorder:
