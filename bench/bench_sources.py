@@ -7,7 +7,10 @@
      sidecar's download does not slow it. Two figures:
      cold  a fresh sidecar whose first s3:// source this is: it imports boto3 and makes its S3
            client after the declaration (boto3 is imported only once an s3:// source is
-           declared); the baseline makes a client but runs in this process, boto3 imported
+           declared); the baseline is a fresh process too, started and idle (its HTTP session to
+           the server made, boto3 not imported) until told to go: it imports boto3, makes its
+           client, downloads and loads. Also printed: the same download from this process, where
+           boto3 is already imported (what a cold sidecar cannot have)
      warm  a sidecar already serving an s3:// adapter declares a new 50 MB version; the
            baseline downloads with a fetcher whose client is already made
      plus the cost of importing boto3 in a fresh process holding the sidecar's modules
@@ -139,6 +142,7 @@ async def bench_declared_to_listed(workdir: Path, server: str, mb: int, runs: in
     volume.write({KEY: adapters_file([])})
     sidecar_s: list[float] = []
     direct_s: list[float] = []
+    imported_s: list[float] = []
     async with session() as s:
         for run in range(runs):
             # The sidecar: fresh cache, already running and idle when the file changes.
@@ -156,14 +160,28 @@ async def bench_declared_to_listed(workdir: Path, server: str, mb: int, runs: in
             volume.write({KEY: adapters_file([])})
             await unload_all(s, server)
             shutil.rmtree(cache, ignore_errors=True)
-            # The baseline: the same library's download into the same file system, then a direct load.
+            # The baseline, cold as the sidecar is: a fresh process downloads with the same library
+            # into the same file system, then loads directly.
             dest = workdir / f"direct-{run}"
+            dest.mkdir()
+            child = await ColdBaseline.start(workdir, server, f"direct-{run}", dest)
+            try:
+                clock = await emulator_clock(s, server)
+                t0 = time.perf_counter()
+                got_checksum = await child.go()
+                direct_s.append(await loaded_at(s, server, f"direct-{run}", clock) - t0)
+            finally:
+                child.stop()
+            assert got_checksum == checksum
+            await unload_all(s, server)
+            shutil.rmtree(dest, ignore_errors=True)
+            # The same download from this process, boto3 already imported (a fresh client).
             dest.mkdir()
             clock = await emulator_clock(s, server)
             t0 = time.perf_counter()
             got = await S3Fetcher(concurrency=4).download(S3Source(BUCKET, "big/"), dest)
-            await direct_load(s, server, f"direct-{run}", str(dest))
-            direct_s.append(await loaded_at(s, server, f"direct-{run}", clock) - t0)
+            await direct_load(s, server, f"imported-{run}", str(dest))
+            imported_s.append(await loaded_at(s, server, f"imported-{run}", clock) - t0)
             assert str(got.checksum) == checksum
             await unload_all(s, server)
             shutil.rmtree(dest, ignore_errors=True)
@@ -175,7 +193,76 @@ async def bench_declared_to_listed(workdir: Path, server: str, mb: int, runs: in
         "sidecar_median_s": med,
         "direct_median_s": base,
         "ratio": med / base,
+        "imported_s": imported_s,
+        "imported_median_s": statistics.median(imported_s),
+        "ratio_vs_imported": med / statistics.median(imported_s),
     }
+
+
+class ColdBaseline:
+    """The cold baseline's process: this file with `--role cold-baseline`, idle until told to go."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, workdir: Path, server: str, name: str, dest: Path) -> ColdBaseline:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "bench" / "bench_sources.py"),
+            "--role",
+            "cold-baseline",
+            "--server",
+            server,
+            "--name",
+            name,
+            "--dest",
+            str(dest),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=workdir,
+            env=env,
+        )
+        child = cls(proc)
+        assert (await child._line()) == "ready"
+        return child
+
+    async def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 120)
+        if not line:
+            raise RuntimeError(f"cold baseline exited ({await self.proc.wait()})")
+        return line.decode().strip()
+
+    async def go(self) -> str:
+        """Tell it to download and load; the checksum of what it downloaded."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        await self.proc.stdin.drain()
+        return await self._line()
+
+    def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+async def cold_baseline_child(server: str, name: str, dest: Path) -> None:
+    """A fresh process, its HTTP session made and boto3 not imported, until a line on stdin."""
+    from lora_syncer.sources.fetch_s3 import S3Fetcher
+    from lora_syncer.sources.uri import S3Source
+
+    assert "boto3" not in sys.modules, "the cold baseline must import boto3 after the go"
+    loop = asyncio.get_running_loop()
+    async with session() as s:
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
+        got = await S3Fetcher(concurrency=4).download(S3Source(BUCKET, "big/"), dest)
+        await direct_load(s, server, name, str(dest))
+        print(got.checksum, flush=True)
 
 
 async def bench_declared_to_listed_warm(workdir: Path, server: str, mb: int, runs: int) -> dict[str, Any]:
@@ -450,16 +537,22 @@ def report(r: dict[str, Any]) -> None:
     if "a" in r:
         a = r["a"]
         print(
-            f"(a) {a['mb']} MB s3:// adapter, declared -> listed, cold (first s3:// source of a fresh sidecar): "
+            f"(a) {a['mb']} MB s3:// adapter, declared -> listed, cold (a fresh process on both sides): "
             f"sidecar median {a['sidecar_median_s']:.2f} s, "
             f"plain download + direct load {a['direct_median_s']:.2f} s, ratio {a['ratio']:.2f} (target <= 1.2)"
         )
         print(
             f"    runs: sidecar {[round(x, 2) for x in a['sidecar_s']]}, direct {[round(x, 2) for x in a['direct_s']]}"
         )
+        if "imported_s" in a:
+            print(
+                f"    the same download from a process with boto3 already imported: median "
+                f"{a['imported_median_s']:.2f} s (runs {[round(x, 2) for x in a['imported_s']]}); "
+                f"sidecar / that {a['ratio_vs_imported']:.2f}"
+            )
     if "a_boto3_import_s" in r:
         print(
-            f"    the cold sidecar pays once per process what the cold baseline does not: importing boto3, "
+            f"    importing boto3, paid once per process by both cold sides: "
             f"{r['a_boto3_import_s']:.2f} s (median of 3, fresh interpreter holding the sidecar's modules)"
         )
     if "a_warm" in r:
@@ -493,7 +586,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default="abc")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profile", action="store_true", help="print (b)'s profile of three s3:// passes")
+    parser.add_argument("--role", choices=("main", "cold-baseline"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument("--server", help=argparse.SUPPRESS)
+    parser.add_argument("--name", help=argparse.SUPPRESS)
+    parser.add_argument("--dest", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.role == "cold-baseline":
+        asyncio.run(cold_baseline_child(args.server, args.name, args.dest))
+        return 0
     results = asyncio.run(run(args))
     report(results)
     if args.json:
