@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_sync import (  # noqa: E402
     adapters_file,
+    child_env,
     direct_load,
     listed,
     machine,
@@ -207,10 +208,6 @@ class ColdBaseline:
 
     @classmethod
     async def start(cls, workdir: Path, server: str, name: str, dest: Path) -> ColdBaseline:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(ROOT / "bench" / "bench_sources.py"),
@@ -225,7 +222,7 @@ class ColdBaseline:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=workdir,
-            env=env,
+            env=child_env(),
         )
         child = cls(proc)
         assert (await child._line()) == "ready"
@@ -352,7 +349,7 @@ def boto3_import_seconds(runs: int = 3) -> float:
         "import boto3\n"
         "print(time.perf_counter() - t)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     samples = [
         float(
             subprocess.run(

@@ -173,14 +173,25 @@ async def wait_http(url: str, within: float = 60.0) -> None:
     raise RuntimeError(f"{url} not answering 200 within {within}s")
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a benchmark's child process: this one's, without `LORA_SYNCER_*` settings
+    (each child gets its flags explicitly), with this checkout's package on the path (the children
+    run from a temporary directory)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORA_SYNCER_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
 def spawn(args: Sequence[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
     log = workdir / f"{name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORA_SYNCER_")}
-    # The children run from a temporary directory: point them at this checkout's package.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with open(log, "wb") as fh:
         return subprocess.Popen(
-            [sys.executable, *args], stdout=fh, stderr=fh, stdin=subprocess.DEVNULL, env=env, cwd=workdir
+            [sys.executable, *args],
+            stdout=fh,
+            stderr=fh,
+            stdin=subprocess.DEVNULL,
+            env=child_env(),
+            cwd=workdir,
         )
 
 

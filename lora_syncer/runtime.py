@@ -7,6 +7,7 @@ once with status 1, whatever is still running — the operator has asked twice.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -32,11 +33,31 @@ def run_async(main: Coroutine[Any, Any, T], *, fast_loop: bool = True) -> T:
     limit_malloc_arenas()  # before any thread starts (see lora_syncer.memory)
     if not fast_loop:
         return asyncio.run(main)
+    tune_gc_for_serving()
     try:
         import uvloop
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+# Young-generation threshold while serving (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc_for_serving() -> None:
+    """Make the cycle collector cheap for a process that serves many small requests.
+
+    At CPython's defaults the collector runs every ~700 net allocations, and each pass walks every
+    object the requests in flight hold; at 32 concurrent requests that was a few percent of the
+    proxy's CPU. Objects made while starting (modules, classes, settings) live for the whole
+    process: `gc.freeze` moves them out of the collector's sight, so the rare full passes stay
+    short. Requests free almost everything by reference counting, so a larger young threshold
+    holds back little memory (garbage in cycles waits for at most 10,000 net allocations).
+    """
+    gc.collect()  # what the start-up left in cycles is freed now, not frozen for good
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 class StopSignals:

@@ -4,12 +4,14 @@ heap trims that are safe to call anywhere, and uvloop only where the proxy runs.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
-from lora_syncer import memory
-from lora_syncer.runtime import run_async
+from lora_syncer import memory, runtime
+from lora_syncer.runtime import GC_YOUNG_THRESHOLD, run_async
 
 
 class FakeLibc:
@@ -64,7 +66,10 @@ def test_syncer_alone_runs_on_asyncio(fake_libc: FakeLibc) -> None:
     assert run_async(which(), fast_loop=False).startswith("asyncio")
 
 
-def test_fast_loop_is_uvloop_when_installed(fake_libc: FakeLibc) -> None:
+def test_fast_loop_is_uvloop_when_installed(fake_libc: FakeLibc, monkeypatch: pytest.MonkeyPatch) -> None:
+    tuned: list[bool] = []
+    # Not this test process's collector: the real effect is checked in a child process below.
+    monkeypatch.setattr(runtime, "tune_gc_for_serving", lambda: tuned.append(True))
     try:
         import uvloop  # noqa: F401
     except ImportError:
@@ -76,3 +81,18 @@ def test_fast_loop_is_uvloop_when_installed(fake_libc: FakeLibc) -> None:
         return type(asyncio.get_running_loop()).__module__
 
     assert run_async(which()).startswith(expected)
+    assert tuned == [True]  # the serving loop gets the serving collector settings
+
+
+def test_gc_tuned_for_serving_in_a_real_process() -> None:
+    code = (
+        "import gc\n"
+        "from lora_syncer.runtime import tune_gc_for_serving\n"
+        "before = gc.get_freeze_count()\n"
+        "tune_gc_for_serving()\n"
+        "print(before, gc.get_freeze_count(), *gc.get_threshold())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, frozen, young, *_ = (int(word) for word in out.split())
+    assert before == 0 and frozen > 1000  # the start-up objects are out of the collector's sight
+    assert young == GC_YOUNG_THRESHOLD
