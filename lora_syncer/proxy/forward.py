@@ -5,11 +5,16 @@ Failures before any answer become `Unreachable` (another pool may serve the requ
 breaker. Once the answer's head is in, it is relayed: small answers and answers that must be
 rewritten whole in one write, the rest streamed as it arrives. An answer broken off mid-stream
 closes the client connection so it is seen as cut short.
+
+The fast lane (`lora_syncer.proxy.lane`) uses the same pieces without awaiting: `answered`,
+`plan_relay` and `send_whole`; what it cannot finish in callbacks it hands to `forward` with the
+answer (or the failure) it already has as `sent`.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import structlog
 
@@ -50,6 +55,22 @@ _ANSWER_DROP = {
 }
 
 
+# What `forward` may be handed instead of sending: an answer whose head is in, or why the send failed.
+Sent = UpstreamAnswer | BaseException | None
+
+
+@dataclass(slots=True)
+class RelayPlan:
+    """How an answer is relayed: its headers for the client, and whether it is read whole first."""
+
+    headers: list[tuple[str, str]]
+    whole: bool  # read whole, then sent in one write (small, or rewritten whole)
+    is_sse: bool
+    is_json: bool
+    rewrite_back: bool  # the answer's `model` is set back to the name the client asked for
+    augment: bool  # GET /v1/models: the aliases are added
+
+
 class Forwarder:
     """The forward path: headers out, answer back."""
 
@@ -78,28 +99,32 @@ class Forwarder:
             headers.append(("Accept-Encoding", "identity"))
         return headers
 
-    async def forward(self, ex: Exchange, pool: UpstreamPool, body: bytes, augment_models: bool) -> None:
-        """Send `body` to `pool` for `ex` and relay the answer to the client. Raises Unreachable or Refused."""
+    async def forward(
+        self, ex: Exchange, pool: UpstreamPool, body: bytes, augment_models: bool, sent: Sent = None
+    ) -> None:
+        """Send `body` to `pool` for `ex` and relay the answer to the client. Raises Unreachable or Refused.
+
+        `sent`: the fast lane sent it already; its answer (head in), or the exception its send raised.
+        """
         transport = self.transport
-        if not transport.is_open:
+        if sent is None and not transport.is_open:
             raise Refused(503, "the proxy is shutting down", "stopping")
         request = ex.request
         metrics = self.metrics
         metrics.forwarding += 1
         try:
             try:
-                answer = await transport.send(
-                    request.method, pool.base, request.raw_path, self.upstream_headers(request), body
-                )
+                if sent is None:
+                    answer = await transport.send(
+                        request.method, pool.base, request.raw_path, self.upstream_headers(request), body
+                    )
+                elif isinstance(sent, BaseException):
+                    raise sent
+                else:
+                    answer = sent
             except TRANSPORT_ERRORS as exc:
                 raise self._failed_before_answer(ex, pool, classify(exc)) from None
-            status = answer.status
-            pools = self.pools
-            if status >= 500:
-                ex.error = "upstream_5xx"
-                pools.answered(pool, status, canary=pools.is_canary(ex.alias, ex.target))
-            elif pools.pools.health_tracked:
-                pools.answered(pool, status)
+            self.answered(ex, pool, answer.status)
             try:
                 await self._relay(ex, pool, answer, augment_models)
             finally:
@@ -118,6 +143,15 @@ class Forwarder:
             ) from None
         finally:
             metrics.forwarding -= 1
+
+    def answered(self, ex: Exchange, pool: UpstreamPool, status: int) -> None:
+        """Tell the pool's breaker about the answer's status (5xx: a failure, maybe the canary's)."""
+        pools = self.pools
+        if status >= 500:
+            ex.error = "upstream_5xx"
+            pools.answered(pool, status, canary=pools.is_canary(ex.alias, ex.target))
+        elif pools.pools.health_tracked:
+            pools.answered(pool, status)
 
     def _failed_before_answer(self, ex: Exchange, pool: UpstreamPool, failure: UpstreamFailure) -> Exception:
         """Count and log a failure before any answer; the exception to raise for it."""
@@ -145,9 +179,10 @@ class Forwarder:
             Refused(502, f"the model server closed the connection ({failure.detail})", "upstream")
         )
 
-    async def _relay(
+    def plan_relay(
         self, ex: Exchange, pool: UpstreamPool, answer: UpstreamAnswer, augment_models: bool
-    ) -> None:
+    ) -> RelayPlan:
+        """How `answer` goes to the client (pure: nothing is read or sent)."""
         requested = ex.model
         served = ex.target if ex.target is not None else requested
         tracked = self.pools.pools.health_tracked
@@ -159,37 +194,64 @@ class Forwarder:
         ctype = answer.headers.get("Content-Type", "")
         is_sse = ctype.startswith("text/event-stream")
         is_json = "json" in ctype
-        status = answer.status
         rewrite_back = (
             self._rewrite_back and requested is not None and served is not None and served != requested
         )
         length = answer.content_length
-        augment = augment_models and status == 200
-        if (
+        augment = augment_models and answer.status == 200
+        whole = (
             augment
             or (rewrite_back and not is_sse and is_json)
             or (not is_sse and length is not None and length <= _BUFFER_LIMIT)
-        ):
-            data = await self._read_whole(answer)
-            ex.first_chunk = time.perf_counter()
-            if status == 200 and is_json:
-                facts = AnswerFacts()
-                facts.read_json(data)
-                ex.finish_reason, ex.completion_tokens = facts.finish_reason, facts.completion_tokens
-            if augment:
-                aliases = {r.alias: r.first_live or r.names[0] for r in pool.table.exact.values()}
-                if aliases:
-                    data = models_with_aliases(data, aliases, int(time.time()))
-            elif rewrite_back and is_json:
-                assert served is not None and requested is not None
-                data = json_with_model(data, served, requested)
-            ex.head_sent = time.perf_counter()
-            ex.request.send(status, answer.reason, headers, data, relayed=True)
-            return
-        rewriter = (
-            SSEModelRewriter(served, requested) if rewrite_back and is_sse and served and requested else None
         )
-        await self._stream(ex, answer, headers, rewriter, rewrite_back, is_sse and status == 200)
+        return RelayPlan(headers, whole, is_sse, is_json, rewrite_back, augment)
+
+    @staticmethod
+    def fits_lane(plan: RelayPlan, answer: UpstreamAnswer) -> bool:
+        """Whether the fast lane can relay this answer: read whole, with a known length it may hold."""
+        length = answer.content_length
+        return plan.whole and length is not None and length <= _BUFFER_LIMIT
+
+    def send_whole(
+        self, ex: Exchange, pool: UpstreamPool, answer: UpstreamAnswer, plan: RelayPlan, data: bytes
+    ) -> None:
+        """Send an answer read whole, in one write (rewritten or augmented as `plan` says)."""
+        ex.first_chunk = time.perf_counter()
+        status = answer.status
+        is_json = plan.is_json
+        if status == 200 and is_json:
+            facts = AnswerFacts()
+            facts.read_json(data)
+            ex.finish_reason, ex.completion_tokens = facts.finish_reason, facts.completion_tokens
+        if plan.augment:
+            aliases = {r.alias: r.first_live or r.names[0] for r in pool.table.exact.values()}
+            if aliases:
+                data = models_with_aliases(data, aliases, int(time.time()))
+        elif plan.rewrite_back and is_json:
+            served, requested = ex.target, ex.model
+            assert served is not None and requested is not None
+            data = json_with_model(data, served, requested)
+        ex.head_sent = time.perf_counter()
+        ex.request.send(status, answer.reason, plan.headers, data, relayed=True)
+
+    async def _relay(
+        self, ex: Exchange, pool: UpstreamPool, answer: UpstreamAnswer, augment_models: bool
+    ) -> None:
+        plan = self.plan_relay(ex, pool, answer, augment_models)
+        if plan.whole:
+            self.send_whole(ex, pool, answer, plan, await self._read_whole(answer))
+            return
+        requested = ex.model
+        served = ex.target if ex.target is not None else requested
+        rewrite_back = plan.rewrite_back
+        rewriter = (
+            SSEModelRewriter(served, requested)
+            if rewrite_back and plan.is_sse and served and requested
+            else None
+        )
+        await self._stream(
+            ex, answer, plan.headers, rewriter, rewrite_back, plan.is_sse and answer.status == 200
+        )
 
     @staticmethod
     async def _read_whole(answer: UpstreamAnswer) -> bytes:

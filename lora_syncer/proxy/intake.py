@@ -20,6 +20,13 @@ that goes away: the task serving it is cancelled, so the handler's upstream call
 model server aborts the generation. After an answer sent before the request body was read, the
 rest of the body is read and discarded for a short while before closing, so the client sees the
 answer rather than a reset.
+
+The fast lane (`IntakeServer.lane`, `lora_syncer.proxy.lane`): a POST whose body is complete in
+the bytes just read, on a connection with nothing else in progress, is offered to the lane from
+llhttp's end-of-message callback, with no task woken. The lane answers through the request as the
+handler does and calls `lane_done`; what it cannot finish there it hands back (`continue_in_task`)
+to this connection's serving task, ahead of any request pipelined behind it. While the lane holds
+a request, the serving task is not woken, so answers still go out in order.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ _HEADLESS_STATUSES = frozenset({204, 304})
 _VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
 
 Handler = Callable[["IntakeRequest"], Awaitable[None]]
+# The fast lane: True when it took the request (it then calls `IntakeRequest.lane_done`).
+Lane = Callable[["IntakeRequest"], bool]
 
 
 class BodyTooLarge(Exception):
@@ -105,9 +114,11 @@ class IntakeRequest:
         "keep",
         "keep_alive",
         "method",
+        "on_lost",
         "pairs",
         "path",
         "remote",
+        "resume",
         "status",
         "target",
         "too_large",
@@ -146,6 +157,9 @@ class IntakeRequest:
         self.status = 0  # the status sent (0: nothing sent yet)
         self.head_sent = False
         self.keep = False  # whether the connection stays open after this answer
+        # The fast lane's: the rest of the work, for the serving task; and what to do if the client leaves first.
+        self.resume: Callable[[], Awaitable[None]] | None = None
+        self.on_lost: Callable[[], None] | None = None
 
     # --- the request ----------------------------------------------------------------
 
@@ -309,6 +323,17 @@ class IntakeRequest:
         self.keep = False
         self._conn.abort()
 
+    # --- the fast lane ------------------------------------------------------------------
+
+    def lane_done(self) -> None:
+        """The fast lane has answered this request (or refused it)."""
+        self._conn.lane_done(self)
+
+    def continue_in_task(self, resume: Callable[[], Awaitable[None]]) -> None:
+        """The fast lane cannot finish here: the connection's serving task runs `resume` next."""
+        self.resume = resume
+        self._conn.continue_in_task(self)
+
 
 # path -> percent-decoded path: clients reuse a handful of targets; bounded for those that do not.
 _PATHS: dict[str, str] = {}
@@ -364,6 +389,8 @@ class _Connection(asyncio.Protocol):
         self._next: asyncio.Future[None] | None = None  # the serving task waits here for a request
         self._task: asyncio.Task[None] | None = None
         self._active: IntakeRequest | None = None
+        self._deferred: IntakeRequest | None = None  # may go to the lane if its body ends in these bytes
+        self._lane: IntakeRequest | None = None  # held by the fast lane
         self._reading_paused = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle = False
@@ -396,6 +423,9 @@ class _Connection(asyncio.Protocol):
                 self._refuse(431, f"request header fields are over the limit of {MAX_HEAD_SIZE} bytes")
             else:
                 self._refuse(400, f"malformed HTTP request ({_parser_words(exc)})")
+        if self._deferred is not None:  # its body did not end in these bytes: served the usual way
+            self._deferred = None
+            self._wake_server()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -412,6 +442,12 @@ class _Connection(asyncio.Protocol):
                 item._wake()
         if self._active is not None:
             self._active._wake()
+        lane, self._lane = self._lane, None
+        for held in (lane, *self._queue):
+            # The lane's exchanges, in flight or handed on but not started: their upstream call is closed.
+            if isinstance(held, IntakeRequest) and held.on_lost is not None:
+                on_lost, held.on_lost = held.on_lost, None
+                on_lost()
         task = self._task
         if task is not None and not task.done():
             task.cancel()  # the handler's upstream call is closed: the model server aborts the generation
@@ -463,12 +499,24 @@ class _Connection(asyncio.Protocol):
             parser.should_keep_alive(),
         )
         self._current = request
-        self._queue.append(request)
+        queue = self._queue
+        queue.append(request)
         self._disarm_idle()
-        if len(self._queue) > _PIPELINE_DEPTH and not self._reading_paused and self.transport is not None:
+        if len(queue) > _PIPELINE_DEPTH and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
-        self._wake_server()
+        if (
+            request.method == "POST"
+            and request.content_length is not None
+            and len(queue) == 1
+            and self._lane is None
+            and self._active is None
+            and (self._task is None or self._next is not None)  # the serving task waits for work
+            and self.server.lane is not None
+        ):
+            self._deferred = request  # decided in on_message_complete, or after these bytes
+        else:
+            self._wake_server()
 
     def on_body(self, body: bytes) -> None:
         current = self._current
@@ -480,10 +528,56 @@ class _Connection(asyncio.Protocol):
         if current is not None:
             self._current = None
             current._done()
+            if current is self._deferred:
+                self._deferred = None
+                self._offer_lane(current)
+
+    # --- the fast lane ------------------------------------------------------------------
+
+    def _offer_lane(self, request: IntakeRequest) -> None:
+        lane = self.server.lane
+        assert lane is not None and self._queue[0] is request
+        self._queue.popleft()
+        self._lane = request
+        try:
+            taken = lane(request)
+        except Exception:  # a bug in the lane: answered 500, never a silent hang
+            log.exception("proxy fast lane failed", path=request.path)
+            self._lane = None
+            _answer_500(request)
+            self._close()
+            return
+        if not taken:
+            self._lane = None
+            self._queue.appendleft(request)
+            self._wake_server()
+
+    def lane_done(self, request: IntakeRequest) -> None:
+        if self._lane is not request:
+            return
+        self._lane = None
+        if self.lost:
+            return
+        if not request.head_sent:  # the lane answered nothing: never leave the client waiting
+            _answer_500(request)
+        if not request.keep:
+            self._close()
+        elif self._queue:
+            self._wake_server()  # requests pipelined behind this one
+        else:
+            self._arm_idle()
+
+    def continue_in_task(self, request: IntakeRequest) -> None:
+        if self._lane is not request:
+            return
+        self._lane = None
+        self._queue.appendleft(request)
+        self._wake_server()
 
     # --- serving ------------------------------------------------------------------------
 
     def _refuse(self, status: int, message: str) -> None:
+        self._deferred = None
         self._queue.append(_Bad(status, message))
         current = self._current
         if current is not None:
@@ -493,6 +587,8 @@ class _Connection(asyncio.Protocol):
         self._wake_server()
 
     def _wake_server(self) -> None:
+        if self._lane is not None:
+            return  # the lane's answer goes first; `lane_done` or `continue_in_task` wakes it
         if self._task is None:
             self._task = self.loop.create_task(self._serve())
             return
@@ -524,7 +620,12 @@ class _Connection(asyncio.Protocol):
                     break
                 self._active = item
                 try:
-                    await server.handler(item)
+                    resume = item.resume
+                    if resume is not None:  # handed on by the fast lane
+                        item.resume = None
+                        await resume()
+                    else:
+                        await server.handler(item)
                 except Exception:  # a bug in the handler: answered 500, never a silent hang
                     log.exception("proxy handler failed", path=item.path)
                     _answer_500(item)
@@ -589,7 +690,7 @@ class _Connection(asyncio.Protocol):
 
     def close_if_idle(self) -> None:
         """Shutting down: close now when no request is being served or waits; else after the current answer."""
-        if self._active is None and not self._queue:
+        if self._active is None and self._lane is None and not self._queue:
             self._close()
 
     # --- idle timeout ----------------------------------------------------------------------
@@ -619,7 +720,7 @@ class _Connection(asyncio.Protocol):
             return  # busy: the next wait for a request arms it again
         expires = self._idle_since + self.server.idle_timeout
         if self.loop.time() >= expires:
-            if self._active is None and not self._queue:
+            if self._active is None and self._lane is None and not self._queue:
                 self._close()
             return
         self._idle_timer = self.loop.call_at(expires, self._idle_check)
@@ -671,8 +772,11 @@ def _parser_words(exc: BaseException) -> str:
 class IntakeServer:
     """The listening side: accepts connections, hands their requests to `handler`, drains on shutdown."""
 
-    def __init__(self, handler: Handler, *, max_body_size: int, idle_timeout: float) -> None:
+    def __init__(
+        self, handler: Handler, *, max_body_size: int, idle_timeout: float, lane: Lane | None = None
+    ) -> None:
         self.handler = handler
+        self.lane = lane
         self.max_body_size = max_body_size
         self.idle_timeout = idle_timeout
         self.loop = asyncio.get_running_loop()

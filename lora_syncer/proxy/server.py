@@ -22,15 +22,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, NamedTuple
 
 import aiohttp
 import structlog
 
 from lora_syncer.config.rules import RuleSet
 from lora_syncer.proxy.exchange import Exchange, ExchangeObserver
-from lora_syncer.proxy.forward import Forwarder
+from lora_syncer.proxy.forward import Forwarder, Sent
 from lora_syncer.proxy.intake import BadBody, BodyTooLarge, IntakeRequest, IntakeServer
+from lora_syncer.proxy.lane import serve_now
 from lora_syncer.proxy.matching import Mirror, Route, RouteTable, decide_target
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import ProxyOptions
@@ -48,6 +50,18 @@ __all__ = ["ProxyCore", "bind_socket", "build_proxy_server"]
 log = structlog.get_logger("lora_syncer.proxy")
 
 _CLIENT_CLOSED = 499  # nginx's code for "client closed the request", used in metrics only
+
+# (control route, must name a model, is GET /v1/models)
+PathKind = tuple[bool, bool, bool]
+
+
+class Routed(NamedTuple):
+    """Where a request goes: the pool, the body to send it, and how its answer is treated."""
+
+    pool: UpstreamPool
+    body: bytes
+    augment: bool  # GET /v1/models: the aliases are added to the answer
+    rewritable: bool  # a JSON body whose model is rewritten again for another pool on a retry
 
 
 class ProxyCore:
@@ -130,53 +144,68 @@ class ProxyCore:
 
     async def handle(self, request: IntakeRequest) -> None:
         """Serve one request: the answer is written through `request`."""
+        ex = self.begin(request)
+        await self.settle(ex, self._handle(ex))
+
+    def serve_now(self, request: IntakeRequest) -> bool:
+        """The fast lane (the intake's `lane`): True when it took `request` (see `lora_syncer.proxy.lane`)."""
+        return serve_now(self, request)
+
+    def begin(self, request: IntakeRequest) -> Exchange:
+        """A new exchange, counted in flight until `end`."""
         ex = Exchange(request, time.perf_counter())
         self.in_flight += 1
         self._drained.clear()
         ex.status = 500
+        return ex
+
+    async def settle(self, ex: Exchange, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` for `ex` to its end: a refusal is answered, a client that left is counted, and
+        the exchange goes to the observers."""
+        request = ex.request
         try:
             try:
-                await self._handle(ex)
+                await work
             except Refused as refused:
-                ex.refused = refused.reason
-                self.metrics.refused.labels(refused.reason).inc()
-                if request.head_sent:  # cannot happen today; an answer already begun can only be cut short
-                    request.abort()
-                else:
-                    refused.send(request)
+                self.refuse(ex, refused)
             ex.status = request.status or 500
         except asyncio.CancelledError:
-            ex.status = _CLIENT_CLOSED
-            ex.client_closed = True
-            self.metrics.client_disconnects.inc()
+            self.client_left(ex)
             raise
         finally:
-            ex.ended = time.perf_counter()
-            self.shadow.settle(ex, ex.client_closed)
-            for observe in self.observers:
-                try:
-                    observe(ex)
-                except Exception:  # an observer's bug must not fail the request it watched
-                    log.exception("exchange observer failed", observer=getattr(observe, "__qualname__", "?"))
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._drained.set()
+            self.end(ex)
+
+    def refuse(self, ex: Exchange, refused: Refused) -> None:
+        """Answer a refusal (counted by reason)."""
+        request = ex.request
+        ex.refused = refused.reason
+        self.metrics.refused.labels(refused.reason).inc()
+        if request.head_sent:  # cannot happen today; an answer already begun can only be cut short
+            request.abort()
+        else:
+            refused.send(request)
+
+    def client_left(self, ex: Exchange) -> None:
+        ex.status = _CLIENT_CLOSED
+        ex.client_closed = True
+        self.metrics.client_disconnects.inc()
+
+    def end(self, ex: Exchange) -> None:
+        """The exchange is over: shadow copies settled, observers told, no longer in flight."""
+        ex.ended = time.perf_counter()
+        self.shadow.settle(ex, ex.client_closed)
+        for observe in self.observers:
+            try:
+                observe(ex)
+            except Exception:  # an observer's bug must not fail the request it watched
+                log.exception("exchange observer failed", observer=getattr(observe, "__qualname__", "?"))
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._drained.set()
 
     async def _handle(self, ex: Exchange) -> None:
         request = ex.request
-        path = request.path
-        kind = _PATH_KINDS.get(path)
-        if kind is None:
-            kind = _path_kind(path)
-        admin, required, models_list = kind
-        if admin and not self.options.allow_admin_routes:
-            raise Refused(
-                403,
-                f"{path} is a model-server control route and is not reachable through the proxy "
-                "(the sidecar manages adapters; start the proxy with --allow-admin-routes to permit it)",
-                "admin_route",
-            )
-        method = request.method
+        kind = self.admit(ex)
         if request.body_exists:
             if _EXPECT in request.headers:
                 _expect_continue(request)
@@ -185,24 +214,53 @@ class ProxyCore:
             body = whole if whole is not None else await self._read_body(request)
         else:
             body = b""
+        route = self.route(ex, kind, body)
+        await self.forward(ex, route)
+
+    def admit(self, ex: Exchange) -> PathKind:
+        """What the path is (control route, needs a model, the models list); control routes refused."""
+        path = ex.request.path
+        kind = _PATH_KINDS.get(path)
+        if kind is None:
+            kind = _path_kind(path)
+        if kind[0] and not self.options.allow_admin_routes:
+            raise Refused(
+                403,
+                f"{path} is a model-server control route and is not reachable through the proxy "
+                "(the sidecar manages adapters; start the proxy with --allow-admin-routes to permit it)",
+                "admin_route",
+            )
+        return kind
+
+    def route(self, ex: Exchange, kind: PathKind, body: bytes) -> Routed:
+        """Read the body's model, choose the pool and rewrite for it (pure but for the decision counters)."""
+        _, required, models_list = kind
+        request = ex.request
+        method = request.method
         ex.body = body
         rewritable = method == "POST" and bool(body) and self._parse(ex, required)
-        augment = models_list and method == "GET"
         if self._sticky:
             ex.sticky_key = request.headers.get(self._sticky) or None
-        manager = self.manager
-        pools = manager.pools
-        pool = pools.choose(self.clock(), ex.sticky_key)
+        pool = self.manager.pools.choose(self.clock(), ex.sticky_key)
         if pool is None:
             raise Refused(503, "every pool has weight 0 (drained); nothing can serve this request", "drained")
+        out = self._rewrite(ex, pool) if rewritable else body
+        ex.pool = pool.name
+        return Routed(pool, out, models_list and method == "GET", rewritable)
+
+    async def forward(self, ex: Exchange, route: Routed, sent: Sent = None) -> None:
+        """Forward and relay; a pool that cannot be reached hands the request to another pool once.
+        `sent`: the fast lane's answer (or failure) for the first pool."""
+        pool, out, augment, rewritable = route
+        pools = self.manager.pools
         while True:
-            out = self._rewrite(ex, pool) if rewritable else body
             ex.pool = pool.name
             ex.error = None
             try:
-                await self.forwarder.forward(ex, pool, out, augment)
+                await self.forwarder.forward(ex, pool, out, augment, sent)
                 return
             except Unreachable as failed:
+                sent = None
                 ex.tried += (pool.name,)
                 tried = ex.tried
                 other = pools.choose(self.clock(), ex.sticky_key, exclude=tried) if len(tried) < 2 else None
@@ -216,6 +274,7 @@ class ProxyCore:
                     error=failed.refused.message,
                 )
                 pool = other
+                out = self._rewrite(ex, pool) if rewritable else ex.body
 
     async def _read_body(self, request: IntakeRequest) -> bytes:
         limit = self.options.max_body_size
@@ -346,11 +405,11 @@ _EXPECT = "Expect"
 
 # path -> (control route, must name a model, is GET /v1/models): clients reuse a handful of
 # paths, so the three checks are one dict lookup; bounded for clients that do not.
-_PATH_KINDS: dict[str, tuple[bool, bool, bool]] = {}
+_PATH_KINDS: dict[str, PathKind] = {}
 _PATH_KINDS_MAX = 1024
 
 
-def _path_kind(path: str) -> tuple[bool, bool, bool]:
+def _path_kind(path: str) -> PathKind:
     kind = (is_admin_path(path), model_required(path), normalize_path(path) == "/v1/models")
     if len(_PATH_KINDS) >= _PATH_KINDS_MAX:
         _PATH_KINDS.clear()
@@ -373,7 +432,12 @@ def build_proxy_server(core: ProxyCore, *, keepalive_timeout: float) -> IntakeSe
 
     The upstream session is opened and closed by the caller (`ProxyService`).
     """
-    return IntakeServer(core.handle, max_body_size=core.options.max_body_size, idle_timeout=keepalive_timeout)
+    return IntakeServer(
+        core.handle,
+        max_body_size=core.options.max_body_size,
+        idle_timeout=keepalive_timeout,
+        lane=core.serve_now,
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -13,6 +13,10 @@ the server keeps them alive. A reused connection that turns out to be closed bef
 of the answer is replaced by a new one once (the server dropped an idle keep-alive connection).
 A response not read to its end closes its connection, so a cancelled request (a client that
 went away) aborts the upstream generation.
+
+`send_now` is the proxy's fast lane (`lora_syncer.proxy.lane`): a request written on an idle
+connection at once, with no task waiting on it; the connection calls `notify` as the answer comes
+in (after each read, when it breaks, when it stays silent too long) instead of waking a waiter.
 """
 
 from __future__ import annotations
@@ -87,7 +91,10 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        self._silence = 0.0
         self.on_lost: Callable[[_Connection], None] | None = None  # the pool's, while idle
+        # The fast lane's callback, instead of a waiter: called after each read, on failure and on silence.
+        self.notify: Callable[[], None] | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -95,6 +102,13 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        self._feed(data)
+        notify = self.notify
+        if notify is not None:
+            self._deadline = self.loop.time() + self._silence  # silence counts from the last bytes
+            notify()
+
+    def _feed(self, data: bytes) -> None:
         state = self.state
         if state == _UNTIL_CLOSE:
             self._push(data)
@@ -136,6 +150,8 @@ class _Connection(asyncio.Protocol):
             self._fail(Disconnected("the model server closed the connection"))
         if self.on_lost is not None:
             self.on_lost(self)
+        if self.notify is not None:
+            self.notify()
 
     # --- llhttp callbacks ---------------------------------------------------------------
 
@@ -232,10 +248,16 @@ class _Connection(asyncio.Protocol):
     def _check_silence(self) -> None:
         self._timer = None
         waiter = self._waiter
-        if waiter is None or waiter.done():
+        notify = self.notify
+        if notify is None and (waiter is None or waiter.done()):
             return  # nobody waits: the next wait arms it again
         if self.loop.time() >= self._deadline:
-            waiter.set_exception(TimeoutError())
+            if notify is not None:
+                self._fail(TimeoutError())
+                notify()
+            else:
+                assert waiter is not None
+                waiter.set_exception(TimeoutError())
         else:
             self._timer = self.loop.call_at(self._deadline, self._check_silence)
 
@@ -272,6 +294,35 @@ class _Connection(asyncio.Protocol):
     @property
     def complete(self) -> bool:
         return self.state == _DONE and not self._pieces
+
+    @property
+    def done(self) -> bool:
+        """The whole answer is in (its body waits to be taken)."""
+        return self.state == _DONE
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the exchange broke, if it did."""
+        return self._exc
+
+    @property
+    def head(self) -> Head | None:
+        """The answer's status, reason, headers and length, once parsed."""
+        return self._head
+
+    def watch(self, silence: float, notify: Callable[[], None]) -> None:
+        """Call `notify` as the answer comes in instead of waking a waiter, and when the server stays
+        silent for `silence` seconds (the failure is then a TimeoutError)."""
+        self.notify = notify
+        self._silence = silence
+        loop = self.loop
+        deadline = self._deadline = loop.time() + silence
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = loop.call_at(deadline, self._check_silence)
 
     def start(self, no_body: bool) -> None:
         """Reset for a new exchange on this connection."""
@@ -317,16 +368,22 @@ class UpstreamResponse:
             self.release()
         return data
 
+    def take_body(self) -> bytes:
+        """The whole body of an answer that is all in (`_Connection.done`), and the connection back."""
+        conn = self._conn
+        assert conn is not None and conn.state == _DONE
+        pieces = conn._pieces
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        conn._buffered = 0
+        self.release()
+        return data
+
     async def read(self) -> bytes:
         """The whole body."""
         conn = self._conn
         if conn is not None and conn.state == _DONE:  # all of it is in already (a small answer)
-            pieces = conn._pieces
-            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            pieces.clear()
-            conn._buffered = 0
-            self.release()
-            return data
+            return self.take_body()
         parts = []
         while chunk := await self.readany():
             parts.append(chunk)
@@ -337,6 +394,18 @@ class UpstreamResponse:
         conn, self._conn = self._conn, None
         if conn is not None:
             self._client._release(conn)
+
+
+def _request_bytes(
+    method: str, host_header: str, target: str, headers: list[tuple[str, str]], body: bytes
+) -> bytes:
+    parts = [f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n"]
+    parts += [f"{name}: {value}\r\n" for name, value in headers]
+    if body or method in _LENGTH_METHODS:
+        parts.append(f"Content-Length: {len(body)}\r\n")
+    parts.append("\r\n")
+    data = "".join(parts).encode("utf-8", "surrogateescape")
+    return data + body if body else data
 
 
 class UpstreamClient:
@@ -383,14 +452,7 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """Send one request to `base` + `target` (the raw path and query) and wait for the answer's head."""
         host, port, host_header = self._origin(base)
-        parts = [f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n"]
-        parts += [f"{name}: {value}\r\n" for name, value in headers]
-        if body or method in _LENGTH_METHODS:
-            parts.append(f"Content-Length: {len(body)}\r\n")
-        parts.append("\r\n")
-        data = "".join(parts).encode("utf-8", "surrogateescape")
-        if body:
-            data += body
+        data = _request_bytes(method, host_header, target, headers, body)
         no_body = method in _BODYLESS_METHODS
         key = (host, port)
         reused_conn = self._take_idle(key)
@@ -416,6 +478,42 @@ class UpstreamClient:
             self._release(conn)
             raise
         return UpstreamResponse(self, conn, head, self.read_timeout)
+
+    def send_now(
+        self,
+        method: str,
+        base: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        notify: Callable[[], None],
+    ) -> _Connection | None:
+        """Write one request on an idle keep-alive connection to `base` now, with no task waiting:
+        the connection calls `notify` as the answer comes in (see `_Connection.watch`). None when
+        no idle connection is at hand; the caller then sends it with `request`."""
+        host, port, host_header = self._origin(base)
+        conn = self._take_idle((host, port))
+        if conn is None:
+            return None
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            self._release(conn)
+            return None
+        conn.start(method in _BODYLESS_METHODS)
+        conn.watch(self.read_timeout, notify)
+        transport.write(_request_bytes(method, host_header, target, headers, body))
+        return conn
+
+    def answer(self, conn: _Connection) -> UpstreamResponse:
+        """The answer on `conn` (its head parsed), as `request` gives it. Its reader waits on the
+        connection once `notify` is turned off (`conn.notify = None`)."""
+        head = conn.head
+        assert head is not None
+        return UpstreamResponse(self, conn, head, self.read_timeout)
+
+    def abandon(self, conn: _Connection) -> None:
+        """Give back a connection whose answer nobody will read (closed unless the answer ended)."""
+        self._release(conn)
 
     def _exchange(self, conn: _Connection, data: bytes, no_body: bool) -> Awaitable[Head]:
         """Send `data` on `conn`; the answer's head, awaited (not a coroutine itself: one frame less)."""
@@ -497,6 +595,7 @@ class UpstreamClient:
         return conn
 
     def _release(self, conn: _Connection) -> None:
+        conn.notify = None
         if conn.reusable and conn.complete and not conn.closed and not self._closed:
             conn.state = _IDLE
             conn.idle_since = time.monotonic()
