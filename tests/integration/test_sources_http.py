@@ -22,6 +22,7 @@ from lora_syncer.sources.fetch_http import HttpFetcher
 from lora_syncer.sources.retry import RetryPolicy
 from lora_syncer.sources.uri import ArchiveSource, parse_source
 from tests.support.sources_servers import FileServer, tar_gz
+from tests.support.wait import eventually
 
 FAST_RETRY = RetryPolicy(attempts=3, initial=0.01, max_delay=0.05)
 
@@ -367,8 +368,9 @@ async def test_a_late_joiner_sees_the_bytes_already_downloaded(
     assert first[-1] == (first[-1][0], len(big)) and first[-1][0] >= len(big) // 2
     second: list[tuple[int, int | None]] = []
     joiner = asyncio.create_task(cache.ensure(url, progress=lambda d, t: second.append((d, t))))
-    await asyncio.sleep(0)
-    # Told at once how far the shared download is, not 0.
+    # The server holds the rest of the body until `midway`, so the shared download stands still:
+    # the joiner's first report must be where it stands, not 0 (a loaded machine may take a few ticks).
+    await eventually(lambda: second, timeout=10.0)
     assert second[0] == first[-1]
     server.midway.set()
     a, b = await asyncio.gather(waiter, joiner)
