@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -56,6 +55,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report_support import machine_summary
 from tests.support.net import free_port as _free_port
 
 RULES = """\
@@ -356,18 +356,7 @@ def _pyload(url: str, model: str, connections: int, duration: float, stream: boo
 
 
 def _machine() -> str:
-    versions = []
-    for mod in ("aiohttp", "uvloop", "orjson"):
-        try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except ImportError:
-            versions.append(f"{mod} missing")
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    """The machine, and the versions of the load generator and nginx."""
     tools = []
     for tool, argv in (("wrk", ["wrk", "-v"]), ("nginx", ["nginx", "-v"])):
         if shutil.which(tool) is None:
@@ -376,10 +365,7 @@ def _machine() -> str:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         first = (proc.stdout + proc.stderr).strip().splitlines()
         tools.append(first[0] if first else tool)
-    return (
-        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, {', '.join(versions)}; {'; '.join(tools)}"
-    )
+    return f"{machine_summary()}; {'; '.join(tools)}"
 
 
 def _loadavg() -> str:

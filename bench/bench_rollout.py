@@ -35,7 +35,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -46,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report_support import machine_summary
 from tests.support.net import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,25 +178,6 @@ async def _batch(url: str, requests: int, concurrency: int) -> int:
     return ok
 
 
-def _machine() -> str:
-    versions = []
-    for mod in ("aiohttp", "uvloop", "orjson"):
-        try:
-            versions.append(f"{mod} {__import__(mod).__version__}")
-        except ImportError:
-            versions.append(f"{mod} missing")
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (
-        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, {', '.join(versions)}"
-    )
-
-
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -238,7 +219,7 @@ def _figures(
             record["runs_paired_difference_us"] = diffs
         scenarios.append(record)
     return {
-        "machine": _machine(),
+        "machine": machine_summary(),
         "settings": {
             "runs": args.runs,
             "requests_per_batch": args.requests,
@@ -295,7 +276,7 @@ def main() -> int:
             for scenario, (port, proc) in proxies.items():
                 _wait_port(port, proc, f"the {scenario} proxy")
 
-            print(f"machine: {_machine()}")
+            print(f"machine: {machine_summary()}")
             load_start = os.getloadavg()
             print(f"load average at start: {_load()}")
             print(

@@ -36,7 +36,6 @@ import cProfile
 import io
 import json
 import os
-import platform
 import pstats
 import statistics
 import subprocess
@@ -50,6 +49,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.report_support import machine_summary
 from lora_syncer.kubelet import ConfigMapVolume
 from tests.support.net import free_port
 
@@ -110,23 +110,9 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        import uvloop
-
-        loop = f"uvloop {uvloop.__version__}"
-    except ImportError:
-        loop = "asyncio"
+    """The machine, with the load average at the time (other work on a shared machine shows there)."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, {loop}; load average {load}"
-    )
+    return f"{machine_summary()}; load average {load}"
 
 
 def adapters_file(adapters: Sequence[tuple[str, str]]) -> str:

@@ -56,6 +56,13 @@ def _version(module: str) -> str:
         return "missing"
 
 
+def machine_summary() -> str:
+    """The machine in one line, as a benchmark prints it and records it in its raw JSON."""
+    m = machine()
+    libraries = ", ".join(f"{name} {version}" for name, version in m["libraries"].items())
+    return f"{m['system']}, {m['cpu_model']}, {m['cores']} CPUs, Python {m['python']}, {libraries}"
+
+
 def machine() -> dict[str, Any]:
     """The machine a report ran on: CPU model, cores, memory, kernel, Python and key libraries."""
     return {
