@@ -186,17 +186,11 @@ async def bench_declared_to_listed(workdir: Path, server: str, mb: int, runs: in
             assert str(got.checksum) == checksum
             await unload_all(s, server)
             shutil.rmtree(dest, ignore_errors=True)
-    med, base = statistics.median(sidecar_s), statistics.median(direct_s)
     return {
-        "mb": mb,
-        "sidecar_s": sidecar_s,
-        "direct_s": direct_s,
-        "sidecar_median_s": med,
-        "direct_median_s": base,
-        "ratio": med / base,
+        **_figures(mb, sidecar_s, direct_s),
         "imported_s": imported_s,
         "imported_median_s": statistics.median(imported_s),
-        "ratio_vs_imported": med / statistics.median(imported_s),
+        "ratio_vs_imported": statistics.median(sidecar_s) / statistics.median(imported_s),
     }
 
 
@@ -326,6 +320,11 @@ async def bench_declared_to_listed_warm(workdir: Path, server: str, mb: int, run
         finally:
             sidecar.stop()
         await unload_all(s, server)
+    return _figures(mb, sidecar_s, direct_s)
+
+
+def _figures(mb: int, sidecar_s: list[float], direct_s: list[float]) -> dict[str, Any]:
+    """The raw samples of both sides, their medians and the sidecar's ratio to the baseline."""
     med, base = statistics.median(sidecar_s), statistics.median(direct_s)
     return {
         "mb": mb,

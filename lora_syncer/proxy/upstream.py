@@ -228,11 +228,10 @@ class _Connection(asyncio.Protocol):
 
     # --- reading --------------------------------------------------------------------------
 
-    async def _wait(self, silence: float) -> None:
+    def _arm_silence(self, silence: float) -> None:
         # One self-re-arming timer per connection, not one per wait: on uvloop every `call_later`
         # is a libuv timer handle made and freed, a measurable share of a proxied request.
         loop = self.loop
-        waiter = self._waiter = loop.create_future()
         deadline = self._deadline = loop.time() + silence
         timer = self._timer
         if timer is not None and timer.when() > deadline:
@@ -240,6 +239,10 @@ class _Connection(asyncio.Protocol):
             timer = None
         if timer is None:
             self._timer = loop.call_at(deadline, self._check_silence)
+
+    async def _wait(self, silence: float) -> None:
+        waiter = self._waiter = self.loop.create_future()
+        self._arm_silence(silence)
         try:
             await waiter
         finally:
@@ -315,14 +318,7 @@ class _Connection(asyncio.Protocol):
         silent for `silence` seconds (the failure is then a TimeoutError)."""
         self.notify = notify
         self._silence = silence
-        loop = self.loop
-        deadline = self._deadline = loop.time() + silence
-        timer = self._timer
-        if timer is not None and timer.when() > deadline:
-            timer.cancel()
-            timer = None
-        if timer is None:
-            self._timer = loop.call_at(deadline, self._check_silence)
+        self._arm_silence(silence)
 
     def start(self, no_body: bool) -> None:
         """Reset for a new exchange on this connection."""
