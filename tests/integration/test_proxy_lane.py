@@ -360,3 +360,151 @@ async def test_a_refusal_is_answered_from_the_lane(world: World) -> None:
     assert status == 200
     assert world.proxy.metrics.refused.labels("bad_request")._value.get() == 1
     writer.close()
+
+
+# --- the lane and the task path answer alike ------------------------------------------------
+
+STATUSES = (200, 201, 400, 404, 500, 503)
+CONTENT_TYPES = ("application/json", "text/event-stream", "text/plain", "application/x-ndjson")
+FRAMINGS = ("length", "chunked", "close")
+SIZES = (0, 40, 3000, 300_000)  # the last is over the lane's 256 KiB: handed to the task
+
+
+def answer_from_spec(spec: dict[str, Any]) -> bytes:
+    """The upstream's answer, all of it decided by the request (so both proxies get the same)."""
+    fill = "x" * max(0, spec["size"] - 80)
+    if spec["ctype"] == "text/event-stream":
+        body = b'data: {"model": "target-v1", "choices": [{"finish_reason": "stop"}]}\n\n' + fill.encode()
+    else:
+        body = json.dumps(
+            {
+                "model": "target-v1",
+                "pad": fill,
+                "choices": [{"finish_reason": "length"}],
+                "usage": {"completion_tokens": 3},
+            }
+        ).encode()
+    head = b"HTTP/1.1 %d X\r\nContent-Type: %b\r\nX-Upstream: 1\r\n" % (
+        spec["status"],
+        spec["ctype"].encode(),
+    )
+    if spec["framing"] == "length":
+        return head + b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+    if spec["framing"] == "chunked":
+        chunks = b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in (body[:7], body[7:]) if part)
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    return head + b"Connection: close\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("response_model", ["served", "requested"])
+async def test_the_lane_and_the_task_path_answer_alike(
+    tmp_path: Path, response_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same random answers through a proxy with the lane and one without: same status,
+    headers (but Date) and body for the client, and the same counts in the metrics."""
+    import random
+
+    outcomes: list[str] = []
+    real = proxy_server.serve_now
+
+    def recording(core: proxy_server.ProxyCore, request: IntakeRequest) -> bool:
+        taken = real(core, request)
+        outcomes.append("handed on" if request.resume is not None else "lane")
+        return taken
+
+    monkeypatch.setattr(proxy_server, "serve_now", recording)
+
+    async def by_spec(seen: Seen) -> None:
+        seen.writer.write(answer_from_spec(seen.body["spec"]))
+        if seen.body["spec"]["framing"] == "close":
+            seen.writer.close()
+
+    upstream = Upstream(script=[by_spec])
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    upstream.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ONE_ALIAS_RULES)
+    proxies = []
+    for lane in (True, False):
+        proxy = ProxyService(
+            ProxyOptions(
+                upstream=upstream.url,
+                rules_path=rules,
+                host="127.0.0.1",
+                port=0,
+                response_model=response_model,  # type: ignore[arg-type]
+            ),
+            registry=CollectorRegistry(),
+        )
+        if not lane:
+            proxy.core.serve_now = lambda request: False  # type: ignore[method-assign]
+        await proxy.start()
+        proxies.append(proxy)
+    rng = random.Random(11)
+    try:
+        conns = [await asyncio.open_connection("127.0.0.1", p.port, limit=2**20) for p in proxies]
+        for case in range(120):
+            spec = {
+                "status": rng.choice(STATUSES),
+                "ctype": rng.choice(CONTENT_TYPES),
+                "framing": rng.choice(FRAMINGS),
+                "size": rng.choice(SIZES),
+            }
+            body = json.dumps({"model": "alias", "spec": spec}).encode()
+            request = (
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: p\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+            )
+            answers = []
+            for reader, writer in conns:
+                writer.write(request)
+                status, headers, got = await read_answer_any(reader)
+                headers.pop("date", None)
+                answers.append((status, headers, got))
+            assert answers[0] == answers[1], f"case {case}: {spec}"
+        # Both ways out of the lane were taken many times (answered there; handed on to the task).
+        assert outcomes.count("lane") > 20 and outcomes.count("handed on") > 20, outcomes
+        lane_metrics, task_metrics = (p.metrics for p in proxies)
+        assert {k: c.value for k, c in lane_metrics.requests._children.items()} == {
+            k: c.value for k, c in task_metrics.requests._children.items()
+        }
+        lane_tel, task_tel = (p.telemetry for p in proxies)
+        for family in ("finish_reasons", "completion_tokens", "errors"):
+            assert {k: c.value for k, c in getattr(lane_tel, family)._children.items()} == {
+                k: c.value for k, c in getattr(task_tel, family)._children.items()
+            }, family
+        for _, writer in conns:
+            writer.close()
+    finally:
+        for proxy in proxies:
+            await proxy.stop(grace=1.0)
+        server.close()
+        for task in upstream.tasks:
+            task.cancel()
+        await asyncio.gather(*upstream.tasks, return_exceptions=True)
+
+
+async def read_answer_any(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """An answer framed by length or chunks; with neither, the body runs until the proxy closes
+    (then the test reconnects: see the caller)."""
+    line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+    assert line, "the connection closed before an answer"
+    status = int(line.split()[1])
+    headers: dict[str, str] = {}
+    while (raw := await asyncio.wait_for(reader.readline(), TIMEOUT)) not in (b"\r\n", b""):
+        name, _, value = raw.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        return (
+            status,
+            headers,
+            await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), TIMEOUT),
+        )
+    assert headers.get("transfer-encoding") == "chunked", headers
+    body = b""
+    while True:
+        size = int((await asyncio.wait_for(reader.readline(), TIMEOUT)).strip(), 16)
+        chunk = await asyncio.wait_for(reader.readexactly(size + 2), TIMEOUT)
+        if size == 0:
+            return status, headers, body
+        body += chunk[:-2]
