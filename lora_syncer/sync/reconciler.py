@@ -395,16 +395,22 @@ class Reconciler:
                 a.source = a.base_model = None
         return due
 
-    def _declared_since(self, adapter_id: str, planned_from: Loaded[AdaptersConfig] | None) -> bool:
-        """The file in force changed after the plan and now declares `adapter_id` in ensureExist.
+    def _unload_withdrawn(self, adapter_id: str, planned_from: Loaded[AdaptersConfig] | None) -> bool:
+        """The file in force changed after the plan and no longer asks to unload `adapter_id`: it
+        declares it in ensureExist, or (without --prune) no longer lists it in ensureNotExist.
 
-        A pass can outlive a newer edit (slow loads, a burst of edits): an unload planned from the
-        older file must not remove what the newer one asks for.
+        A pass can outlive newer edits (slow loads, a burst of edits): an unload planned from an
+        older file must not remove what the newer one asks for, or what it leaves alone.
         """
         current = self.source.current
         if current is None or current is planned_from:
             return False
-        return any(d.id == adapter_id for d in current.value.ensure_exist)
+        config = current.value
+        if any(d.id == adapter_id for d in config.ensure_exist):
+            return True
+        if self.options.plan.prune:
+            return False  # undeclared: still pruned (a held prune is re-planned by the next pass)
+        return not any(d.id == adapter_id for d in config.ensure_not_exist)
 
     async def _execute(
         self, actions: list[Action], planned_from: Loaded[AdaptersConfig] | None = None
@@ -421,9 +427,9 @@ class Reconciler:
             async with sem:
                 if self._stopping.is_set():
                     return
-                if action.op == Op.UNLOAD and self._declared_since(action.adapter_id, planned_from):
+                if action.op == Op.UNLOAD and self._unload_withdrawn(action.adapter_id, planned_from):
                     log.info(
-                        "unload skipped: the adapters file now declares it",
+                        "unload skipped: the adapters file no longer asks for it",
                         adapter=action.adapter_id,
                     )
                     self.trigger("file changed during the pass")
