@@ -100,43 +100,56 @@ class World:
     lane: list[str]  # per request offered to the lane: "lane" (kept) or "handed on"
 
 
-@pytest_asyncio.fixture
-async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
-    upstream = Upstream()
-    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
-    upstream.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    lane: list[str] = []
+def record_lane(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Per request the lane took, in order: "lane" (kept there) or "handed on" (to the task)."""
+    outcomes: list[str] = []
     real = proxy_server.serve_now
 
     def recording(core: proxy_server.ProxyCore, request: IntakeRequest) -> bool:
         taken = real(core, request)
         if taken:
-            lane.append("handed on" if request.resume is not None else "lane")
+            outcomes.append("handed on" if request.resume is not None else "lane")
         return taken
 
     monkeypatch.setattr(proxy_server, "serve_now", recording)
+    return outcomes
+
+
+async def start_upstream(upstream: Upstream) -> asyncio.Server:
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    upstream.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    return server
+
+
+async def stop_upstream(upstream: Upstream, server: asyncio.Server) -> None:
+    server.close()
+    for task in upstream.tasks:
+        task.cancel()
+    await asyncio.gather(*upstream.tasks, return_exceptions=True)
+
+
+def proxy_to(upstream: Upstream, tmp_path: Path, **options: Any) -> ProxyService:
+    """A proxy in front of `upstream` with the one-alias rules (alias -> target-v1)."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(ONE_ALIAS_RULES)
-    proxy = ProxyService(
-        ProxyOptions(
-            upstream=upstream.url,
-            rules_path=rules,
-            host="127.0.0.1",
-            port=0,
-            upstream_timeout=0.5,
-            client_idle_timeout=5.0,
-        ),
+    return ProxyService(
+        ProxyOptions(upstream=upstream.url, rules_path=rules, host="127.0.0.1", port=0, **options),
         registry=CollectorRegistry(),
     )
+
+
+@pytest_asyncio.fixture
+async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
+    upstream = Upstream()
+    server = await start_upstream(upstream)
+    lane = record_lane(monkeypatch)
+    proxy = proxy_to(upstream, tmp_path, upstream_timeout=0.5, client_idle_timeout=5.0)
     await proxy.start()
     try:
         yield World(proxy, upstream, lane)
     finally:
         await proxy.stop(grace=1.0)
-        server.close()
-        for task in upstream.tasks:
-            task.cancel()
-        await asyncio.gather(*upstream.tasks, return_exceptions=True)
+        await stop_upstream(upstream, server)
 
 
 def post(path: str = "/v1/chat/completions", model: str = "alias") -> bytes:
@@ -148,6 +161,7 @@ def post(path: str = "/v1/chat/completions", model: str = "alias") -> bytes:
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one answer, framed by length or by chunks."""
     line = await asyncio.wait_for(reader.readline(), TIMEOUT)
     assert line, "the connection closed before an answer"
     status = int(line.split()[1])
@@ -156,16 +170,19 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]
         name, _, value = raw.decode().partition(":")
         headers[name.strip().lower()] = value.strip()
     if "content-length" in headers:
-        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), TIMEOUT)
-    else:
-        body = b""
-        while True:
-            size = int((await asyncio.wait_for(reader.readline(), TIMEOUT)).strip(), 16)
-            chunk = await asyncio.wait_for(reader.readexactly(size + 2), TIMEOUT)
-            if size == 0:
-                break
-            body += chunk[:-2]
-    return status, headers, body
+        return (
+            status,
+            headers,
+            await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), TIMEOUT),
+        )
+    assert headers.get("transfer-encoding") == "chunked", headers
+    body = b""
+    while True:
+        size = int((await asyncio.wait_for(reader.readline(), TIMEOUT)).strip(), 16)
+        chunk = await asyncio.wait_for(reader.readexactly(size + 2), TIMEOUT)
+        if size == 0:
+            return status, headers, body
+        body += chunk[:-2]
 
 
 async def connect(world: World) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -404,15 +421,7 @@ async def test_the_lane_and_the_task_path_answer_alike(
     headers (but Date) and body for the client, and the same counts in the metrics."""
     import random
 
-    outcomes: list[str] = []
-    real = proxy_server.serve_now
-
-    def recording(core: proxy_server.ProxyCore, request: IntakeRequest) -> bool:
-        taken = real(core, request)
-        outcomes.append("handed on" if request.resume is not None else "lane")
-        return taken
-
-    monkeypatch.setattr(proxy_server, "serve_now", recording)
+    outcomes = record_lane(monkeypatch)
 
     async def by_spec(seen: Seen) -> None:
         seen.writer.write(answer_from_spec(seen.body["spec"]))
@@ -420,22 +429,10 @@ async def test_the_lane_and_the_task_path_answer_alike(
             seen.writer.close()
 
     upstream = Upstream(script=[by_spec])
-    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
-    upstream.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(ONE_ALIAS_RULES)
+    server = await start_upstream(upstream)
     proxies = []
     for lane in (True, False):
-        proxy = ProxyService(
-            ProxyOptions(
-                upstream=upstream.url,
-                rules_path=rules,
-                host="127.0.0.1",
-                port=0,
-                response_model=response_model,  # type: ignore[arg-type]
-            ),
-            registry=CollectorRegistry(),
-        )
+        proxy = proxy_to(upstream, tmp_path, response_model=response_model)
         if not lane:
             proxy.core.serve_now = lambda request: False  # type: ignore[method-assign]
         await proxy.start()
@@ -458,7 +455,7 @@ async def test_the_lane_and_the_task_path_answer_alike(
             answers = []
             for reader, writer in conns:
                 writer.write(request)
-                status, headers, got = await read_answer_any(reader)
+                status, headers, got = await read_answer(reader)
                 headers.pop("date", None)
                 answers.append((status, headers, got))
             assert answers[0] == answers[1], f"case {case}: {spec}"
@@ -478,33 +475,4 @@ async def test_the_lane_and_the_task_path_answer_alike(
     finally:
         for proxy in proxies:
             await proxy.stop(grace=1.0)
-        server.close()
-        for task in upstream.tasks:
-            task.cancel()
-        await asyncio.gather(*upstream.tasks, return_exceptions=True)
-
-
-async def read_answer_any(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    """An answer framed by length or chunks; with neither, the body runs until the proxy closes
-    (then the test reconnects: see the caller)."""
-    line = await asyncio.wait_for(reader.readline(), TIMEOUT)
-    assert line, "the connection closed before an answer"
-    status = int(line.split()[1])
-    headers: dict[str, str] = {}
-    while (raw := await asyncio.wait_for(reader.readline(), TIMEOUT)) not in (b"\r\n", b""):
-        name, _, value = raw.decode().partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "content-length" in headers:
-        return (
-            status,
-            headers,
-            await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), TIMEOUT),
-        )
-    assert headers.get("transfer-encoding") == "chunked", headers
-    body = b""
-    while True:
-        size = int((await asyncio.wait_for(reader.readline(), TIMEOUT)).strip(), 16)
-        chunk = await asyncio.wait_for(reader.readexactly(size + 2), TIMEOUT)
-        if size == 0:
-            return status, headers, body
-        body += chunk[:-2]
+        await stop_upstream(upstream, server)
