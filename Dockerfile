@@ -7,26 +7,35 @@
 #         DYNAMIC_LORA_ROLLOUT_CONFIG (/config/configmap.yaml), exactly like the old upstream image.
 #
 # VERSION must equal the package version (tests/packaging checks that they agree).
-# Any image with python, pip and venv on PATH: the official python images, or a Debian root filesystem
-# with python3, python3-venv, python3-pip and python-is-python3 (what scripts/build-image.sh makes).
+# PYTHON_IMAGE: any image with python, pip and venv on PATH: the official python images, or a Debian
+# root filesystem with python3, python3-venv, python3-pip and python-is-python3 (scripts/build-image.sh
+# makes one). BUILD_IMAGE: the same Python plus a C compiler and the Python headers (the official
+# non-slim image; build-image.sh adds gcc, libc6-dev and python3-dev), for the mypyc step below.
 ARG PYTHON_IMAGE=python:3.12-slim
+ARG BUILD_IMAGE=python:3.12
 ARG VERSION=0.1.0
 
 # ---- builder: build the wheel and install it, with the `fast` extra, into a virtualenv ----
-# pip and setuptools leave the virtualenv once it is installed: nothing at run time installs anything.
-FROM ${PYTHON_IMAGE} AS builder
+# The proxy's per-request modules are compiled by mypyc (setup.py, LORA_SYNCER_COMPILE=1); the build
+# fails if they are not. mypyc type-checks against the installed dependencies, so /opt/build gets
+# them (and the `compile` extra: mypy, setuptools, wheel); it stays in the builder. pip and
+# setuptools leave the runtime virtualenv once it is installed: nothing at run time installs anything.
+FROM ${BUILD_IMAGE} AS builder
 ARG VERSION
 # Bytecode is compiled here, at install time: the runtime root filesystem is read-only.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY setup.py pyproject.toml README.md ./
 COPY lora_syncer ./lora_syncer
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir ".[fast,compile]" \
+    && LORA_SYNCER_COMPILE=1 /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
     && python -m venv /opt/lora-syncer \
-    && /opt/lora-syncer/bin/pip install --no-cache-dir "/wheels/lora_syncer-${VERSION}-py3-none-any.whl[fast]" \
+    && /opt/lora-syncer/bin/pip install --no-cache-dir "$(echo /wheels/lora_syncer-"${VERSION}"-*.whl)[fast]" \
     && /opt/lora-syncer/bin/pip uninstall --yes --quiet pip setuptools \
-    && /opt/lora-syncer/bin/lora-syncer --version
+    && /opt/lora-syncer/bin/lora-syncer --version \
+    && /opt/lora-syncer/bin/python -c "import sys; from lora_syncer.build import proxy_build; sys.exit(proxy_build() != 'compiled')"
 
 # ---- runtime: the same Python base, only the virtualenv; no RUN step, so no shell is used ----
 FROM ${PYTHON_IMAGE}

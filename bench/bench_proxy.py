@@ -2,6 +2,11 @@
 
     .venv/bin/python -m bench.bench_proxy [--duration 8] [--concurrency 32] [--upstream emulator|minimal] [--json FILE]
 
+The proxy runs as the image ships it: `--build compiled` (the default) builds this checkout's
+wheel with the per-request modules compiled by mypyc (setup.py, `LORA_SYNCER_COMPILE=1`) once per
+source tree and runs it; `--build python` runs the sources as they are (a pip install without
+the compile step).
+
 Processes: the upstream (`lora-syncer emulator` serving two adapters, or `--upstream minimal`,
 a bare aiohttp server answering like vLLM), nginx in front of it (temporary config: 1 worker,
 upstream keep-alive 64, no buffering), and `lora-syncer proxy` in front of it with a 90/10
@@ -56,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report_support import machine_summary
+from tests.support.compiled import compiled_tree
 from tests.support.net import free_port as _free_port
 
 RULES = """\
@@ -261,14 +267,14 @@ def _spawn(
     raise SystemExit(f"{argv[:4]} did not listen on {port} within 30 s")
 
 
-def _event_loop(log: Path) -> str:
-    """The event loop the proxy says it runs on (its `proxy listening` log line), or "unknown"."""
+def _listening(log: Path, key: str) -> str:
+    """A field of the proxy's `proxy listening` log line (event_loop, build), or "unknown"."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
             if '"proxy listening"' in line:
                 try:
-                    return str(json.loads(line).get("event_loop", "unknown"))
+                    return str(json.loads(line).get(key, "unknown"))
                 except ValueError:
                     return "unknown"
         time.sleep(0.05)
@@ -514,6 +520,13 @@ def main() -> None:
         help="also measure the proxy of another checkout (PYTHONPATH=DIR) as `base` (repeatable: base2, ...)",
     )
     parser.add_argument(
+        "--build",
+        choices=("compiled", "python"),
+        default="compiled",
+        help="the proxy's per-request modules as the image ships them, compiled by mypyc (default; "
+        "built once per source tree, about two minutes), or this checkout's Python sources",
+    )
+    parser.add_argument(
         "--scenarios",
         default="latency,throughput,streaming,first-chunk",
         help="comma-separated: latency, throughput, streaming, first-chunk",
@@ -534,6 +547,10 @@ def main() -> None:
     root = str(Path(__file__).resolve().parents[1])
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     have_wrk, have_nginx = _require_tools(args.no_nginx)
+    compiled: Path | None = None
+    if args.build == "compiled":
+        print("building the compiled proxy (once per source tree)...", flush=True)
+        compiled = compiled_tree()
     print(f"machine: {_machine()}")
     print(f"load average at start: {_loadavg()}  (2-core machines: above ~0.5 means other work competes)")
     print(
@@ -618,11 +635,15 @@ def main() -> None:
                     tmp,
                 )
 
-            proxy = start_proxy(proxy_port, "proxy", None)
+            proxy = start_proxy(proxy_port, "proxy", str(compiled) if compiled else None)
             report["proxy_command"] = ["lora-syncer", "proxy", "--rules", "...", *args.proxy_arg]
-            report["proxy_event_loop"] = _event_loop(tmp / "proxy.log")
+            report["proxy_event_loop"] = _listening(tmp / "proxy.log", "event_loop")
+            report["proxy_build"] = _listening(tmp / "proxy.log", "build")
+            if report["proxy_build"] != args.build:
+                raise SystemExit(f"error: --build {args.build}, but the proxy runs {report['proxy_build']}")
             print(
-                f"proxy event loop: {report['proxy_event_loop']} (the image installs the `fast` extra: uvloop)\n"
+                f"proxy event loop: {report['proxy_event_loop']} (the image installs the `fast` extra: uvloop); "
+                f"proxy build: {report['proxy_build']} (the image's is compiled)\n"
             )
             procs.append(proxy)
             compared: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}

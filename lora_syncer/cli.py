@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol, cast
 
 from lora_syncer import __version__
+from lora_syncer.build import proxy_build
 from lora_syncer.options.parser import SettingsParser, add_command_settings
 
 # name -> (module, one-line help). Order is the order `--help` shows.
@@ -53,7 +54,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="lora-syncer",
         description="Keep vLLM's LoRA adapters in line with a ConfigMap, and split traffic across them.",
     )
-    parser.add_argument("--version", action="version", version=f"lora-syncer {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"lora-syncer {__version__} (proxy: {proxy_build()})"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SettingsParser)
     for name, (_, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)

@@ -10,10 +10,12 @@
 # 1. Base (once): `debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,python-is-python3`
 #    from the Debian mirror this machine's apt uses, saved as a tarball in the cache directory and
 #    `podman import`ed as $BASE_TAG. Later runs reuse the local image, or re-import the tarball.
+#    A second one, the builder's, adds python3-dev, gcc and libc6-dev (mypyc compiles the proxy's
+#    per-request modules in the build; the runtime image carries no compiler).
 # 2. Wheels (once per dependency set): `pip download` on this machine, with its own pip
-#    configuration, of the project's dependencies (with the `fast` extra) and build backend,
+#    configuration, of the project's dependencies (with the `fast` extra), build backend and mypy,
 #    for the base's Python version and glibc, into the cache directory.
-# 3. Image (once per tree): the repository's Dockerfile, `--build-arg PYTHON_IMAGE=$BASE_TAG`, with
+# 3. Image (once per tree): the repository's Dockerfile, `--build-arg PYTHON_IMAGE=$BASE_TAG` (and BUILD_IMAGE), with
 #    the wheels mounted at /wheelhouse and a pip.conf pointing at them mounted at /etc/pip.conf,
 #    `--network none`. The image is tagged localhost/lora-syncer:tree-<hash of the build inputs and
 #    the base> (and --tag NAME); an existing image with that tag is reused. The three newest tree
@@ -26,6 +28,7 @@
 #   LORA_SYNCER_DEBIAN_SUITE     Debian suite of the base (default bookworm)
 #   LORA_SYNCER_APT_DIR          where apt's sources are read from (default /etc/apt)
 #   LORA_SYNCER_BASE_IMAGE       the base's local tag (default localhost/lora-syncer-base:<suite>)
+#   LORA_SYNCER_BUILD_BASE_IMAGE the builder base's local tag (default localhost/lora-syncer-build:<suite>)
 #   PYTHON                       interpreter that runs `pip download` (default python3; needs pip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +54,8 @@ APT_DIR=${LORA_SYNCER_APT_DIR:-/etc/apt}
 CACHE=${LORA_SYNCER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lora-syncer}
 BASE_TAG=${LORA_SYNCER_BASE_IMAGE:-localhost/lora-syncer-base:$SUITE}
 BASE_TAR=$CACHE/base/debian-$SUITE-minbase-python3.tar
+BUILD_BASE_TAG=${LORA_SYNCER_BUILD_BASE_IMAGE:-localhost/lora-syncer-build:$SUITE}
+BUILD_BASE_TAR=$CACHE/base/debian-$SUITE-minbase-python3-build.tar
 PYTHON=${PYTHON:-python3}
 PODMAN=(podman --runtime runc --cgroup-manager=cgroupfs)
 # Containers get explicit limits: runc cannot raise the defaults podman asks for in some sandboxes.
@@ -100,15 +105,15 @@ fi
 
 # --- 1. the base -----------------------------------------------------------------------------------
 
-base_image_ready() { "${PODMAN[@]}" image exists "$BASE_TAG"; }
-
-if [[ $REFRESH_BASE -eq 1 ]]; then
-  rm -f "$BASE_TAR"
-  ! base_image_ready || "${PODMAN[@]}" untag "$BASE_TAG" # images built on it keep their layers
-fi
-
-if ! base_image_ready; then
-  if [[ ! -s $BASE_TAR ]]; then
+# make_base TAG TARBALL PACKAGES: the Debian root filesystem with PACKAGES, imported as TAG (once).
+make_base() {
+  local tag=$1 tar=$2 packages=$3
+  if [[ $REFRESH_BASE -eq 1 ]]; then
+    rm -f "$tar"
+    ! "${PODMAN[@]}" image exists "$tag" || "${PODMAN[@]}" untag "$tag" # images built on it keep their layers
+  fi
+  "${PODMAN[@]}" image exists "$tag" && return 0
+  if [[ ! -s $tar ]]; then
     ensure_tools "making the image's base" debootstrap:debootstrap
     MIRROR=$(mirror)
     [[ -n $MIRROR ]] || {
@@ -119,26 +124,31 @@ if ! base_image_ready; then
     [[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] && KEYRING=(--keyring /usr/share/keyrings/debian-archive-keyring.gpg)
     ROOTFS=$(mktemp -d "$CACHE/base/rootfs.XXXXXX")
     trap 'rm -rf "$ROOTFS"' EXIT
-    echo "making the base: debootstrap $SUITE from $MIRROR (once; about a minute)..."
+    echo "making $tag: debootstrap $SUITE from $MIRROR with $packages (once; a minute or two)..."
     t0=$SECONDS
-    if ! debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,python-is-python3 \
+    if ! debootstrap --variant=minbase --include="$packages" \
       "${KEYRING[@]}" "$SUITE" "$ROOTFS" "$MIRROR" >"$CACHE/base/debootstrap.log" 2>&1; then
       tail -n 20 "$CACHE/base/debootstrap.log" >&2
       echo "error: debootstrap failed (log: $CACHE/base/debootstrap.log); check the mirror or set LORA_SYNCER_DEBIAN_MIRROR" >&2
       exit 1
     fi
-    # What an image needs no copy of: downloaded packages, package lists, logs, docs.
     rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/log/* \
       "$ROOTFS"/usr/share/doc/* "$ROOTFS"/usr/share/man/* "$ROOTFS"/usr/share/locale/*
-    tar --numeric-owner -C "$ROOTFS" -cf "$BASE_TAR.tmp" .
-    mv "$BASE_TAR.tmp" "$BASE_TAR"
+    tar --numeric-owner -C "$ROOTFS" -cf "$tar.tmp" .
+    mv "$tar.tmp" "$tar"
     rm -rf "$ROOTFS"
     trap - EXIT
-    echo "base root filesystem: $BASE_TAR ($(du -h "$BASE_TAR" | cut -f1), $((SECONDS - t0)) s)"
+    echo "root filesystem: $tar ($(du -h "$tar" | cut -f1), $((SECONDS - t0)) s)"
   fi
-  "${PODMAN[@]}" import --quiet --change 'CMD ["python3"]' "$BASE_TAR" "$BASE_TAG" >/dev/null
-  echo "base image: $BASE_TAG (imported from $BASE_TAR)"
-fi
+  "${PODMAN[@]}" import --quiet --change 'CMD ["python3"]' "$tar" "$tag" >/dev/null
+  echo "base image: $tag (imported from $tar)"
+}
+
+PY_PACKAGES=python3,python3-venv,python3-pip,python-is-python3
+make_base "$BASE_TAG" "$BASE_TAR" "$PY_PACKAGES"
+# The builder stage's base: the same Python, plus what mypyc needs to compile the proxy.
+make_base "$BUILD_BASE_TAG" "$BUILD_BASE_TAR" "$PY_PACKAGES,python3-dev,gcc,libc6-dev"
+BUILD_BASE_ID=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$BUILD_BASE_TAG")
 BASE_ID=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$BASE_TAG")
 
 # --- 2. the wheels ---------------------------------------------------------------------------------
@@ -153,7 +163,8 @@ import tomllib
 with open("pyproject.toml", "rb") as fh:
     meta = tomllib.load(fh)
 reqs = [*meta["build-system"]["requires"], *meta["project"]["dependencies"],
-        *meta["project"]["optional-dependencies"]["fast"]]
+        *meta["project"]["optional-dependencies"]["fast"],
+        *meta["project"]["optional-dependencies"]["compile"]]
 print("\n".join(reqs))
 EOF
 )
@@ -182,10 +193,10 @@ VERSION=$("$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml"
 CONTEXT=$(mktemp -d)
 trap 'rm -rf "$CONTEXT"' EXIT
 # Exactly the files the Dockerfile copies (what .dockerignore lets through), bytecode excluded.
-mapfile -t FILES < <({ printf '%s\n' Dockerfile .dockerignore pyproject.toml README.md
+mapfile -t FILES < <({ printf '%s\n' Dockerfile .dockerignore setup.py pyproject.toml README.md
   find lora_syncer -type f ! -path '*/__pycache__/*' ! -name '*.pyc'; } | LC_ALL=C sort)
 tar -cf - "${FILES[@]}" | tar -C "$CONTEXT" -xf -
-TREE=$( { (cd "$CONTEXT" && sha256sum "${FILES[@]}"); echo "$BASE_ID $WHEELS_KEY $VERSION"; } | sha256sum | cut -c1-16)
+TREE=$( { (cd "$CONTEXT" && sha256sum "${FILES[@]}"); echo "$BASE_ID $BUILD_BASE_ID $WHEELS_KEY $VERSION"; } | sha256sum | cut -c1-16)
 TAG=localhost/lora-syncer:tree-$TREE
 
 if "${PODMAN[@]}" image exists "$TAG"; then
@@ -195,7 +206,7 @@ else
   echo "building $TAG (lora-syncer $VERSION on $BASE_TAG)..."
   t0=$SECONDS
   if ! "${PODMAN[@]}" build --network none --pull=never --layers=false "${ULIMITS[@]}" \
-    --build-arg "PYTHON_IMAGE=$BASE_TAG" --build-arg "VERSION=$VERSION" \
+    --build-arg "PYTHON_IMAGE=$BASE_TAG" --build-arg "BUILD_IMAGE=$BUILD_BASE_TAG" --build-arg "VERSION=$VERSION" \
     -v "$WHEELHOUSE:/wheelhouse:ro" -v "$CONTEXT/.pip.conf:/etc/pip.conf:ro" \
     --label "org.lora-syncer.tree=$TREE" -t "$TAG" -f "$CONTEXT/Dockerfile" "$CONTEXT" >"$CACHE/build.log" 2>&1; then
     tail -n 30 "$CACHE/build.log" >&2

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from lora_syncer.proxy.intake import IntakeRequest
+from lora_syncer.proxy.intake import IntakeRequest
 
 # The `target` label of an exchange that a rule matched (or the proxy refused) before any target was chosen.
 NO_TARGET = "(none)"

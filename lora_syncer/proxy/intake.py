@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import httptools
 import structlog
@@ -84,8 +84,8 @@ def _reason(status: int) -> str:
 class _Date:
     """The `Date` header value, formatted once a second."""
 
-    second = -1
-    value = ""
+    second: ClassVar[int] = -1
+    value: ClassVar[str] = ""
 
     @classmethod
     def now(cls) -> str:
@@ -620,18 +620,11 @@ class _Connection(asyncio.Protocol):
                     break
                 self._active = item
                 try:
-                    resume = item.resume
-                    if resume is not None:  # handed on by the fast lane
-                        item.resume = None
-                        await resume()
-                    else:
-                        await server.handler(item)
-                except Exception:  # a bug in the handler: answered 500, never a silent hang
-                    log.exception("proxy handler failed", path=item.path)
-                    _answer_500(item)
-                    break
+                    handled = await self._handle(item)
                 finally:
                     self._active = None
+                if not handled:
+                    break
                 if not item.head_sent:  # the handler answered nothing: never leave the client waiting
                     _answer_500(item)
                 if not item.keep:
@@ -642,6 +635,21 @@ class _Connection(asyncio.Protocol):
             pass  # the client went away, or the server is shutting down
         finally:
             self._close()
+
+    async def _handle(self, item: IntakeRequest) -> bool:
+        """Run the handler (or the fast lane's hand-on) for one request; False after a bug, answered 500."""
+        try:
+            resume = item.resume
+            if resume is not None:  # handed on by the fast lane
+                item.resume = None
+                await resume()
+            else:
+                await self.server.handler(item)
+        except Exception:  # a bug in the handler: answered 500, never a silent hang
+            log.exception("proxy handler failed", path=item.path)
+            _answer_500(item)
+            return False
+        return True
 
     async def _linger(self, request: IntakeRequest) -> None:
         """Read and discard the rest of a body the answer did not need, for a while, so the client reads the answer."""

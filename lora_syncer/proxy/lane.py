@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from lora_syncer.proxy.exchange import Exchange
 from lora_syncer.proxy.forward import RelayPlan, Sent
+from lora_syncer.proxy.intake import IntakeRequest
 from lora_syncer.proxy.refusal import Refused
 from lora_syncer.proxy.upstream import Disconnected, UpstreamClient, UpstreamResponse, _Connection
 
-if TYPE_CHECKING:
-    from lora_syncer.proxy.exchange import Exchange
-    from lora_syncer.proxy.intake import IntakeRequest
+if TYPE_CHECKING:  # server imports this module: the one cycle, broken here (see setup.py)
     from lora_syncer.proxy.server import ProxyCore, Routed
 
 __all__ = ["serve_now"]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from lora_syncer.proxy.intake import IntakeRequest
 from lora_syncer.proxy.rewrite import dumps
-
-if TYPE_CHECKING:
-    from lora_syncer.proxy.intake import IntakeRequest
 
 _STATUS_TYPES = {
     400: "BadRequestError",

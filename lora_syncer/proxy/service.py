@@ -21,6 +21,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from lora_syncer.build import proxy_build
 from lora_syncer.config.manifest import parse_rules_or_manifest
 from lora_syncer.config.rules import RuleSet
 from lora_syncer.config.rules.parse import alias_owners
@@ -172,6 +173,8 @@ class ProxyService:
             rules=str(self.options.rules_path) if self.options.rules_path else None,
             # uvloop when the `fast` extra is installed (as in the image); the benchmark checks it.
             event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
+            # `compiled` in the image (mypyc, see setup.py); the benchmark checks it too.
+            build=proxy_build(),
         )
 
     @property

@@ -20,12 +20,15 @@ def dockerfile() -> Dockerfile:
 
 class TestDockerfileDeclarations:
     def test_multi_stage_same_python_base(self, dockerfile: Dockerfile) -> None:
-        """The image is built in a `builder` stage and the final stage uses the same Python base."""
+        """The image is built in a `builder` stage on the same Python as the final stage, plus a compiler."""
         assert len(dockerfile.stages) >= 2
         builder = dockerfile.stage("builder")
-        assert builder.base == dockerfile.final.base == "${PYTHON_IMAGE}"
-        assert dockerfile.global_args["PYTHON_IMAGE"].startswith("python:3.")
-        assert dockerfile.global_args["PYTHON_IMAGE"].endswith("-slim")
+        assert builder.base == "${BUILD_IMAGE}"
+        assert dockerfile.final.base == "${PYTHON_IMAGE}"
+        run_image = dockerfile.global_args["PYTHON_IMAGE"]
+        assert run_image.startswith("python:3.") and run_image.endswith("-slim")
+        # The same Python version (the compiled modules are built for it), without -slim: a compiler.
+        assert dockerfile.global_args["BUILD_IMAGE"] == run_image.removesuffix("-slim")
 
     def test_entrypoint_cmd_and_signal(self, dockerfile: Dockerfile) -> None:
         """The image runs `lora-syncer run` in exec form and stops on SIGTERM."""
@@ -61,7 +64,12 @@ class TestDockerfileDeclarations:
         assert "pip wheel" in run
         assert "--no-deps" in run
         assert "/opt/lora-syncer/bin/pip install" in run
-        assert '"/wheels/lora_syncer-${VERSION}-py3-none-any.whl[fast]"' in run
+        assert '"$(echo /wheels/lora_syncer-"${VERSION}"-*.whl)[fast]"' in run
+        # The proxy's per-request modules are compiled (setup.py), with the build tools kept out of
+        # the runtime virtualenv, and the build stops if they were not.
+        assert "LORA_SYNCER_COMPILE=1 /opt/build/bin/pip wheel" in run
+        assert '/opt/build/bin/pip install --no-cache-dir ".[fast,compile]"' in run
+        assert "proxy_build() != 'compiled'" in run
         # Installers leave the runtime environment: pip and setuptools are uninstalled after use.
         assert run.index("/opt/lora-syncer/bin/pip uninstall --yes --quiet pip setuptools") > run.index(
             "/opt/lora-syncer/bin/pip install"
@@ -109,7 +117,8 @@ def test_hadolint_finds_nothing() -> None:
 @pytest.mark.slow
 class TestInstalledWheel:
     def test_wheel_version_matches_package(self, built_wheel: Path) -> None:
-        """The wheel the Dockerfile names (lora_syncer-${VERSION}) is the one pip builds from pyproject."""
+        """The wheel the Dockerfile names (lora_syncer-${VERSION}) is the one pip builds from pyproject:
+        pure Python unless LORA_SYNCER_COMPILE=1 (the image sets it; tests/integration/test_proxy_compiled.py)."""
         assert built_wheel.name == f"lora_syncer-{package_version()}-py3-none-any.whl"
 
     def test_console_script_help_and_version(self, installed_venv: Path) -> None:
@@ -120,7 +129,7 @@ class TestInstalledWheel:
             assert proc.returncode == 0, f"{args}: {proc.stdout}{proc.stderr}"
         proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 0
-        assert proc.stdout.split() == ["lora-syncer", package_version()]
+        assert proc.stdout.split() == ["lora-syncer", package_version(), "(proxy:", "python)"]
 
     def test_run_help_lists_the_upstream_flags(self, installed_venv: Path) -> None:
         """`lora-syncer run --help` offers the old upstream flags and the proxy/metrics ports."""
