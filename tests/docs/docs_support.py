@@ -365,7 +365,7 @@ def variables_read() -> frozenset[str]:
     environment), the package's `env_default`/`env_flag`/`env_name` calls on a constant flag
     (variables read later, when settings are validated), every string constant that is exactly
     such a name (variables the package reads by name), and the `${LORA_SYNCER_...}` the
-    repository's scripts expand.
+    repository's scripts expand, and those setup.py reads.
     """
     names: set[str] = _looked_up_by_the_parsers()
     for _, tree in _python_files():
@@ -384,6 +384,10 @@ def variables_read() -> frozenset[str]:
         if script.is_file():
             text = script.read_text(encoding="utf-8", errors="replace")
             names.update(re.findall(rf"\$\{{?({ENV_PREFIX}[A-Z0-9_]+)", text))
+    # setup.py reads the build's own variable (LORA_SYNCER_COMPILE) by name.
+    for node in ast.walk(ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _VARIABLE.fullmatch(node.value):
+            names.add(node.value)
     return frozenset(names)
 
 
