@@ -78,6 +78,8 @@ BENCHES: dict[str, Bench] = {
         notes=(
             "at least 4,000 requests per JSON measurement (latency, throughput); the SSE "
             "first-chunk scenario is paced by its Python client and may have fewer",
+            "the proxy is the compiled build the image ships (`--build compiled`, the default; "
+            "`--build python` runs the sources)",
         ),
     ),
     # Issue 11's memory targets (200 and 10,000 declared): the real `lora-syncer run`'s RSS,
@@ -242,7 +244,7 @@ def render(index: dict[str, Any] | None, records: dict[str, dict[str, Any]]) -> 
 
 def rule_violations(index: dict[str, Any] | None, records: dict[str, dict[str, Any]]) -> list[str]:
     """How a recorded (non-quick) run breaks the report's rules: runs per benchmark, requests per
-    measurement, nginx in every proxy run."""
+    measurement, nginx in every proxy run, the proxy compiled as in the image."""
     if index is None:
         return []
     out: list[str] = []
@@ -261,6 +263,10 @@ def rule_violations(index: dict[str, Any] | None, records: dict[str, dict[str, A
                 ):
                     out.append(f"{script} run {i}, {key}: {value:.0f} requests (< {bench.min_requests:,})")
             if script == "bench_proxy":
+                if run.get("proxy_build") != "compiled":
+                    out.append(
+                        f"{script} run {i}: the proxy ran as {run.get('proxy_build', 'python')}, not compiled"
+                    )
                 scenarios = run["scenarios"]
                 # bench_proxy writes {key: {name, results, ratios}}; older runs wrote [{name, paths}].
                 for sc in scenarios.values() if isinstance(scenarios, dict) else scenarios:
