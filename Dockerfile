@@ -17,9 +17,10 @@ ARG VERSION=0.1.0
 
 # ---- builder: build the wheel and install it, with the `fast` extra, into a virtualenv ----
 # The proxy's per-request modules are compiled by mypyc (setup.py, LORA_SYNCER_COMPILE=1); the build
-# fails if they are not. mypyc type-checks against the installed dependencies, so /opt/build gets
-# them (and the `compile` extra: mypy, setuptools, wheel); it stays in the builder. pip and
-# setuptools leave the runtime virtualenv once it is installed: nothing at run time installs anything.
+# fails if they are not (checked with `python -I`, so not against the sources in /src). mypyc
+# type-checks against the installed dependencies, so /opt/build gets them (and the `compile` extra);
+# it stays in the builder. pip and setuptools leave the runtime virtualenv once it is installed:
+# nothing at run time installs anything.
 FROM ${BUILD_IMAGE} AS builder
 ARG VERSION
 # Bytecode is compiled here, at install time: the runtime root filesystem is read-only.
@@ -35,7 +36,7 @@ RUN python -m venv /opt/build \
     && /opt/lora-syncer/bin/pip install --no-cache-dir "$(echo /wheels/lora_syncer-"${VERSION}"-*.whl)[fast]" \
     && /opt/lora-syncer/bin/pip uninstall --yes --quiet pip setuptools \
     && /opt/lora-syncer/bin/lora-syncer --version \
-    && /opt/lora-syncer/bin/python -c "import sys; from lora_syncer.build import proxy_build; sys.exit(proxy_build() != 'compiled')"
+    && /opt/lora-syncer/bin/python -I -c "import sys; from lora_syncer.build import proxy_build; sys.exit(proxy_build() != 'compiled')"
 
 # ---- runtime: the same Python base, only the virtualenv; no RUN step, so no shell is used ----
 FROM ${PYTHON_IMAGE}
