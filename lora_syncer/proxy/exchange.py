@@ -14,7 +14,6 @@ not upstream errors (they have their own fields).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from lora_syncer.proxy.intake import IntakeRequest
@@ -25,35 +24,63 @@ NO_TARGET = "(none)"
 ErrorClass = Literal["upstream_5xx", "connect", "timeout", "broken_stream", "sse_error"]
 
 
-@dataclass(slots=True)
 class Exchange:
-    """The state of one request; times are `time.perf_counter()` seconds."""
+    """The state of one request; times are `time.perf_counter()` seconds.
 
-    request: IntakeRequest
-    started: float
-    body: bytes = b""
-    # The JSON object of the body when it may be rewritten, its `model`, and whether one is required.
-    obj: dict[str, Any] | None = None
-    model: str | None = None
-    model_required: bool = False
-    sticky_key: str | None = None
-    alias: str = ""  # the rule's client-facing name ("*" for the catch-all), "" when no rule matched
-    rule: str = ""  # the matching rule's id
-    target: str | None = None  # the model the request was rewritten to (None: not rewritten)
-    pool: str = ""  # the pool that carried the request last
-    tried: tuple[str, ...] = ()  # pools that could not be reached, in order
-    # Outcome.
-    status: int = 0  # the status the client got (499: it went away first)
-    refused: str | None = None  # the proxy answered itself, for this reason (admin_route, drained, ...)
-    error: ErrorClass | None = None
-    client_closed: bool = False
-    # Timings.
-    head_sent: float | None = None  # answer headers sent to the client
-    first_chunk: float | None = None  # first body bytes from the upstream (time to first token)
-    ended: float | None = None
-    # From the answer, when it says.
-    finish_reason: str | None = None
-    completion_tokens: int | None = None
+    A plain class, not a dataclass: one is made per request, and mypyc compiles a plain class's
+    `__init__` (a dataclass's is generated at import time, so it stays interpreted).
+    """
+
+    __slots__ = (
+        "alias",
+        "body",
+        "client_closed",
+        "completion_tokens",
+        "ended",
+        "error",
+        "finish_reason",
+        "first_chunk",
+        "head_sent",
+        "model",
+        "model_required",
+        "obj",
+        "pool",
+        "refused",
+        "request",
+        "rule",
+        "started",
+        "status",
+        "sticky_key",
+        "target",
+        "tried",
+    )
+
+    def __init__(self, request: IntakeRequest, started: float) -> None:
+        self.request = request
+        self.started = started
+        self.body = b""
+        # The JSON object of the body when it may be rewritten, its `model`, and whether one is required.
+        self.obj: dict[str, Any] | None = None
+        self.model: str | None = None
+        self.model_required = False
+        self.sticky_key: str | None = None
+        self.alias = ""  # the rule's client-facing name ("*" for the catch-all), "" when no rule matched
+        self.rule = ""  # the matching rule's id
+        self.target: str | None = None  # the model the request was rewritten to (None: not rewritten)
+        self.pool = ""  # the pool that carried the request last
+        self.tried: tuple[str, ...] = ()  # pools that could not be reached, in order
+        # Outcome.
+        self.status = 0  # the status the client got (499: it went away first)
+        self.refused: str | None = None  # the proxy answered itself, for this reason (admin_route, ...)
+        self.error: ErrorClass | None = None
+        self.client_closed = False
+        # Timings.
+        self.head_sent: float | None = None  # answer headers sent to the client
+        self.first_chunk: float | None = None  # first body bytes from the upstream (time to first token)
+        self.ended: float | None = None
+        # From the answer, when it says.
+        self.finish_reason: str | None = None
+        self.completion_tokens: int | None = None
 
     @property
     def target_label(self) -> str:

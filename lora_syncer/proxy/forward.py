@@ -14,7 +14,6 @@ answer (or the failure) it already has as `sent`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import structlog
 
@@ -59,16 +58,29 @@ _ANSWER_DROP = {
 Sent = UpstreamAnswer | BaseException | None
 
 
-@dataclass(slots=True)
 class RelayPlan:
-    """How an answer is relayed: its headers for the client, and whether it is read whole first."""
+    """How an answer is relayed: its headers for the client, and whether it is read whole first.
 
-    headers: list[tuple[str, str]]
-    whole: bool  # read whole, then sent in one write (small, or rewritten whole)
-    is_sse: bool
-    is_json: bool
-    rewrite_back: bool  # the answer's `model` is set back to the name the client asked for
-    augment: bool  # GET /v1/models: the aliases are added
+    A plain class (one per request): mypyc compiles it to a native one (see Exchange).
+    """
+
+    __slots__ = ("augment", "headers", "is_json", "is_sse", "rewrite_back", "whole")
+
+    def __init__(
+        self,
+        headers: list[tuple[str, str]],
+        whole: bool,  # read whole, then sent in one write (small, or rewritten whole)
+        is_sse: bool,
+        is_json: bool,
+        rewrite_back: bool,  # the answer's `model` is set back to the name the client asked for
+        augment: bool,  # GET /v1/models: the aliases are added
+    ) -> None:
+        self.headers = headers
+        self.whole = whole
+        self.is_sse = is_sse
+        self.is_json = is_json
+        self.rewrite_back = rewrite_back
+        self.augment = augment
 
 
 class Forwarder:

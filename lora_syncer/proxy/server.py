@@ -23,7 +23,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiohttp
 import structlog
@@ -55,13 +55,19 @@ _CLIENT_CLOSED = 499  # nginx's code for "client closed the request", used in me
 PathKind = tuple[bool, bool, bool]
 
 
-class Routed(NamedTuple):
-    """Where a request goes: the pool, the body to send it, and how its answer is treated."""
+class Routed:
+    """Where a request goes: the pool, the body to send it, and how its answer is treated.
 
-    pool: UpstreamPool
-    body: bytes
-    augment: bool  # GET /v1/models: the aliases are added to the answer
-    rewritable: bool  # a JSON body whose model is rewritten again for another pool on a retry
+    A plain class (one per request): mypyc compiles it to a native one (see Exchange).
+    """
+
+    __slots__ = ("augment", "body", "pool", "rewritable")
+
+    def __init__(self, pool: UpstreamPool, body: bytes, augment: bool, rewritable: bool) -> None:
+        self.pool = pool
+        self.body = body
+        self.augment = augment  # GET /v1/models: the aliases are added to the answer
+        self.rewritable = rewritable  # a JSON body whose model is rewritten again for another pool on a retry
 
 
 class ProxyCore:
@@ -251,7 +257,7 @@ class ProxyCore:
     async def forward(self, ex: Exchange, route: Routed, sent: Sent = None) -> None:
         """Forward and relay; a pool that cannot be reached hands the request to another pool once.
         `sent`: the fast lane's answer (or failure) for the first pool."""
-        pool, out, augment, rewritable = route
+        pool, out, augment, rewritable = route.pool, route.body, route.augment, route.rewritable
         pools = self.manager.pools
         while True:
             ex.pool = pool.name

@@ -16,7 +16,6 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from lora_syncer.proxy import server as proxy_server
 from lora_syncer.proxy.forward import Forwarder
 from lora_syncer.proxy.intake import IntakeRequest
 from lora_syncer.proxy.options import ProxyOptions
@@ -100,19 +99,31 @@ class World:
     lane: list[str]  # per request offered to the lane: "lane" (kept) or "handed on"
 
 
-def record_lane(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Per request the lane took, in order: "lane" (kept there) or "handed on" (to the task)."""
-    outcomes: list[str] = []
-    real = proxy_server.serve_now
+def record_lane(proxy: ProxyService) -> list[str]:
+    """Per request the lane took, in order: "lane" (kept there) or "handed on" (to the task).
 
-    def recording(core: proxy_server.ProxyCore, request: IntakeRequest) -> bool:
-        taken = real(core, request)
+    Wraps the started server's lane hook (an attribute, so this works on the compiled build too,
+    where a module function's callers are bound at build time).
+    """
+    outcomes: list[str] = []
+    server = proxy._server
+    assert server is not None and server.lane is not None, "start the proxy first"
+    real = server.lane
+
+    def recording(request: IntakeRequest) -> bool:
+        taken = real(request)
         if taken:
             outcomes.append("handed on" if request.resume is not None else "lane")
         return taken
 
-    monkeypatch.setattr(proxy_server, "serve_now", recording)
+    server.lane = recording
     return outcomes
+
+
+def without_lane(proxy: ProxyService) -> None:
+    """Every request of this started proxy goes the task's way."""
+    assert proxy._server is not None, "start the proxy first"
+    proxy._server.lane = None
 
 
 async def start_upstream(upstream: Upstream) -> asyncio.Server:
@@ -139,12 +150,12 @@ def proxy_to(upstream: Upstream, tmp_path: Path, **options: Any) -> ProxyService
 
 
 @pytest_asyncio.fixture
-async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
+async def world(tmp_path: Path) -> AsyncIterator[World]:
     upstream = Upstream()
     server = await start_upstream(upstream)
-    lane = record_lane(monkeypatch)
     proxy = proxy_to(upstream, tmp_path, upstream_timeout=0.5, client_idle_timeout=5.0)
     await proxy.start()
+    lane = record_lane(proxy)
     try:
         yield World(proxy, upstream, lane)
     finally:
@@ -414,14 +425,10 @@ def answer_from_spec(spec: dict[str, Any]) -> bytes:
 
 
 @pytest.mark.parametrize("response_model", ["served", "requested"])
-async def test_the_lane_and_the_task_path_answer_alike(
-    tmp_path: Path, response_model: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_lane_and_the_task_path_answer_alike(tmp_path: Path, response_model: str) -> None:
     """The same random answers through a proxy with the lane and one without: same status,
     headers (but Date) and body for the client, and the same counts in the metrics."""
     import random
-
-    outcomes = record_lane(monkeypatch)
 
     async def by_spec(seen: Seen) -> None:
         seen.writer.write(answer_from_spec(seen.body["spec"]))
@@ -433,9 +440,11 @@ async def test_the_lane_and_the_task_path_answer_alike(
     proxies = []
     for lane in (True, False):
         proxy = proxy_to(upstream, tmp_path, response_model=response_model)
-        if not lane:
-            proxy.core.serve_now = lambda request: False  # type: ignore[method-assign]
         await proxy.start()
+        if lane:
+            outcomes = record_lane(proxy)
+        else:
+            without_lane(proxy)
         proxies.append(proxy)
     rng = random.Random(11)
     try:
