@@ -231,20 +231,21 @@ class Forwarder:
         ex.first_chunk = time.perf_counter()
         status = answer.status
         is_json = plan.is_json
-        if status == 200 and is_json:
-            facts = AnswerFacts()
-            facts.read_json(data)
-            ex.finish_reason, ex.completion_tokens = facts.finish_reason, facts.completion_tokens
+        out = data
         if plan.augment:
             aliases = {r.alias: r.first_live or r.names[0] for r in pool.table.exact.values()}
             if aliases:
-                data = models_with_aliases(data, aliases, int(time.time()))
+                out = models_with_aliases(data, aliases, int(time.time()))
         elif plan.rewrite_back and is_json:
             served, requested = ex.target, ex.model
             assert served is not None and requested is not None
-            data = json_with_model(data, served, requested)
+            out = json_with_model(data, served, requested)
         ex.head_sent = time.perf_counter()
-        ex.request.send(status, answer.reason, plan.headers, data, relayed=True)
+        ex.request.send(status, answer.reason, plan.headers, out, relayed=True)
+        if status == 200 and is_json:  # after the write: the client need not wait for this
+            facts = AnswerFacts()
+            facts.read_json(data)
+            ex.finish_reason, ex.completion_tokens = facts.finish_reason, facts.completion_tokens
 
     async def _relay(
         self, ex: Exchange, pool: UpstreamPool, answer: UpstreamAnswer, augment_models: bool
