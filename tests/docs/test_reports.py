@@ -239,8 +239,13 @@ def test_stale_when_a_file_in_scope_changes(tmp_path: Path) -> None:
     ]
 
 
-def _proxy_run(requests: int, paths: tuple[str, ...] = ("direct", "nginx", "proxy")) -> dict[str, Any]:
-    return {"scenarios": [{"name": "latency", "paths": {p: {"requests": requests} for p in paths}}]}
+def _proxy_run(
+    requests: int, paths: tuple[str, ...] = ("direct", "nginx", "proxy"), build: str = "compiled"
+) -> dict[str, Any]:
+    return {
+        "proxy_build": build,
+        "scenarios": [{"name": "latency", "paths": {p: {"requests": requests} for p in paths}}],
+    }
 
 
 def test_reliability_rule_violations() -> None:
@@ -254,13 +259,20 @@ def test_reliability_rule_violations() -> None:
 
 
 def test_rule_violations_of_a_recorded_run() -> None:
-    """Too few proxy runs, a measurement under 4,000 requests or no nginx breaks the rules."""
+    """Too few proxy runs, a measurement under 4,000 requests, no nginx or a proxy that is not the
+    image's compiled build breaks the rules."""
     index = {"benchmarks": ["bench_proxy"]}
     good = {"bench_proxy": {"runs": [_proxy_run(4000)] * 5}}
     assert benchmarks_report.rule_violations(index, good) == []
-    bad = {"bench_proxy": {"runs": [_proxy_run(4000)] * 3 + [_proxy_run(3999, ("direct", "proxy"))]}}
+    bad = {
+        "bench_proxy": {
+            "runs": [_proxy_run(4000)] * 2
+            + [_proxy_run(4000, build="python"), _proxy_run(3999, ("direct", "proxy"))]
+        }
+    }
     assert benchmarks_report.rule_violations(index, bad) == [
         "bench_proxy: 4 runs recorded, 5 wanted",
+        "bench_proxy run 3: the proxy ran as python, not compiled",
         "bench_proxy run 4, scenarios / latency / paths / direct / requests: 3999 requests (< 4,000)",
         "bench_proxy run 4, scenarios / latency / paths / proxy / requests: 3999 requests (< 4,000)",
         "bench_proxy run 4, latency: no nginx",
