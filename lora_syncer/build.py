@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
 
 
 def proxy_build() -> str:
     """`compiled` when the proxy's per-request modules are the mypyc build (as in the image), else `python`.
 
-    Looked up without importing the proxy, so `--version` stays cheap. setup.py decides what is compiled.
+    Read from the files beside the package, importing nothing (not even `lora_syncer.proxy`), so
+    `--version` stays cheap and `run` without rules keeps the proxy out of memory. An extension
+    module is what Python imports when it sits next to the source. setup.py decides what is compiled.
     """
-    spec = importlib.util.find_spec("lora_syncer.proxy.lane")
-    origin = spec.origin if spec is not None else None
-    return "compiled" if origin is not None and not origin.endswith(".py") else "python"
+    proxy = Path(__file__).parent / "proxy"
+    return (
+        "compiled" if any((proxy / f"lane{suffix}").exists() for suffix in EXTENSION_SUFFIXES) else "python"
+    )
