@@ -370,7 +370,13 @@ async def test_a_late_joiner_sees_the_bytes_already_downloaded(
     joiner = asyncio.create_task(cache.ensure(url, progress=lambda d, t: second.append((d, t))))
     # The server holds the rest of the body until `midway`, so the shared download stands still:
     # the joiner's first report must be where it stands, not 0 (a loaded machine may take a few ticks).
-    await eventually(lambda: second, timeout=10.0)
+    await eventually(
+        lambda: second,
+        timeout=10.0,
+        # When this fails on a loaded machine (seen twice in full CI-mode runs, never alone), say
+        # what the joiner and the shared download were doing.
+        message=lambda: f"joiner {joiner!r}; first download {waiter!r}; first reports {first[-3:]}",
+    )
     assert second[0] == first[-1]
     server.midway.set()
     a, b = await asyncio.gather(waiter, joiner)
