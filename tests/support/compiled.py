@@ -89,12 +89,16 @@ def compiled_tree(root: Path = ROOT) -> Path:
             with zipfile.ZipFile(built[0]) as wheel:
                 wheel.extractall(target)
         (target / ".complete").touch()
-        for old in cache.iterdir():  # keep the three newest builds
-            if old.is_dir() and old != target and old not in _newest(cache, 3):
-                shutil.rmtree(old, ignore_errors=True)
+        builds = [p for p in cache.iterdir() if p.is_dir()]
+        builds.sort(key=_finished, reverse=True)
+        for old in builds[3:]:  # keep the three newest builds (this one among them)
+            shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def _newest(cache: Path, count: int) -> list[Path]:
-    builds = [p for p in cache.iterdir() if p.is_dir() and (p / ".complete").exists()]
-    return sorted(builds, key=lambda p: (p / ".complete").stat().st_mtime, reverse=True)[:count]
+def _finished(build: Path) -> float:
+    """When a build finished; 0 for one that never did (removed first)."""
+    try:
+        return (build / ".complete").stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
