@@ -14,12 +14,12 @@ not upstream errors (they have their own fields).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from lora_syncer.proxy.intake import IntakeRequest
 
 # The `target` label of an exchange that a rule matched (or the proxy refused) before any target was chosen.
-NO_TARGET = "(none)"
+NO_TARGET: Final = "(none)"
 
 ErrorClass = Literal["upstream_5xx", "connect", "timeout", "broken_stream", "sse_error"]
 

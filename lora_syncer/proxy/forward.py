@@ -14,12 +14,13 @@ answer (or the failure) it already has as `sent`.
 from __future__ import annotations
 
 import time
+from typing import Final
 
 import structlog
 
 from lora_syncer.proxy.answer import AnswerFacts
 from lora_syncer.proxy.exchange import Exchange
-from lora_syncer.proxy.headers import HOP_BY_HOP, end_to_end_pairs
+from lora_syncer.proxy.headers import HOP_BY_HOP, RawHeaders, end_to_end, header_lines
 from lora_syncer.proxy.intake import IntakeRequest
 from lora_syncer.proxy.metrics import ProxyMetrics
 from lora_syncer.proxy.options import POOL_HEADER, SERVED_MODEL_HEADER
@@ -35,23 +36,25 @@ from lora_syncer.proxy.transport import (
     classify,
 )
 
-log = structlog.get_logger("lora_syncer.proxy")
+log: Final = structlog.get_logger("lora_syncer.proxy")
 
 # Answers up to this size with a known length are sent in one write instead of streamed.
-_BUFFER_LIMIT = 256 * 1024
+_BUFFER_LIMIT: Final = 256 * 1024
 # Upper bound for answers that must be read whole to be rewritten (JSON with response-model=requested).
-_REWRITE_LIMIT = 64 * 1024 * 1024
-_TIMED_OUT = "the model server did not answer in time"
+_REWRITE_LIMIT: Final = 64 * 1024 * 1024
+_TIMED_OUT: Final = "the model server did not answer in time"
 # What is not passed on from a request: hop-by-hop fields and those the proxy sets itself.
-_REQUEST_DROP = HOP_BY_HOP | {"expect", "x-forwarded-for"}
+_REQUEST_DROP: Final = HOP_BY_HOP | {b"expect", b"x-forwarded-for"}
 # What is not passed on from an answer, by (served-model header set, pool header set): those are the proxy's.
-_ANSWER_DROP = {
+_ANSWER_DROP: Final = {
     (served, pool): HOP_BY_HOP
-    | ({SERVED_MODEL_HEADER.lower()} if served else set())
-    | ({POOL_HEADER.lower()} if pool else set())
+    | ({SERVED_MODEL_HEADER.lower().encode()} if served else set())
+    | ({POOL_HEADER.lower().encode()} if pool else set())
     for served in (False, True)
     for pool in (False, True)
 }
+_SERVED_LINE: Final = SERVED_MODEL_HEADER.encode() + b": "
+_POOL_LINE: Final = POOL_HEADER.encode() + b": "
 
 
 # What `forward` may be handed instead of sending: an answer whose head is in, or why the send failed.
@@ -68,7 +71,7 @@ class RelayPlan:
 
     def __init__(
         self,
-        headers: list[tuple[str, str]],
+        headers: bytes,  # the answer's own header lines, as written to the client
         whole: bool,  # read whole, then sent in one write (small, or rewritten whole)
         is_sse: bool,
         is_json: bool,
@@ -93,22 +96,23 @@ class Forwarder:
         self.pools = pools
         self.metrics = metrics
         self._rewrite_back = rewrite_back
-        self._request_drop = _REQUEST_DROP | ({"accept-encoding"} if rewrite_back else set())
+        self._request_drop = _REQUEST_DROP | ({b"accept-encoding"} if rewrite_back else set())
 
-    def upstream_headers(self, request: IntakeRequest) -> list[tuple[str, str]]:
+    def upstream_headers(self, request: IntakeRequest) -> RawHeaders:
         """The request's headers as sent to the model server (also for shadow copies)."""
         # Expect: the body has been read whole already, no 100-continue handshake with the model server.
         # X-Forwarded-For is set anew below; Accept-Encoding too when the answer must be readable.
-        headers = end_to_end_pairs(request.headers, self._request_drop, request.pairs)
-        prior = request.headers.get("X-Forwarded-For")
+        headers = end_to_end(request.raw_headers, self._request_drop)
+        prior = request.forwarded_for
         peer = request.remote
         if peer:
-            headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+            mine = peer.encode("utf-8", "surrogateescape")
+            headers.append((b"X-Forwarded-For", prior + b", " + mine if prior else mine))
         elif prior is not None:
-            headers.append(("X-Forwarded-For", prior))
+            headers.append((b"X-Forwarded-For", prior))
         if self._rewrite_back:
             # The answer's `model` must be readable to be rewritten: ask for it uncompressed.
-            headers.append(("Accept-Encoding", "identity"))
+            headers.append((b"Accept-Encoding", b"identity"))
         return headers
 
     async def forward(
@@ -198,12 +202,12 @@ class Forwarder:
         requested = ex.model
         served = ex.target if ex.target is not None else requested
         tracked = self.pools.pools.health_tracked
-        headers = end_to_end_pairs(answer.headers, _ANSWER_DROP[served is not None, tracked])
+        headers = header_lines(end_to_end(answer.raw_headers, _ANSWER_DROP[served is not None, tracked]))
         if served is not None:
-            headers.append((SERVED_MODEL_HEADER, served))
+            headers += _SERVED_LINE + served.encode("utf-8", "surrogateescape") + b"\r\n"
         if tracked:
-            headers.append((POOL_HEADER, pool.name))
-        ctype = answer.headers.get("Content-Type", "")
+            headers += _POOL_LINE + pool.name.encode("utf-8", "surrogateescape") + b"\r\n"
+        ctype = answer.content_type
         is_sse = ctype.startswith("text/event-stream")
         is_json = "json" in ctype
         rewrite_back = (
@@ -285,7 +289,7 @@ class Forwarder:
         self,
         ex: Exchange,
         answer: UpstreamAnswer,
-        headers: list[tuple[str, str]],
+        headers: bytes,
         rewriter: SSEModelRewriter | None,
         rewrite_back: bool,
         scan_events: bool,

@@ -37,26 +37,30 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Final, cast
 
 import httptools
 import structlog
 from multidict import CIMultiDict
 from yarl import URL
 
+from lora_syncer.proxy.headers import RawHeaders, decoded, lower_name
+
 __all__ = ["BadBody", "BodyTooLarge", "IntakeRequest", "IntakeServer"]
 
-log = structlog.get_logger("lora_syncer.proxy")
+log: Final = structlog.get_logger("lora_syncer.proxy")
 
 # Request line and headers together; beyond it the request is answered 431.
-MAX_HEAD_SIZE = 64 * 1024
+MAX_HEAD_SIZE: Final = 64 * 1024
 # Requests parsed ahead of the one being served (pipelining) before the connection stops reading.
-_PIPELINE_DEPTH = 8
+_PIPELINE_DEPTH: Final = 8
 # After an answer sent before its request body was read: how long the rest is read and discarded.
-_LINGER_SECONDS = 5.0
-_HEADLESS_STATUSES = frozenset({204, 304})
-_VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
+_LINGER_SECONDS: Final = 5.0
+_HEADLESS_STATUSES: Final = frozenset({204, 304})
+_VERSIONS: Final = {"1.1": (1, 1), "1.0": (1, 0)}
 
+# An answer's own headers: (name, value) pairs, or `Name: value` lines already written (a relayed answer's).
+AnswerHeaders = Iterable[tuple[str, str]] | bytes
 Handler = Callable[["IntakeRequest"], Awaitable[None]]
 # The fast lane: True when it took the request (it then calls `IntakeRequest.lane_done`).
 Lane = Callable[["IntakeRequest"], bool]
@@ -103,20 +107,23 @@ class IntakeRequest:
         "_body_done",
         "_chunked_out",
         "_conn",
+        "_headers",
         "_parts",
         "_size",
         "_waiter",
         "broken",
         "chunked",
         "content_length",
+        "ctype",
+        "expect",
+        "forwarded_for",
         "head_sent",
-        "headers",
         "keep",
         "keep_alive",
         "method",
         "on_lost",
-        "pairs",
         "path",
+        "raw_headers",
         "remote",
         "resume",
         "status",
@@ -131,7 +138,7 @@ class IntakeRequest:
         method: str,
         target: str,
         version: tuple[int, int],
-        pairs: list[tuple[str, str]],
+        raw_headers: RawHeaders,
         keep_alive: bool,
     ) -> None:
         self._conn = conn
@@ -139,13 +146,36 @@ class IntakeRequest:
         self.target = target  # as sent: path and query, percent-encoded
         self.path = _decoded_path(target)
         self.version = version
-        self.pairs = pairs  # the headers in order, as sent
-        self.headers = headers = CIMultiDict(pairs)
+        self.raw_headers = raw_headers  # in order, as sent (passed on as bytes, see headers.py)
+        self._headers: CIMultiDict[str] | None = None
         self.remote = conn.remote
         self.keep_alive = keep_alive
-        length = headers.get("Content-Length")
+        # The fields the proxy itself reads, in one pass (the first of each, as a multidict's `get`).
+        length: bytes | None = None
+        chunked = False
+        expect: str | None = None
+        ctype: str | None = None
+        forwarded: bytes | None = None
+        for name, value in raw_headers:
+            low = lower_name(name)
+            if low == b"content-length":
+                if length is None:
+                    length = value
+            elif low == b"content-type":
+                if ctype is None:
+                    ctype = value.decode("utf-8", "surrogateescape")
+            elif low == b"transfer-encoding":
+                chunked = True
+            elif low == b"expect":
+                if expect is None:
+                    expect = value.decode("utf-8", "surrogateescape")
+            elif low == b"x-forwarded-for" and forwarded is None:
+                forwarded = value
         self.content_length = int(length) if length is not None else None  # llhttp checked the digits
-        self.chunked = "Transfer-Encoding" in headers
+        self.chunked = chunked
+        self.expect = expect  # the Expect field (None: none)
+        self.ctype = ctype or ""  # the Content-Type field as sent ("" when none)
+        self.forwarded_for = forwarded  # the first X-Forwarded-For field
         self.too_large = False
         self.broken = False  # the body was malformed (e.g. bad chunk framing)
         self._chunked_out = False
@@ -162,6 +192,14 @@ class IntakeRequest:
         self.on_lost: Callable[[], None] | None = None
 
     # --- the request ----------------------------------------------------------------
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The headers as text, by case-insensitive name (made on first use: the fast lane needs none)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = CIMultiDict(decoded(self.raw_headers))
+        return headers
 
     @property
     def raw_path(self) -> str:
@@ -186,7 +224,7 @@ class IntakeRequest:
     @property
     def content_type(self) -> str:
         """The media type of the body, lower-case, without parameters ("" when none)."""
-        return self.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        return self.ctype.partition(";")[0].strip().lower()
 
     async def read(self) -> bytes:
         """The whole body. Raises BodyTooLarge over the limit, ConnectionResetError when the client left."""
@@ -240,7 +278,7 @@ class IntakeRequest:
         self,
         status: int,
         reason: str | None,
-        headers: Iterable[tuple[str, str]],
+        headers: AnswerHeaders,
         length: int | None,
         chunked: bool,
         relayed: bool,
@@ -255,27 +293,33 @@ class IntakeRequest:
         ) and (length is not None or chunked or status in _HEADLESS_STATUSES)
         self.status = status
         self.head_sent = True
-        parts = [f"HTTP/1.1 {status} {reason or _reason(status)}\r\n"]
-        parts += [f"{name}: {value}\r\n" for name, value in headers]
+        # Bytes throughout: a relayed answer's header lines arrive written (see forward.plan_relay).
+        if isinstance(headers, bytes):
+            block = headers
+        else:
+            block = "".join([f"{name}: {value}\r\n" for name, value in headers]).encode(
+                "utf-8", "surrogateescape"
+            )
+        tail = b""
         if not relayed:  # a relayed answer carries the model server's own Date
-            parts.append(f"Date: {_Date.now()}\r\n")
+            tail = b"Date: %s\r\n" % _Date.now().encode("ascii")
         if status not in _HEADLESS_STATUSES and not 100 <= status < 200:
             if length is not None:
-                parts.append(f"Content-Length: {length}\r\n")
+                tail += b"Content-Length: %d\r\n" % length
             elif chunked:
-                parts.append("Transfer-Encoding: chunked\r\n")
+                tail += b"Transfer-Encoding: chunked\r\n"
         if not keep:
-            parts.append("Connection: close\r\n")
+            tail += b"Connection: close\r\n"
         elif self.version < (1, 1):
-            parts.append("Connection: keep-alive\r\n")
-        parts.append("\r\n")
-        return "".join(parts).encode("utf-8", "surrogateescape")
+            tail += b"Connection: keep-alive\r\n"
+        phrase = (reason or _reason(status)).encode("utf-8", "surrogateescape")
+        return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, phrase, block, tail)
 
     def send(
         self,
         status: int,
         reason: str | None,
-        headers: Iterable[tuple[str, str]],
+        headers: AnswerHeaders,
         body: bytes,
         *,
         relayed: bool = False,
@@ -290,7 +334,7 @@ class IntakeRequest:
         self,
         status: int,
         reason: str | None,
-        headers: Iterable[tuple[str, str]],
+        headers: AnswerHeaders,
         length: int | None,
         *,
         relayed: bool = False,
@@ -336,8 +380,8 @@ class IntakeRequest:
 
 
 # path -> percent-decoded path: clients reuse a handful of targets; bounded for those that do not.
-_PATHS: dict[str, str] = {}
-_PATHS_MAX = 1024
+_PATHS: Final[dict[str, str]] = {}
+_PATHS_MAX: Final = 1024
 
 
 def _decoded_path(target: str) -> str:
@@ -482,11 +526,7 @@ class _Connection(asyncio.Protocol):
         parser = self._parser
         assert parser is not None
         version = parser.get_http_version()
-        # aiohttp's parser also read header bytes as UTF-8 with surrogateescape: sent on unchanged.
-        pairs = [
-            (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-            for n, v in self._headers
-        ]
+        raw = self._headers
         url = self._url
         self._url, self._headers, self._head_size = [], [], 0
         target = (url[0] if len(url) == 1 else b"".join(url)).decode("utf-8", "surrogateescape")
@@ -495,7 +535,7 @@ class _Connection(asyncio.Protocol):
             parser.get_method().decode("ascii", "replace"),
             target,
             _VERSIONS.get(version) or _version(version),
-            pairs,
+            raw,
             parser.should_keep_alive(),
         )
         self._current = request
@@ -734,7 +774,7 @@ class _Connection(asyncio.Protocol):
         self._idle_timer = self.loop.call_at(expires, self._idle_check)
 
 
-_JSON = (("Content-Type", "application/json"),)
+_JSON: Final = (("Content-Type", "application/json"),)
 
 
 def _error_body(status: int, message: str) -> bytes:

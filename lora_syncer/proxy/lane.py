@@ -21,7 +21,7 @@ connection the server had closed before answering (the request goes again on ano
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -36,14 +36,14 @@ if TYPE_CHECKING:  # server imports this module: the one cycle, broken here (see
 
 __all__ = ["serve_now"]
 
-log = structlog.get_logger("lora_syncer.proxy")
+log: Final = structlog.get_logger("lora_syncer.proxy")
 
 
 def serve_now(core: ProxyCore, request: IntakeRequest) -> bool:
     """Take `request` into the lane: True when taken (answered, in flight, or handed on)."""
     transport = core.transport
     client = transport.client
-    if client is None or not transport.is_open or "Expect" in request.headers:
+    if client is None or not transport.is_open or request.expect is not None:
         return False
     body = request.body_if_complete()
     if body is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
 
 import structlog
 
@@ -19,7 +20,7 @@ from lora_syncer.proxy.pools import CircuitBreaker, PoolSource, PoolSpec, route_
 from lora_syncer.proxy.poolset import LoadedNames, PoolSet, UpstreamPool
 from lora_syncer.rollout.weights import RolloutRoute
 
-log = structlog.get_logger("lora_syncer.proxy")
+log: Final = structlog.get_logger("lora_syncer.proxy")
 
 # GET url within timeout seconds -> None when healthy, else why not.
 Probe = Callable[[str, float], Awaitable[str | None]]

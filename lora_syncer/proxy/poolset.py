@@ -140,7 +140,7 @@ class PoolSet:
         (a request is never refused on the breaker's word alone). A retry (`exclude` = pools
         already tried): only among other pools in rotation; None when there is none.
         """
-        skip = frozenset(exclude)
+        skip = frozenset(exclude) if exclude else frozenset()
         if len(self.pools) == 1 and not skip:
             pool = self.first
             return pool if pool.spec.weight > 0 else None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from lora_syncer.proxy.intake import IntakeRequest
 from lora_syncer.proxy.rewrite import dumps
 
-_STATUS_TYPES = {
+_STATUS_TYPES: Final = {
     400: "BadRequestError",
     403: "PermissionDeniedError",
     408: "RequestTimeoutError",
@@ -17,7 +19,7 @@ _STATUS_TYPES = {
     503: "ServiceUnavailableError",
     504: "GatewayTimeoutError",
 }
-_JSON = (("Content-Type", "application/json"),)
+_JSON: Final = (("Content-Type", "application/json"),)
 
 
 def error_body(status: int, message: str, *, param: str | None = None) -> bytes:

@@ -23,7 +23,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import structlog
@@ -47,9 +47,9 @@ from lora_syncer.proxy.upstream import UpstreamClient
 
 __all__ = ["ProxyCore", "bind_socket", "build_proxy_server"]
 
-log = structlog.get_logger("lora_syncer.proxy")
+log: Final = structlog.get_logger("lora_syncer.proxy")
 
-_CLIENT_CLOSED = 499  # nginx's code for "client closed the request", used in metrics only
+_CLIENT_CLOSED: Final = 499  # nginx's code for "client closed the request", used in metrics only
 
 # (control route, must name a model, is GET /v1/models)
 PathKind = tuple[bool, bool, bool]
@@ -213,7 +213,7 @@ class ProxyCore:
         request = ex.request
         kind = self.admit(ex)
         if request.body_exists:
-            if _EXPECT in request.headers:
+            if request.expect is not None:
                 _expect_continue(request)
             # All of it in already, within the limit (a body over it never is): no wait, no timer.
             whole = request.body_if_complete()
@@ -306,7 +306,7 @@ class ProxyCore:
     @staticmethod
     def _parse(ex: Exchange, required: bool) -> bool:
         """Read the JSON object of a body whose `model` the rules may rewrite; False to pass it on as is."""
-        if not required and ex.request.headers.get("Content-Type") != "application/json":
+        if not required and ex.request.ctype != "application/json":
             ctype = ex.request.content_type  # parsed only when not the plain common value
             if not (ctype == "application/json" or ctype.endswith("+json")):
                 return False  # e.g. a multipart upload: not ours to read
@@ -378,7 +378,7 @@ class ProxyCore:
         assert ex.obj is not None
         request = ex.request
         headers = self.forwarder.upstream_headers(request)
-        headers.append((SHADOW_HEADER, "1"))
+        headers.append((SHADOW_HEADER.encode(), b"1"))
         copy = ShadowCopy(
             alias,
             mirror.target,
@@ -407,12 +407,10 @@ class ProxyCore:
         self.metrics.decision(route.rule.id, target or "drained")
 
 
-_EXPECT = "Expect"
-
 # path -> (control route, must name a model, is GET /v1/models): clients reuse a handful of
 # paths, so the three checks are one dict lookup; bounded for clients that do not.
-_PATH_KINDS: dict[str, PathKind] = {}
-_PATH_KINDS_MAX = 1024
+_PATH_KINDS: Final[dict[str, PathKind]] = {}
+_PATH_KINDS_MAX: Final = 1024
 
 
 def _path_kind(path: str) -> PathKind:
@@ -425,7 +423,7 @@ def _path_kind(path: str) -> PathKind:
 
 def _expect_continue(request: IntakeRequest) -> None:
     """Answer `Expect: 100-continue` (HTTP/1.1) so the client sends its body; refuse other expectations."""
-    expect = request.headers.get(_EXPECT, "")
+    expect = request.expect or ""
     if request.version < (1, 1):
         return
     if expect.lower() != "100-continue":

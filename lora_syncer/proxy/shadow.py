@@ -23,22 +23,23 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from lora_syncer.proxy.answer import AnswerFacts
+from lora_syncer.proxy.headers import RawHeaders
 from lora_syncer.proxy.transport import TRANSPORT_ERRORS, Transport, classify
 
-log = structlog.get_logger("lora_syncer.proxy.shadow")
+log: Final = structlog.get_logger("lora_syncer.proxy.shadow")
 
 Outcome = Literal["ok", "error", "dropped", "cancelled"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "error", "dropped", "cancelled")
 # Marks a copy to the model server (and in its logs); vLLM ignores unknown headers.
-SHADOW_HEADER = "x-lora-syncer-shadow"
-_SCALE = 1_000_000  # percent kept in millionths of the whole, so the counting is exact
-_JSON_FACTS_LIMIT = 1024 * 1024  # a copy's JSON answer is kept only this far for its facts
+SHADOW_HEADER: Final = "x-lora-syncer-shadow"
+_SCALE: Final = 1_000_000  # percent kept in millionths of the whole, so the counting is exact
+_JSON_FACTS_LIMIT: Final = 1024 * 1024  # a copy's JSON answer is kept only this far for its facts
 
 
 class MirrorCounter:
@@ -105,7 +106,7 @@ class ShadowCopy:
     base: str
     method: str
     path: str
-    headers: list[tuple[str, str]]
+    headers: RawHeaders
     body: bytes
 
 
@@ -192,7 +193,7 @@ class ShadowSender:
                 return
             try:
                 status = answer.status
-                ctype = answer.headers.get("Content-Type", "")
+                ctype = answer.content_type
                 sse = ctype.startswith("text/event-stream")
                 kept: list[bytes] = []
                 size = 0

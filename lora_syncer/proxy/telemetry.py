@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final
 
 from prometheus_client import CollectorRegistry
 
@@ -29,15 +29,15 @@ from lora_syncer.proxy.metrics import CounterChild, HistogramChild, HotCounter, 
 from lora_syncer.rollout.verdict import TargetCounts
 
 # Time to first token runs from tens of milliseconds to a minute under load.
-_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_TTFT_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_DURATION_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 # Samples kept per (alias, target): enough for several minutes of a busy canary, bounded whatever the load.
-MAX_SAMPLES = 50_000
+MAX_SAMPLES: Final = 50_000
 # Samples older than this are dropped (no analysis window is longer than a few minutes in practice).
-RETENTION_SECONDS = 3600.0
+RETENTION_SECONDS: Final = 3600.0
 # finish_reason values kept as label values; anything else is counted as "other" (bounded cardinality).
-KNOWN_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "abort", "error"})
+KNOWN_FINISH_REASONS: Final = frozenset({"stop", "length", "tool_calls", "content_filter", "abort", "error"})
 
 
 class _Series:
@@ -52,18 +52,11 @@ class _Series:
         self.finish: dict[str, CounterChild] = {}
 
 
-class Sample(NamedTuple):
-    """One finished request to a target, at wall-clock `at` (Unix seconds).
-
-    A named tuple, not a dataclass: one is made per request, and tens of thousands are kept; a
-    tuple of plain values is cheap to make and is left alone by the garbage collector.
-    """
-
-    at: float
-    error: bool
-    ttft: float | None
-    empty: bool
-    completion_tokens: int
+# One finished request to a target: (at, error, ttft, empty, completion_tokens), `at` in wall-clock
+# Unix seconds. A plain tuple: one is made per request and tens of thousands are kept; a tuple of
+# plain values is cheap to make and is left alone by the garbage collector (a NamedTuple's
+# constructor is interpreted Python even in the compiled build).
+Sample = tuple[float, bool, float | None, bool, int]
 
 
 class TargetTelemetry:
@@ -144,17 +137,21 @@ class TargetTelemetry:
         if ex.client_closed:
             return  # the client left: nothing learnt about the target
         error = ex.error is not None
-        # Positional: keyword arguments to a named tuple cost a measurable share of this observer.
         # An answer that reported no completion tokens at all is empty (a broken adapter's favourite).
-        sample = Sample(
-            self.clock(), error, ttft if not error else None, not error and ex.completion_tokens == 0, tokens
+        at = self.clock()
+        sample: Sample = (
+            at,
+            error,
+            ttft if not error else None,
+            not error and ex.completion_tokens == 0,
+            tokens,
         )
         buf = self._samples.get(key)
         if buf is None:
             buf = self._samples[key] = deque(maxlen=self.max_samples)
         buf.append(sample)
-        horizon = sample.at - RETENTION_SECONDS
-        while buf and buf[0].at < horizon:
+        horizon = at - RETENTION_SECONDS
+        while buf and buf[0][0] < horizon:
             buf.popleft()
 
     def counts(self, alias: str, target: str, start: float, end: float) -> TargetCounts:
@@ -164,18 +161,18 @@ class TargetTelemetry:
             return TargetCounts()
         requests = errors = empty = tokens = 0
         ttft: list[float] = []
-        for s in buf:
-            if s.at < start or s.at >= end:
+        for at, error, first, was_empty, completion in buf:
+            if at < start or at >= end:
                 continue
             requests += 1
-            if s.error:
+            if error:
                 errors += 1
                 continue
-            if s.ttft is not None:
-                ttft.append(s.ttft)
-            if s.empty:
+            if first is not None:
+                ttft.append(first)
+            if was_empty:
                 empty += 1
-            tokens += s.completion_tokens
+            tokens += completion
         return TargetCounts(
             requests=requests, errors=errors, ttft=tuple(ttft), empty=empty, completion_tokens=tokens
         )

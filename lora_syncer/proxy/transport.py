@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from lora_syncer.proxy.headers import RawHeaders, decoded
 from lora_syncer.proxy.upstream import ConnectFailed, ConnectTimedOut, UpstreamClient
 
 FailureKind = Literal["connect", "connect_timeout", "timeout", "disconnect"]
@@ -37,7 +37,14 @@ class UpstreamAnswer(Protocol):
     def reason(self) -> str | None: ...
 
     @property
-    def headers(self) -> CIMultiDict[str] | CIMultiDictProxy[str]: ...
+    def raw_headers(self) -> Sequence[tuple[bytes, bytes]]:
+        """The header fields as received, in order (relayed as they are)."""
+        ...
+
+    @property
+    def content_type(self) -> str:
+        """The Content-Type field as received ("" when none)."""
+        ...
 
     @property
     def content_length(self) -> int | None: ...
@@ -120,13 +127,14 @@ def classify(exc: BaseException) -> UpstreamFailure:
 class _SessionAnswer:
     """An aiohttp client answer with the `UpstreamAnswer` interface."""
 
-    __slots__ = ("_resp", "content_length", "headers", "reason", "status")
+    __slots__ = ("_resp", "content_length", "content_type", "raw_headers", "reason", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
         self.status = resp.status
         self.reason = resp.reason
-        self.headers = resp.headers
+        self.raw_headers = resp.raw_headers
+        self.content_type = resp.headers.get("Content-Type", "")
         self.content_length = resp.content_length
 
     async def readany(self) -> bytes:
@@ -197,7 +205,7 @@ class Transport:
             self.session = None
 
     def send(
-        self, method: str, base: str, target: str, headers: list[tuple[str, str]], body: bytes
+        self, method: str, base: str, target: str, headers: RawHeaders, body: bytes
     ) -> Awaitable[UpstreamAnswer]:
         """Send one request to `base` + `target` (raw path and query); the answer once its head is in.
 
@@ -210,7 +218,7 @@ class Transport:
         return self._session_send(method, base, target, headers, body)
 
     async def _session_send(
-        self, method: str, base: str, target: str, headers: list[tuple[str, str]], body: bytes
+        self, method: str, base: str, target: str, headers: RawHeaders, body: bytes
     ) -> UpstreamAnswer:
         session = self.session
         if session is None:
@@ -219,7 +227,7 @@ class Transport:
             await session.request(
                 method,
                 URL(base + target, encoded=True),
-                headers=headers,
+                headers=decoded(headers),
                 data=body or None,
                 allow_redirects=False,
             )

@@ -25,21 +25,28 @@ import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Final, cast
 
 import aiohttp
 import httptools
 from multidict import CIMultiDict
 
+from lora_syncer.proxy.headers import RawHeaders, decoded, header_lines, lower_name
+
 # Stop reading from the upstream while this much body waits for a slow client.
-_HIGH_WATER = 256 * 1024
-_BODYLESS_METHODS = frozenset({"HEAD"})
-_LENGTH_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_HIGH_WATER: Final = 256 * 1024
+_BODYLESS_METHODS: Final = frozenset({"HEAD"})
+_LENGTH_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 
 # Connection states.
-_IDLE, _HEAD, _BODY, _UNTIL_CLOSE, _DONE = range(5)
+_IDLE: Final = 0
+_HEAD: Final = 1
+_BODY: Final = 2
+_UNTIL_CLOSE: Final = 3
+_DONE: Final = 4
 
-Head = tuple[int, str, CIMultiDict[str], int | None]
+# status, reason, headers as received, declared length (None: chunked or until close), Content-Type ("" if none)
+Head = tuple[int, str, RawHeaders, int | None, str]
 
 
 class UpstreamError(aiohttp.ClientError):
@@ -172,15 +179,23 @@ class _Connection(asyncio.Protocol):
         self._raw_headers, self._reason = [], b""
         if 100 <= status < 200 and status != 101:
             return  # an interim answer (e.g. 103): the real one follows
-        # aiohttp's parser also reads header bytes as UTF-8 with surrogateescape.
-        headers: CIMultiDict[str] = CIMultiDict(
-            [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw]
-        )
-        length: int | None = None
-        chunked = "Transfer-Encoding" in headers
-        if not chunked and "Content-Length" in headers:
-            length = int(headers["Content-Length"])  # llhttp has checked it (digits, one value)
-        self._head = (status, reason.decode("utf-8", "surrogateescape"), headers, length)
+        # Headers stay bytes (relayed as received); the fields the proxy reads are found in one pass.
+        declared: bytes | None = None
+        chunked = False
+        ctype: str | None = None
+        for name, value in raw:
+            low = lower_name(name)
+            if low == b"content-length":
+                if declared is None:
+                    declared = value
+            elif low == b"content-type":
+                if ctype is None:
+                    ctype = value.decode("utf-8", "surrogateescape")
+            elif low == b"transfer-encoding":
+                chunked = True
+        # llhttp has checked Content-Length (digits, one value); with chunked framing it does not count.
+        length = int(declared) if declared is not None and not chunked else None
+        self._head = (status, reason.decode("utf-8", "surrogateescape"), raw, length, ctype or "")
         self.reusable = parser.should_keep_alive() and status != 101
         if self.no_body:
             # llhttp cannot be told the request was HEAD: the answer ends with its head.
@@ -340,7 +355,17 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """An answer being received: status, reason, headers, declared length, and its body as it arrives."""
 
-    __slots__ = ("_client", "_conn", "_timeout", "content_length", "headers", "reason", "status")
+    __slots__ = (
+        "_client",
+        "_conn",
+        "_headers",
+        "_timeout",
+        "content_length",
+        "content_type",
+        "raw_headers",
+        "reason",
+        "status",
+    )
 
     def __init__(
         self,
@@ -352,7 +377,16 @@ class UpstreamResponse:
         self._client = client
         self._conn: _Connection | None = conn
         self._timeout = timeout
-        self.status, self.reason, self.headers, self.content_length = head
+        self.status, self.reason, self.raw_headers, self.content_length, self.content_type = head
+        self._headers: CIMultiDict[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The headers as text, by case-insensitive name (made on first use: the proxy relays the bytes)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = CIMultiDict(decoded(self.raw_headers))
+        return headers
 
     async def readany(self) -> bytes:
         """The body bytes received so far (waiting for some); b"" at the end of the body."""
@@ -392,16 +426,10 @@ class UpstreamResponse:
             self._client._release(conn)
 
 
-def _request_bytes(
-    method: str, host_header: str, target: str, headers: list[tuple[str, str]], body: bytes
-) -> bytes:
-    parts = [f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n"]
-    parts += [f"{name}: {value}\r\n" for name, value in headers]
-    if body or method in _LENGTH_METHODS:
-        parts.append(f"Content-Length: {len(body)}\r\n")
-    parts.append("\r\n")
-    data = "".join(parts).encode("utf-8", "surrogateescape")
-    return data + body if body else data
+def _request_bytes(method: str, host_header: str, target: str, headers: RawHeaders, body: bytes) -> bytes:
+    line = f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n".encode("utf-8", "surrogateescape")
+    end = b"Content-Length: %d\r\n\r\n" % len(body) if body or method in _LENGTH_METHODS else b"\r\n"
+    return b"".join((line, header_lines(headers), end, body))
 
 
 class UpstreamClient:
@@ -444,7 +472,7 @@ class UpstreamClient:
         return origin
 
     async def request(
-        self, method: str, base: str, target: str, headers: list[tuple[str, str]], body: bytes
+        self, method: str, base: str, target: str, headers: RawHeaders, body: bytes
     ) -> UpstreamResponse:
         """Send one request to `base` + `target` (the raw path and query) and wait for the answer's head."""
         host, port, host_header = self._origin(base)
@@ -480,7 +508,7 @@ class UpstreamClient:
         method: str,
         base: str,
         target: str,
-        headers: list[tuple[str, str]],
+        headers: RawHeaders,
         body: bytes,
         notify: Callable[[], None],
     ) -> _Connection | None:
