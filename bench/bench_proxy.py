@@ -249,12 +249,17 @@ wrk.body = {body}
 
 
 def _spawn(
-    argv: list[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    argv: list[str],
+    port: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    within: float = 30.0,
 ) -> subprocess.Popen[bytes]:
-    """Start a server and wait until `port` accepts connections."""
+    """Start a server and wait until `port` accepts connections (at most `within` seconds)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"{argv[0]} exited before it was ready:\n{log.read_text()[-2000:]}")
@@ -264,7 +269,7 @@ def _spawn(
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise SystemExit(f"{argv[:4]} did not listen on {port} within 30 s")
+    raise SystemExit(f"{argv[:4]} did not listen on {port} within {within:.0f} s")
 
 
 def _listening(log: Path, key: str) -> str:
