@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.bench_proxy import ALIAS, PROMPT, RULES, _listening, _machine, _spawn
+from bench.bench_proxy import ALIAS, PROMPT, RULES, _listening, _machine, _spawn, emulator_argv
 from tests.support.compiled import compiled_tree
 from tests.support.net import free_port
 
@@ -197,33 +197,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmpdir:
         tmp = Path(tmpdir)
         (tmp / "rules.yaml").write_text(RULES)
-        modules = []
-        for name in ("small-segment-lora-v1", "small-segment-lora-v2"):
-            adapter = tmp / name
-            adapter.mkdir()
-            (adapter / "adapter_config.json").write_text(
-                json.dumps({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]})
-            )
-            modules.append(f"{name}={adapter}")
         upstream = free_port()
-        emulator = _spawn(
-            [
-                sys.executable,
-                "-m",
-                "lora_syncer",
-                "emulator",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(upstream),
-                "--log-level",
-                "warning",
-                "--lora-modules",
-                *modules,
-            ],
-            upstream,
-            tmp / "upstream.log",
-        )
+        emulator = _spawn(emulator_argv(tmp, upstream), upstream, tmp / "upstream.log")
         try:
             for name, tree in trees:
                 started = time.monotonic()

@@ -248,6 +248,32 @@ wrk.body = {body}
 """
 
 
+def emulator_argv(tmp: Path, port: int) -> list[str]:
+    """The emulator serving the rule's two adapters (made in `tmp`) on `port`."""
+    modules = []
+    for name in ("small-segment-lora-v1", "small-segment-lora-v2"):
+        adapter = tmp / name
+        adapter.mkdir()
+        (adapter / "adapter_config.json").write_text(
+            json.dumps({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]})
+        )
+        modules.append(f"{name}={adapter}")
+    return [
+        sys.executable,
+        "-m",
+        "lora_syncer",
+        "emulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--lora-modules",
+        *modules,
+        "--log-level",
+        "warning",
+    ]
+
+
 def _spawn(
     argv: list[str],
     port: int,
@@ -579,28 +605,7 @@ def main() -> None:
         tmp = Path(tmpdir)
         try:
             if args.upstream == "emulator":
-                modules = []
-                for name in ("small-segment-lora-v1", "small-segment-lora-v2"):
-                    adapter = tmp / name
-                    adapter.mkdir()
-                    (adapter / "adapter_config.json").write_text(
-                        json.dumps({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]})
-                    )
-                    modules.append(f"{name}={adapter}")
-                up_argv = [
-                    sys.executable,
-                    "-m",
-                    "lora_syncer",
-                    "emulator",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(upstream_port),
-                    "--lora-modules",
-                    *modules,
-                    "--log-level",
-                    "warning",
-                ]
+                up_argv = emulator_argv(tmp, upstream_port)
             else:
                 up_argv = [sys.executable, __file__, "--role", "upstream", "--port", str(upstream_port)]
             procs.append(_spawn(up_argv, upstream_port, tmp / "upstream.log"))

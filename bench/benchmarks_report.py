@@ -99,6 +99,12 @@ BENCHES: dict[str, Bench] = {
             "those rounds (cpu_us_per_request, paired_difference_vs_plain_us).",
         ),
     ),
+    # A count, not a time: the same build counted twice differs by well under 1%; one run says it.
+    "bench_instructions": Bench(
+        runs=1,
+        quick_args=("--requests", "100", "--warmup", "20"),
+        notes=("one run: an instruction count under valgrind, not a time (repeat runs differ by <1%)",),
+    ),
     # It alternates its own five runs (remote vs local, download vs direct) and reports medians.
     "bench_sources": Bench(
         runs=1,

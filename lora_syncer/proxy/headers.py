@@ -47,6 +47,36 @@ def lower_name(name: bytes) -> bytes:
     return low
 
 
+# What the proxy itself reads of a message's fields, found in one pass (see `read_fields`):
+# Content-Length (as sent), Content-Type, whether Transfer-Encoding is there, Expect, X-Forwarded-For.
+Fields = tuple[bytes | None, str, bool, str | None, bytes | None]
+
+
+def read_fields(raw: Iterable[tuple[bytes, bytes]]) -> Fields:
+    """The fields the proxy reads, the first of each (as a multidict's `get`); text ones decoded."""
+    length: bytes | None = None
+    ctype: str | None = None
+    chunked = False
+    expect: str | None = None
+    forwarded: bytes | None = None
+    for name, value in raw:
+        low = lower_name(name)
+        if low == b"content-length":
+            if length is None:
+                length = value
+        elif low == b"content-type":
+            if ctype is None:
+                ctype = value.decode("utf-8", "surrogateescape")
+        elif low == b"transfer-encoding":
+            chunked = True
+        elif low == b"expect":
+            if expect is None:
+                expect = value.decode("utf-8", "surrogateescape")
+        elif low == b"x-forwarded-for" and forwarded is None:
+            forwarded = value
+    return length, ctype or "", chunked, expect, forwarded
+
+
 def end_to_end(raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes] = HOP_BY_HOP) -> RawHeaders:
     """`raw` without the fields in `drop` (lower-case names) and those a `Connection` header names, in order.
 

@@ -44,7 +44,7 @@ import structlog
 from multidict import CIMultiDict
 from yarl import URL
 
-from lora_syncer.proxy.headers import RawHeaders, decoded, lower_name
+from lora_syncer.proxy.headers import RawHeaders, decoded, read_fields
 
 __all__ = ["BadBody", "BodyTooLarge", "IntakeRequest", "IntakeServer"]
 
@@ -150,31 +150,11 @@ class IntakeRequest:
         self._headers: CIMultiDict[str] | None = None
         self.remote = conn.remote
         self.keep_alive = keep_alive
-        # The fields the proxy itself reads, in one pass (the first of each, as a multidict's `get`).
-        length: bytes | None = None
-        chunked = False
-        expect: str | None = None
-        ctype: str | None = None
-        forwarded: bytes | None = None
-        for name, value in raw_headers:
-            low = lower_name(name)
-            if low == b"content-length":
-                if length is None:
-                    length = value
-            elif low == b"content-type":
-                if ctype is None:
-                    ctype = value.decode("utf-8", "surrogateescape")
-            elif low == b"transfer-encoding":
-                chunked = True
-            elif low == b"expect":
-                if expect is None:
-                    expect = value.decode("utf-8", "surrogateescape")
-            elif low == b"x-forwarded-for" and forwarded is None:
-                forwarded = value
+        length, ctype, chunked, expect, forwarded = read_fields(raw_headers)
         self.content_length = int(length) if length is not None else None  # llhttp checked the digits
         self.chunked = chunked
         self.expect = expect  # the Expect field (None: none)
-        self.ctype = ctype or ""  # the Content-Type field as sent ("" when none)
+        self.ctype = ctype  # the Content-Type field as sent ("" when none)
         self.forwarded_for = forwarded  # the first X-Forwarded-For field
         self.too_large = False
         self.broken = False  # the body was malformed (e.g. bad chunk framing)

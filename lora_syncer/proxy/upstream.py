@@ -31,7 +31,7 @@ import aiohttp
 import httptools
 from multidict import CIMultiDict
 
-from lora_syncer.proxy.headers import RawHeaders, decoded, header_lines, lower_name
+from lora_syncer.proxy.headers import RawHeaders, decoded, header_lines, read_fields
 
 # Stop reading from the upstream while this much body waits for a slow client.
 _HIGH_WATER: Final = 256 * 1024
@@ -180,22 +180,10 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             return  # an interim answer (e.g. 103): the real one follows
         # Headers stay bytes (relayed as received); the fields the proxy reads are found in one pass.
-        declared: bytes | None = None
-        chunked = False
-        ctype: str | None = None
-        for name, value in raw:
-            low = lower_name(name)
-            if low == b"content-length":
-                if declared is None:
-                    declared = value
-            elif low == b"content-type":
-                if ctype is None:
-                    ctype = value.decode("utf-8", "surrogateescape")
-            elif low == b"transfer-encoding":
-                chunked = True
+        declared, ctype, chunked, _, _ = read_fields(raw)
         # llhttp has checked Content-Length (digits, one value); with chunked framing it does not count.
         length = int(declared) if declared is not None and not chunked else None
-        self._head = (status, reason.decode("utf-8", "surrogateescape"), raw, length, ctype or "")
+        self._head = (status, reason.decode("utf-8", "surrogateescape"), raw, length, ctype)
         self.reusable = parser.should_keep_alive() and status != 101
         if self.no_body:
             # llhttp cannot be told the request was HEAD: the answer ends with its head.
