@@ -106,7 +106,8 @@ def _measure(
     rules = tmp / "rules.yaml"
     port = free_port()
     out = tmp / f"callgrind.{name}.out"
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    # A fixed hash seed: string hashes (and so dictionary probing) are then the same in every run.
+    env = {**os.environ, "PYTHONPATH": str(pythonpath), "PYTHONHASHSEED": "0"}
     argv = [
         "valgrind",
         "--tool=callgrind",

@@ -111,7 +111,9 @@ def ok(body: bytes, *extra: bytes) -> bytes:
 async def post(
     client: UpstreamClient, url: str, body: bytes = b'{"model":"m"}', **kw: str
 ) -> tuple[int, bytes]:
-    resp = await client.request("POST", url, "/v1/chat/completions", [(k.encode(), v.encode()) for k, v in kw.items()], body)
+    resp = await client.request(
+        "POST", url, "/v1/chat/completions", [(k.encode(), v.encode()) for k, v in kw.items()], body
+    )
     try:
         return resp.status, await resp.read()
     finally:
